@@ -1,0 +1,261 @@
+"""The ``intentwatch`` command.
+
+Each subcommand imports what it needs when it runs, so ``--help`` is instant.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(
+    help="Runtime enforcement for AI agents: score every tool call against the task's "
+    "approved intent and revoke credentials when behaviour leaves it.\n\n"
+    "New here? Run `intentwatch demo`.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="rich",
+)
+kafka_app = typer.Typer(
+    help="A local single-node Apache Kafka (KRaft) on 127.0.0.1, for development and tests.",
+    no_args_is_help=True,
+)
+keys_app = typer.Typer(
+    help="intentwatch's signing keys (revocations are signed with the active key).",
+    no_args_is_help=True,
+)
+app.add_typer(kafka_app, name="kafka")
+app.add_typer(keys_app, name="keys")
+console = Console()
+
+KafkaHome = Annotated[
+    Path | None, typer.Option(help="State folder of the broker [default: ./.intentwatch/kafka].")
+]
+KeysDir = Annotated[
+    Path,
+    typer.Option(envvar="INTENTWATCH_KEYS_DIR", help="Folder of the signing keyring."),
+]
+DEFAULT_KEYS_DIR = Path(".intentwatch/keys")
+
+
+# -- local Kafka -----------------------------------------------------------------------------
+
+
+@kafka_app.command("up")
+def kafka_up(
+    port: Annotated[int, typer.Option(help="Broker port on 127.0.0.1.")] = 9092,
+    home: KafkaHome = None,
+) -> None:
+    """Start the broker (first use resolves the Kafka jars with Maven into a cache)."""
+    from intentwatch import localkafka
+
+    try:
+        broker = localkafka.up(port, home=home)
+    except localkafka.KafkaSetupError as error:
+        console.print(f"[red]{error}[/red]")
+        raise typer.Exit(1) from None
+    console.print(f"Kafka is up at [bold]{broker.bootstrap}[/bold] (pid {broker.pid}, "
+                  f"log {broker.log_file})")
+
+
+@kafka_app.command("down")
+def kafka_down(home: KafkaHome = None) -> None:
+    """Stop the broker started by `intentwatch kafka up`."""
+    from intentwatch import localkafka
+
+    console.print("Kafka stopped." if localkafka.down(home) else "No local Kafka was running.")
+
+
+@kafka_app.command("status")
+def kafka_status(home: KafkaHome = None) -> None:
+    """Say whether the local broker runs, and where."""
+    from intentwatch import localkafka
+
+    broker = localkafka.status(home)
+    if broker is None:
+        console.print("No local Kafka is running.")
+        raise typer.Exit(1)
+    console.print(f"Kafka runs at {broker.bootstrap} (pid {broker.pid}, log {broker.log_file})")
+
+
+# -- worker and demo -------------------------------------------------------------------------
+
+
+@app.command()
+def worker() -> None:
+    """Run a stream worker (configured by INTENTWATCH_* environment variables)."""
+    from pipeline.settings import Settings
+    from pipeline.worker import run_worker
+
+    run_worker(Settings.from_env())
+
+
+@app.command()
+def demo(
+    bootstrap: Annotated[
+        str | None,
+        typer.Option(envvar="INTENTWATCH_BOOTSTRAP",
+                     help="Use this Kafka instead of starting a local one."),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the simulated fleet.")] = 7,
+    agents: Annotated[int, typer.Option(help="Agents per role in the simulated fleet.")] = 2,
+    duration: Annotated[float, typer.Option(help="Seconds of live traffic.")] = 45.0,
+) -> None:
+    """Run the whole loop: Kafka, a worker, a simulated fleet, live revocations, a summary."""
+    from intentwatch.demo import run_demo
+
+    raise typer.Exit(run_demo(bootstrap=bootstrap, seed=seed, agents=agents, duration=duration))
+
+
+# -- offline ---------------------------------------------------------------------------------
+
+
+@app.command()
+def fleet(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the JSON Lines.")],
+    seed: Annotated[int, typer.Option(help="Seed; the same seed gives the same fleet.")] = 0,
+    agents: Annotated[int, typer.Option(help="Agents per role.")] = 3,
+    days: Annotated[float, typer.Option(help="Days of benign history before attacks.")] = 7.0,
+) -> None:
+    """Write a labelled synthetic fleet in the replay format."""
+    from models.fleet import FleetSpec, generate, write_jsonl
+
+    events = generate(FleetSpec(seed=seed, agents_per_role=agents, history_days=days))
+    write_jsonl(events, out)
+    console.print(f"wrote {len(events):,} events to {out}")
+
+
+@app.command()
+def replay(
+    events: Annotated[Path, typer.Argument(help="Recorded events, JSON Lines (replay format).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the verdicts.")],
+    config: Annotated[
+        Path | None, typer.Option(help="Scoring config [default: $INTENTWATCH_SCORING_CONFIG "
+                                       "or the shipped one].")
+    ] = None,
+) -> None:
+    """Run the engine offline over recorded telemetry and write one verdict per tool call."""
+    from models.fleet import read_jsonl
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from models.config import load_config
+    from models.contracts import encode
+    from models.engine import Engine
+    from models.replay import ReplaySummary
+    from models.replay import replay as run_replay
+
+    records = list(read_jsonl(events))
+    engine = Engine(load_config(config))
+    summary = ReplaySummary()
+    started = time.perf_counter()
+    progress = Progress("[progress.description]{task.description}", BarColumn(),
+                        MofNCompleteColumn(), TimeRemainingColumn(), console=console)
+    with progress, out.open("wb") as sink:
+        task = progress.add_task("replaying", total=len(records))
+        for outcome in run_replay(records, engine):
+            summary.add(outcome)
+            for verdict in outcome.verdicts:
+                sink.write(encode(verdict) + b"\n")
+            progress.advance(task)
+    seconds = time.perf_counter() - started
+    table = Table(title=f"replay of {events.name} (config {engine.config.version})")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    table.add_row("events", f"{len(records):,}")
+    table.add_row("tool calls (verdicts)", f"{summary.calls:,}")
+    for decision in ("allow", "alert", "revoke"):
+        table.add_row(f"  {decision}", f"{summary.decisions[decision]:,}")
+    for reason, count in summary.revocations.most_common():
+        table.add_row(f"revocations: {reason}", f"{count:,}")
+    table.add_row("throughput", f"{len(records) / seconds:,.0f} events/s ({seconds:.2f} s)")
+    console.print(table)
+    console.print(f"verdicts written to {out}")
+
+
+# -- audit -----------------------------------------------------------------------------------
+
+
+@app.command()
+def audit(
+    bootstrap: Annotated[
+        str, typer.Option(envvar="INTENTWATCH_BOOTSTRAP", help="Kafka bootstrap servers.")
+    ] = "127.0.0.1:9092",
+    by: Annotated[str, typer.Option(help="Group by `agent` or `role`.")] = "role",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the topic.")] = 10.0,
+) -> None:
+    """Right-sizing advice from the audit topic: privileges granted but never used."""
+    from intentwatch.audit_reader import read_audit_records
+    from models.rightsizing import advise
+
+    if by not in ("agent", "role"):
+        raise typer.BadParameter("--by must be `agent` or `role`")
+    advice = advise(read_audit_records(bootstrap, timeout=timeout), by=by)  # type: ignore[arg-type]
+    if as_json:
+        print(json.dumps([group.to_dict() for group in advice], indent=2))
+        return
+    table = Table(title=f"granted but never used, by {by}")
+    for column in ("group", "tasks", "revoked", "out-of-grant calls", "never-used privileges"):
+        table.add_column(column)
+    for group in advice:
+        unused = [
+            f"{kind}: {pattern} (granted in {count} tasks)"
+            for kind, patterns in group.never_used.items()
+            for pattern, count in patterns.items()
+        ]
+        table.add_row(group.group, str(group.tasks), str(group.revoked_tasks),
+                      str(group.out_of_grant_calls), "\n".join(unused) or "-")
+    console.print(table)
+
+
+# -- keys ------------------------------------------------------------------------------------
+
+
+@keys_app.command("init")
+def keys_init(
+    keys_dir: KeysDir = DEFAULT_KEYS_DIR,
+    alg: Annotated[str, typer.Option(help="ES256, EdDSA or RS256.")] = "ES256",
+) -> None:
+    """Create a keyring with one signing key."""
+    from models.keys import Keyring
+
+    keyring = Keyring.create(keys_dir, alg)
+    console.print(f"created keyring {keys_dir} with active key {keyring.active.kid}")
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    keys_dir: KeysDir = DEFAULT_KEYS_DIR,
+    alg: Annotated[str | None, typer.Option(help="Algorithm of the new key.")] = None,
+) -> None:
+    """Make a new active key; older keys stay in the JWKS until pruned."""
+    from models.keys import Keyring
+
+    key = Keyring.load(keys_dir).rotate(alg)
+    console.print(f"new active key {key.kid}; restart workers to sign with it")
+
+
+@keys_app.command("prune")
+def keys_prune(
+    keys_dir: KeysDir = DEFAULT_KEYS_DIR,
+    older_than: Annotated[float, typer.Option(help="Age in seconds of keys to drop.")] = 86400.0,
+) -> None:
+    """Drop non-active keys older than this (once no token they signed is still trusted)."""
+    from models.keys import Keyring
+
+    dropped = Keyring.load(keys_dir).prune(older_than)
+    console.print(f"pruned {len(dropped)} key(s): {', '.join(dropped) or '-'}")
+
+
+@keys_app.command("jwks")
+def keys_jwks(keys_dir: KeysDir = DEFAULT_KEYS_DIR) -> None:
+    """Print the public JWKS that receivers verify revocations with."""
+    from models.keys import Keyring
+
+    print(json.dumps(Keyring.load(keys_dir).jwks(), indent=2))

@@ -1,0 +1,338 @@
+"""The v1 wire contracts: typed structs, strict decoding, topic names.
+
+Every record on an intentwatch topic is UTF-8 JSON keyed by the agent's SPIFFE ID.
+Decoding is strict about what matters (required fields, types, SPIFFE ID syntax,
+time zones) and lenient about the rest (unknown fields are ignored), and every
+failure names the field and the problem.
+
+>>> call = decode_toolcall(b'{"event_id": "e1", "ts": "2026-11-02T08:00:00Z",'
+...     b' "agent_id": "spiffe://acme.org/agents/support/a1", "task_id": "t1",'
+...     b' "tool": "gmail.send_email", "target": "mailto:jane@customer.example"}')
+>>> call.ts
+1793606400.0
+>>> try:
+...     decode_toolcall(b'{"event_id": "e1"}')
+... except ContractError as error:
+...     print(error)
+tool call: Object missing required field `ts`
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta, Struct
+
+__all__ = [
+    "ACTIONS",
+    "DLQ_HEADERS",
+    "LABEL_LEVELS",
+    "REASON_CODES",
+    "SCHEMA_FILES",
+    "TOPICS",
+    "Action",
+    "AuditRecord",
+    "ContractError",
+    "DeadLetterHeaders",
+    "Decision",
+    "Event",
+    "Grant",
+    "Reason",
+    "ReasonCode",
+    "Revocation",
+    "TaskEvent",
+    "ToolCall",
+    "Verdict",
+    "decode_grant_payload",
+    "decode_replay_record",
+    "decode_task_event",
+    "decode_toolcall",
+    "encode",
+    "format_ts",
+    "json_schema",
+    "role_of",
+]
+
+TOPICS = {
+    "toolcalls": "intentwatch.toolcalls.v1",
+    "grants": "intentwatch.grants.v1",
+    "tasks": "intentwatch.tasks.v1",
+    "verdicts": "intentwatch.verdicts.v1",
+    "revocations": "intentwatch.revocations.v1",
+    "audit": "intentwatch.audit.v1",
+    "dlq": "intentwatch.dlq.v1",
+}
+"""Logical topic name -> Kafka topic name."""
+
+_SPIFFE_PATTERN = r"^spiffe://[a-z0-9._-]+(/[A-Za-z0-9._-]*[A-Za-z0-9_-][A-Za-z0-9._-]*)+$"
+_spiffe_re = re.compile(_SPIFFE_PATTERN)
+SpiffeId = Annotated[
+    str,
+    Meta(
+        max_length=2048,
+        description="SPIFFE ID of the agent workload: spiffe://trust-domain/path",
+        extra_json_schema={"pattern": _SPIFFE_PATTERN},
+    ),
+]
+NonEmpty = Annotated[str, Meta(min_length=1, max_length=1024)]
+Count = Annotated[int, Meta(ge=0)]
+Probability = Annotated[float, Meta(ge=0.0, le=1.0)]
+Timestamp = Annotated[datetime, Meta(tz=True)] | float
+"""RFC 3339 with a time zone, or epoch seconds; decoded to epoch seconds."""
+
+Action = Literal["read", "write", "delete", "send", "execute", "admin"]
+ACTIONS: tuple[str, ...] = ("read", "write", "delete", "send", "execute", "admin")
+LABEL_LEVELS: tuple[str, ...] = ("public", "internal", "confidential", "restricted")
+Decision = Literal["allow", "alert", "revoke"]
+ReasonCode = Literal[
+    "intent_violation", "anomaly", "ttl_expired", "task_completed", "credential_reuse", "policy"
+]
+REASON_CODES: tuple[str, ...] = ReasonCode.__args__
+
+
+class ContractError(ValueError):
+    """A record does not meet its contract; the message names the field and the problem."""
+
+
+def _epoch(value: datetime | float) -> float:
+    return value.timestamp() if isinstance(value, datetime) else float(value)
+
+
+def _check_spiffe_id(value: str) -> None:
+    if not _spiffe_re.match(value):
+        raise ValueError(
+            f"`agent_id` must be a SPIFFE ID (spiffe://trust-domain/path), got {value!r}"
+        )
+
+
+def format_ts(epoch: float) -> str:
+    """RFC 3339 UTC text for epoch seconds, e.g. ``2026-11-02T08:00:00Z``."""
+    text = datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
+    return text.replace("+00:00", "Z")
+
+
+def role_of(agent_id: str) -> str:
+    """The agent's role: its SPIFFE ID without the last path segment."""
+    return agent_id.rsplit("/", 1)[0]
+
+
+class ToolCall(Struct, kw_only=True):
+    """One tool call made by an agent (``intentwatch.toolcalls.v1``)."""
+
+    event_id: NonEmpty
+    ts: Timestamp
+    agent_id: SpiffeId
+    task_id: NonEmpty
+    tool: NonEmpty
+    credential_id: str | None = None
+    tool_description: str | None = None
+    action: Action | None = None
+    target: str | None = None
+    args: dict[str, Any] | None = None
+    data_labels: list[str] = []
+    bytes_out: Count | None = None
+    bytes_in: Count | None = None
+    outcome: Literal["ok", "error", "denied"] | None = None
+    trace_id: str | None = None
+    span_id: str | None = None
+    parent_span_id: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_spiffe_id(self.agent_id)
+        self.ts = _epoch(self.ts)
+
+
+class Grant(Struct, kw_only=True):
+    """The approved intent for one task (payload of a ``intentwatch.grants.v1`` JWS)."""
+
+    grant_id: NonEmpty
+    agent_id: SpiffeId
+    task_id: NonEmpty
+    credential_ids: list[NonEmpty]
+    tools: list[NonEmpty]
+    targets: list[NonEmpty]
+    data_labels: list[NonEmpty]
+    issued_at: Timestamp
+    expires_at: Timestamp
+    issuer: NonEmpty
+    intent: str = ""
+
+    def __post_init__(self) -> None:
+        _check_spiffe_id(self.agent_id)
+        self.issued_at = _epoch(self.issued_at)
+        self.expires_at = _epoch(self.expires_at)
+        if self.expires_at <= self.issued_at:
+            raise ValueError("`expires_at` must be later than `issued_at`")
+
+
+class TaskEvent(Struct, kw_only=True):
+    """A task's lifecycle step (``intentwatch.tasks.v1``)."""
+
+    event_id: NonEmpty
+    ts: Timestamp
+    agent_id: SpiffeId
+    task_id: NonEmpty
+    status: Literal["started", "completed", "failed", "cancelled"]
+
+    def __post_init__(self) -> None:
+        _check_spiffe_id(self.agent_id)
+        self.ts = _epoch(self.ts)
+
+
+Event = ToolCall | Grant | TaskEvent
+
+
+class Reason(Struct, kw_only=True):
+    """One cause of a verdict: a stable code, its weight in the score, a sentence."""
+
+    code: str
+    weight: float
+    detail: str
+
+
+class Verdict(Struct, kw_only=True):
+    """The judgement of one tool call (``intentwatch.verdicts.v1``)."""
+
+    event_id: str
+    agent_id: str
+    task_id: str
+    tool: str
+    ts: str
+    score: Probability
+    decision: Decision
+    reasons: list[Reason] = []
+    components: dict[str, float] = {}
+    model_version: str = ""
+
+
+class Revocation(Struct, kw_only=True):
+    """A decision to revoke a task's credentials, before it is signed as a CAEP SET.
+
+    ``revocation_id`` is deterministic: the same cause gives the same id, so
+    receivers can deduplicate.
+    """
+
+    revocation_id: str
+    agent_id: str
+    task_id: str
+    credential_ids: list[str]
+    reason_code: ReasonCode
+    reason: str
+    score: Probability
+    evidence: list[str] = []
+    event_ts: float
+
+
+class AuditRecord(Struct, kw_only=True):
+    """Approved versus actual for one task (``intentwatch.audit.v1``)."""
+
+    agent_id: str
+    task_id: str
+    grant_id: str | None
+    intent: str
+    granted: dict[str, list[str]]
+    used: dict[str, dict[str, int]]
+    unused: dict[str, list[str]]
+    out_of_grant: list[dict[str, str]]
+    calls: int
+    max_score: float
+    revoked: bool
+    revocation_reasons: list[str]
+    ended: Literal["completed", "failed", "cancelled", "expired", "revoked"]
+    started_at: str | None
+    ended_at: str
+
+
+class DeadLetterHeaders:
+    """Header names on ``intentwatch.dlq.v1`` records (the value is the original bytes)."""
+
+    SOURCE_TOPIC = "dlq.source.topic"
+    SOURCE_PARTITION = "dlq.source.partition"
+    SOURCE_OFFSET = "dlq.source.offset"
+    ERROR_CLASS = "dlq.error.class"
+    ERROR_MESSAGE = "dlq.error.message"
+
+
+DLQ_HEADERS = DeadLetterHeaders
+
+_toolcall_decoder = msgspec.json.Decoder(ToolCall)
+_grant_decoder = msgspec.json.Decoder(Grant)
+_task_decoder = msgspec.json.Decoder(TaskEvent)
+_encoder = msgspec.json.Encoder()
+
+
+def _decode(decoder: msgspec.json.Decoder, data: bytes | str, what: str):
+    try:
+        return decoder.decode(data)
+    except msgspec.ValidationError as exc:
+        raise ContractError(f"{what}: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise ContractError(f"{what}: not valid JSON ({exc})") from None
+
+
+def decode_toolcall(data: bytes | str) -> ToolCall:
+    """Decode a ``intentwatch.toolcalls.v1`` value, or raise :class:`ContractError`."""
+    return _decode(_toolcall_decoder, data, "tool call")
+
+
+def decode_task_event(data: bytes | str) -> TaskEvent:
+    """Decode a ``intentwatch.tasks.v1`` value, or raise :class:`ContractError`."""
+    return _decode(_task_decoder, data, "task event")
+
+
+def decode_grant_payload(data: bytes | str | dict[str, Any]) -> Grant:
+    """Decode a grant's payload (the JSON inside the JWS), or raise :class:`ContractError`."""
+    if isinstance(data, dict):
+        return _convert(data, Grant, "grant")
+    return _decode(_grant_decoder, data, "grant")
+
+
+def _convert(obj: dict[str, Any], kind: type, what: str):
+    try:
+        return msgspec.convert(obj, kind)
+    except msgspec.ValidationError as exc:
+        raise ContractError(f"{what}: {exc}") from None
+
+
+_REPLAY_KINDS: dict[str, tuple[type, str]] = {
+    "toolcall": (ToolCall, "tool call"),
+    "grant": (Grant, "grant"),
+    "task": (TaskEvent, "task event"),
+}
+
+
+def decode_replay_record(obj: dict[str, Any]) -> Event:
+    """Turn one parsed replay line (a dict with ``kind``) into its contract struct."""
+    kind = obj.get("kind")
+    if kind not in _REPLAY_KINDS:
+        raise ContractError(
+            f"replay record: `kind` must be one of {sorted(_REPLAY_KINDS)}, got {kind!r}"
+        )
+    struct, what = _REPLAY_KINDS[kind]
+    return _convert(obj, struct, what)
+
+
+def encode(record: Struct | dict[str, Any]) -> bytes:
+    """JSON bytes for any contract struct."""
+    return _encoder.encode(record)
+
+
+SCHEMA_FILES: dict[str, type[Struct]] = {
+    "toolcall.v1.json": ToolCall,
+    "grant.v1.json": Grant,
+    "task.v1.json": TaskEvent,
+    "verdict.v1.json": Verdict,
+    "audit.v1.json": AuditRecord,
+}
+"""File name under ``schemas/`` -> the struct its JSON Schema is generated from."""
+
+
+def json_schema(struct: type[Struct]) -> dict[str, Any]:
+    """The JSON Schema (2020-12) of a contract struct, with a stable title."""
+    schema = msgspec.json.schema(struct)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = f"intentwatch {struct.__name__} v1"
+    return schema

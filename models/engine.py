@@ -1,0 +1,443 @@
+"""The per-event engine: one code path for the stream, replay, notebooks and benchmarks.
+
+``Engine.process(event)`` takes tool calls, grants and task events in time
+order and returns an :class:`Outcome`: verdicts, revocations and audit
+records to publish. ``Engine.tick(now)`` does the time-driven work: judging
+calls whose grant never came, revoking expired grants, ending quiet tasks.
+
+The engine owns the facts (grant conformance, task lifecycle, credentials,
+staged learning); the :class:`~models.detection.Detector` owns the learned
+scores. A grant violation decides on its own; otherwise the detector's score
+is compared with the config's thresholds.
+
+>>> from models.contracts import Grant, ToolCall
+>>> engine = Engine()
+>>> agent = "spiffe://acme.org/agents/support/a1"
+>>> _ = engine.process(Grant(grant_id="g1", agent_id=agent, task_id="t1", credential_ids=["c1"],
+...     intent="answer ticket 42", tools=["crm.*"], targets=["*.acme.org"], data_labels=["internal"],
+...     issued_at=0.0, expires_at=900.0, issuer="broker"))
+>>> out = engine.process(ToolCall(event_id="e1", ts=10.0, agent_id=agent, task_id="t1",
+...     tool="iam.update_user_password", credential_id="c1"))
+>>> out.verdicts[0].decision, out.revocations[0].reason_code
+('revoke', 'intent_violation')
+"""
+
+from __future__ import annotations
+
+import heapq
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable, MutableMapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from models.catalogue import ToolCatalogue, ToolInfo
+from models.config import ScoringConfig, load_config
+from models.conformance import Violation, check_call, target_allowed, tool_allowed
+from models.contracts import (
+    AuditRecord,
+    Event,
+    Grant,
+    Reason,
+    Revocation,
+    TaskEvent,
+    ToolCall,
+    Verdict,
+    format_ts,
+)
+from models.detection import Detector
+
+__all__ = ["Engine", "Outcome"]
+
+_REVOCATION_NAMESPACE = uuid.UUID("5b1f4a5e-3c55-4d4e-9a8f-0c6f1d2e7a10")
+
+# Which revocation reason a conformance violation leads to, strongest first.
+_VIOLATION_REASON: dict[str, str] = {
+    "call_after_task_end": "credential_reuse",
+    "credential_not_issued": "credential_reuse",
+    "grant_expired": "ttl_expired",
+    "tool_not_granted": "intent_violation",
+    "target_not_granted": "intent_violation",
+    "label_not_granted": "intent_violation",
+    "grant_not_yet_valid": "policy",
+    "no_grant": "policy",
+}
+_MAX_STAGED_CALLS = 512
+_TOMBSTONE_SECONDS = 24 * 3600.0
+
+TaskStatus = Literal["open", "completed", "failed", "cancelled", "expired"]
+
+
+@dataclass
+class Outcome:
+    """What one event (or one tick) produced, in the order it should be published."""
+
+    verdicts: list[Verdict] = field(default_factory=list)
+    revocations: list[Revocation] = field(default_factory=list)
+    audits: list[AuditRecord] = field(default_factory=list)
+
+    def extend(self, other: Outcome) -> None:
+        self.verdicts += other.verdicts
+        self.revocations += other.revocations
+        self.audits += other.audits
+
+    def __bool__(self) -> bool:
+        return bool(self.verdicts or self.revocations or self.audits)
+
+
+@dataclass
+class _Task:
+    """What the engine knows of one task between its first event and its end."""
+
+    agent_id: str
+    task_id: str
+    status: TaskStatus = "open"
+    started_at: float | None = None
+    ended_at: float | None = None
+    last_seen: float = 0.0
+    staged: list[tuple[ToolCall, ToolInfo]] = field(default_factory=list)
+    revoked: dict[str, str] = field(default_factory=dict)  # reason code -> revocation id
+    tools: Counter[str] = field(default_factory=Counter)
+    targets: Counter[str] = field(default_factory=Counter)
+    labels: Counter[str] = field(default_factory=Counter)
+    out_of_grant: list[dict[str, str]] = field(default_factory=list)
+    calls: int = 0
+    max_score: float = 0.0
+
+    @property
+    def is_over(self) -> bool:
+        return self.status != "open"
+
+    @property
+    def revoked_for_cause(self) -> bool:
+        """Revoked for something other than its normal end (the calls are not learned)."""
+        return any(code not in ("task_completed", "ttl_expired") for code in self.revoked)
+
+
+class Engine:
+    """Judge tool calls against their grant and the agents' learned behaviour.
+
+    Parameters
+    ----------
+    config
+        Thresholds, timings and detector weights; the shipped default when omitted.
+    grants
+        Where active grants live: agent id -> {task id -> Grant}. The pipeline
+        passes a faust table; values are assigned back after every change.
+    catalogue
+        Operator knowledge of tools (action class, description).
+    detector
+        The learned layers; built from ``config`` when omitted.
+    """
+
+    def __init__(
+        self,
+        config: ScoringConfig | None = None,
+        *,
+        grants: MutableMapping[str, dict[str, Grant]] | None = None,
+        catalogue: ToolCatalogue | None = None,
+        detector: Detector | None = None,
+    ) -> None:
+        self.config = config or load_config()
+        self.grants: MutableMapping[str, dict[str, Grant]] = grants if grants is not None else {}
+        self.catalogue = catalogue or ToolCatalogue()
+        self.detector = detector or Detector(self.config)
+        self._tasks: dict[tuple[str, str], _Task] = {}
+        self._parked: dict[tuple[str, str], list[tuple[float, ToolCall]]] = {}
+        self._deadlines: list[tuple[float, str, str, str]] = []  # (when, what, agent, task)
+        self._last_sweep = float("-inf")
+
+    # -- events ---------------------------------------------------------------------------
+
+    def process(self, event: Event, now: float | None = None) -> Outcome:
+        """Take one event; ``now`` is the processing time (event time when omitted)."""
+        if isinstance(event, ToolCall):
+            return self._on_call(event, event.ts if now is None else now)
+        if isinstance(event, Grant):
+            return self._on_grant(event, event.issued_at if now is None else now)
+        if isinstance(event, TaskEvent):
+            return self._on_task_event(event)
+        raise TypeError(f"not an intentwatch event: {type(event).__name__}")
+
+    def tick(self, now: float) -> Outcome:
+        """Do what is due by ``now``: overdue parked calls, grant expiry, quiet tasks."""
+        outcome = Outcome()
+        while self._deadlines and self._deadlines[0][0] <= now:
+            when, what, agent_id, task_id = heapq.heappop(self._deadlines)
+            if what == "grace":
+                self._judge_parked(agent_id, task_id, outcome)
+            else:
+                self._expire(agent_id, task_id, when, outcome)
+        if now - self._last_sweep >= min(self.config.quiet_period_seconds, 60.0):
+            self._last_sweep = now
+            self._sweep(now)
+        return outcome
+
+    def restore(self) -> None:
+        """Rebuild time-driven work from the grants store (after recovery or rebalance).
+
+        Tasks of restored grants count as open: one that ended just before a crash
+        is revoked again at expiry, which receivers treat as a no-op.
+        """
+        self._deadlines = []
+        for agent_id, tasks in self.grants.items():
+            for task_id, grant in tasks.items():
+                self._task(agent_id, task_id)
+                self._deadlines.append((grant.expires_at, "expiry", agent_id, task_id))
+        heapq.heapify(self._deadlines)
+
+    def forget_agents(self, keep: Callable[[str], bool]) -> None:
+        """Drop in-memory state of agents this worker no longer owns."""
+        self._tasks = {key: task for key, task in self._tasks.items() if keep(key[0])}
+        self._parked = {key: calls for key, calls in self._parked.items() if keep(key[0])}
+        self._deadlines = [item for item in self._deadlines if keep(item[2])]
+        heapq.heapify(self._deadlines)
+
+    # -- grants and task events -----------------------------------------------------------
+
+    def _on_grant(self, grant: Grant, now: float) -> Outcome:
+        tasks = dict(self.grants.get(grant.agent_id) or {})
+        tasks[grant.task_id] = grant
+        self.grants[grant.agent_id] = tasks
+        task = self._task(grant.agent_id, grant.task_id)
+        task.last_seen = max(task.last_seen, now)
+        heapq.heappush(self._deadlines, (grant.expires_at, "expiry", grant.agent_id, grant.task_id))
+        outcome = Outcome()
+        self._judge_parked(grant.agent_id, grant.task_id, outcome)
+        return outcome
+
+    def _on_task_event(self, event: TaskEvent) -> Outcome:
+        task = self._task(event.agent_id, event.task_id)
+        task.last_seen = max(task.last_seen, event.ts)
+        outcome = Outcome()
+        if event.status == "started":
+            task.started_at = task.started_at or event.ts
+            return outcome
+        if task.is_over:
+            return outcome
+        self._judge_parked(event.agent_id, event.task_id, outcome)
+        grant = self._grant(event.agent_id, event.task_id)
+        if grant is not None:
+            self._revoke(
+                task, grant, "task_completed", event.ts, outcome,
+                reason=f"task {event.task_id} {event.status}; its credentials end with it",
+                score=0.0, evidence=[event.event_id],
+            )
+        self._end(task, event.status, event.ts, grant, outcome)
+        return outcome
+
+    def _expire(self, agent_id: str, task_id: str, when: float, outcome: Outcome) -> None:
+        grant = self._grant(agent_id, task_id)
+        task = self._tasks.get((agent_id, task_id))
+        if grant is None or grant.expires_at != when or task is None or task.is_over:
+            return
+        self._judge_parked(agent_id, task_id, outcome)
+        self._revoke(
+            task, grant, "ttl_expired", when, outcome,
+            reason=f"grant {grant.grant_id} for task {task_id} expired at {format_ts(when)}",
+            score=0.0, evidence=[grant.grant_id],
+        )
+        self._end(task, "expired", when, grant, outcome)
+
+    def _end(
+        self, task: _Task, status: TaskStatus, ts: float, grant: Grant | None, outcome: Outcome
+    ) -> None:
+        task.status = status
+        task.ended_at = ts
+        self.detector.end_task(
+            task.agent_id, task.task_id, task.staged, learn=not task.revoked_for_cause
+        )
+        task.staged = []
+        outcome.audits.append(self._audit(task, grant))
+
+    def _sweep(self, now: float) -> None:
+        """End quiet open tasks (learning them) and forget long-finished or orphan ones."""
+        quiet = self.config.quiet_period_seconds
+        for key, task in list(self._tasks.items()):
+            idle = now - max(task.last_seen, task.ended_at or task.last_seen)
+            if idle > _TOMBSTONE_SECONDS and (task.is_over or self._grant(*key) is None):
+                del self._tasks[key]
+                self._drop_grant(*key)
+            elif task.staged and idle >= quiet:
+                self.detector.end_task(
+                    task.agent_id, task.task_id, task.staged, learn=not task.revoked_for_cause
+                )
+                task.staged = []
+
+    # -- tool calls -----------------------------------------------------------------------
+
+    def _on_call(self, call: ToolCall, now: float) -> Outcome:
+        outcome = Outcome()
+        key = (call.agent_id, call.task_id)
+        task = self._tasks.get(key)
+        if self._grant(*key) is None and (task is None or not task.is_over):
+            parked = self._parked.setdefault(key, [])
+            parked.append((now, call))
+            if len(parked) == 1:
+                deadline = now + self.config.grace_seconds
+                heapq.heappush(self._deadlines, (deadline, "grace", *key))
+            return outcome
+        self._judge(call, outcome)
+        return outcome
+
+    def _judge_parked(self, agent_id: str, task_id: str, outcome: Outcome) -> None:
+        for _, call in self._parked.pop((agent_id, task_id), []):
+            self._judge(call, outcome)
+
+    def _judge(self, call: ToolCall, outcome: Outcome) -> None:
+        task = self._task(call.agent_id, call.task_id)
+        task.last_seen = max(task.last_seen, call.ts)
+        grant = self._grant(call.agent_id, call.task_id)
+        tool = self.catalogue.resolve(call)
+        assessment = self.detector.assess(call, grant, tool)
+        violations = self._violations(call, task, grant)
+
+        reasons = sorted(assessment.reasons, key=lambda r: r.weight, reverse=True)
+        if violations:
+            score, decision = 1.0, "revoke"
+            reasons = violations + reasons
+        elif task.revoked_for_cause:
+            score, decision = 1.0, "revoke"
+            reasons = [Reason(code="task_revoked", weight=1.0,
+                              detail=f"task {call.task_id} was already revoked")] + reasons
+        else:
+            score = assessment.score
+            decision = (
+                "revoke" if score >= self.config.revoke_threshold
+                else "alert" if score >= self.config.alert_threshold
+                else "allow"
+            )
+        verdict = Verdict(
+            event_id=call.event_id, agent_id=call.agent_id, task_id=call.task_id,
+            tool=call.tool, ts=format_ts(call.ts), score=score, decision=decision,
+            reasons=reasons, components=assessment.components, model_version=self.config.version,
+        )
+        outcome.verdicts.append(verdict)
+        self._record_usage(task, call, violations, score)
+        if not task.is_over and len(task.staged) < _MAX_STAGED_CALLS:
+            task.staged.append((call, tool))
+        if decision == "revoke" and not task.revoked_for_cause:
+            code = _VIOLATION_REASON[violations[0].code] if violations else "anomaly"
+            if code == "ttl_expired" and call.credential_id is not None:
+                code = "credential_reuse"  # presenting a credential that has expired
+            self._revoke(
+                task, grant, code, call.ts, outcome, reason=reasons[0].detail, score=score,
+                evidence=[call.event_id], extra_credentials=[call.credential_id],
+            )
+
+    def _violations(self, call: ToolCall, task: _Task, grant: Grant | None) -> list[Violation]:
+        if task.is_over:
+            when = format_ts(task.ended_at) if task.ended_at is not None else "earlier"
+            return [Violation(
+                code="call_after_task_end", weight=1.0,
+                detail=f"task {call.task_id} ended ({task.status}) at {when}; "
+                       f"this call{_presenting(call)} came after",
+            )]
+        if grant is None:
+            return [Violation(
+                code="no_grant", weight=1.0,
+                detail=f"no grant for task {call.task_id} arrived within "
+                       f"{self.config.grace_seconds:g} s of the call",
+            )]
+        violations = check_call(call, grant)
+        violations.sort(key=lambda v: list(_VIOLATION_REASON).index(v.code))
+        return violations
+
+    def _record_usage(
+        self, task: _Task, call: ToolCall, violations: list[Violation], score: float
+    ) -> None:
+        task.calls += 1
+        task.max_score = max(task.max_score, score)
+        task.tools[call.tool] += 1
+        if call.target is not None:
+            task.targets[call.target] += 1
+        task.labels.update(call.data_labels)
+        for violation in violations:
+            task.out_of_grant.append({
+                "event_id": call.event_id, "code": violation.code, "tool": call.tool,
+                "target": call.target or "",
+            })
+
+    # -- revocations and audit ------------------------------------------------------------
+
+    def _revoke(
+        self,
+        task: _Task,
+        grant: Grant | None,
+        code: str,
+        ts: float,
+        outcome: Outcome,
+        *,
+        reason: str,
+        score: float,
+        evidence: list[str],
+        extra_credentials: Iterable[str | None] = (),
+    ) -> None:
+        if code in task.revoked:
+            return
+        revocation_id = str(uuid.uuid5(
+            _REVOCATION_NAMESPACE, f"{task.agent_id}|{task.task_id}|{code}"
+        ))
+        task.revoked[code] = revocation_id
+        credentials = list(grant.credential_ids) if grant is not None else []
+        credentials += [c for c in extra_credentials if c is not None and c not in credentials]
+        outcome.revocations.append(Revocation(
+            revocation_id=revocation_id, agent_id=task.agent_id, task_id=task.task_id,
+            credential_ids=credentials, reason_code=code, reason=reason, score=score,
+            evidence=evidence, event_ts=ts,
+        ))
+
+    def _audit(self, task: _Task, grant: Grant | None) -> AuditRecord:
+        granted = {
+            "tools": list(grant.tools) if grant else [],
+            "targets": list(grant.targets) if grant else [],
+            "data_labels": list(grant.data_labels) if grant else [],
+        }
+        unused = {
+            "tools": [
+                p for p in granted["tools"] if not any(tool_allowed([p], t) for t in task.tools)
+            ],
+            "targets": [
+                p for p in granted["targets"]
+                if not any(target_allowed([p], t) for t in task.targets)
+            ],
+            "data_labels": [label for label in granted["data_labels"] if label not in task.labels],
+        }
+        return AuditRecord(
+            agent_id=task.agent_id, task_id=task.task_id,
+            grant_id=grant.grant_id if grant else None, intent=grant.intent if grant else "",
+            granted=granted,
+            used={"tools": dict(task.tools), "targets": dict(task.targets),
+                  "data_labels": dict(task.labels)},
+            unused=unused, out_of_grant=task.out_of_grant, calls=task.calls,
+            max_score=task.max_score, revoked=task.revoked_for_cause,
+            revocation_reasons=list(task.revoked),
+            ended=task.status if task.status != "open" else "expired",
+            started_at=format_ts(task.started_at) if task.started_at is not None else None,
+            ended_at=format_ts(task.ended_at if task.ended_at is not None else task.last_seen),
+        )
+
+    # -- state ----------------------------------------------------------------------------
+
+    def _task(self, agent_id: str, task_id: str) -> _Task:
+        key = (agent_id, task_id)
+        task = self._tasks.get(key)
+        if task is None:
+            task = self._tasks[key] = _Task(agent_id, task_id)
+        return task
+
+    def _grant(self, agent_id: str, task_id: str) -> Grant | None:
+        tasks = self.grants.get(agent_id)
+        return tasks.get(task_id) if tasks else None
+
+    def _drop_grant(self, agent_id: str, task_id: str) -> None:
+        tasks = dict(self.grants.get(agent_id) or {})
+        if tasks.pop(task_id, None) is not None:
+            if tasks:
+                self.grants[agent_id] = tasks
+            else:
+                del self.grants[agent_id]
+
+
+def _presenting(call: ToolCall) -> str:
+    return f" presenting credential {call.credential_id}" if call.credential_id else ""

@@ -1,0 +1,253 @@
+"""The engine's facts: conformance, lifecycle, grace, revocations, audit, staged learning.
+
+The learned layers are replaced by a scripted detector here; they have tests of their own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+
+from models.config import ScoringConfig
+from models.contracts import Grant, Reason, TaskEvent, ToolCall
+from models.engine import Engine
+
+AGENT = "spiffe://acme.org/agents/support/a1"
+OTHER = "spiffe://acme.org/agents/support/a2"
+
+
+@dataclass
+class ScriptedAssessment:
+    score: float
+    reasons: list[Reason] = field(default_factory=list)
+    components: dict[str, float] = field(default_factory=dict)
+
+
+class ScriptedDetector:
+    """Scores by tool name; records what it was asked to learn."""
+
+    def __init__(self, scores: dict[str, float] | None = None) -> None:
+        self.scores = scores or {}
+        self.learned: list[tuple[str, list[str]]] = []
+        self.forgotten: list[str] = []
+
+    def assess(self, call, grant, tool):
+        score = self.scores.get(call.tool, 0.05)
+        reasons = [Reason(code="rare_tool", weight=score, detail=f"{call.tool} is rare")]
+        return ScriptedAssessment(score, reasons, {"rarity": score})
+
+    def end_task(self, agent_id, task_id, calls, *, learn):
+        (self.learned if learn else self.forgotten).append(
+            (task_id, [c.tool for c, _ in calls]) if learn else task_id
+        )
+
+
+def make_engine(**scores: float) -> tuple[Engine, ScriptedDetector]:
+    detector = ScriptedDetector({k.replace("__", "."): v for k, v in scores.items()})
+    config = ScoringConfig(version="test-1", alert_threshold=0.5, revoke_threshold=0.8)
+    return Engine(config, detector=detector), detector
+
+
+def grant(task="t1", agent=AGENT, **overrides) -> Grant:
+    fields = dict(
+        grant_id=f"g-{task}", agent_id=agent, task_id=task, credential_ids=[f"c-{task}"],
+        intent="answer ticket 42 from jane@customer.example", tools=["crm.*", "gmail.*"],
+        targets=["*.acme.org", "mailto:*@customer.example"], data_labels=["internal", "pii"],
+        issued_at=100.0, expires_at=1000.0, issuer="broker",
+    )
+    fields.update(overrides)
+    return Grant(**fields)
+
+
+def call(ts=200.0, tool="crm.lookup_customer", task="t1", agent=AGENT, n=1, **extra) -> ToolCall:
+    extra.setdefault("credential_id", f"c-{task}")
+    return ToolCall(event_id=f"{task}-e{n}-{ts}", ts=ts, agent_id=agent, task_id=task,
+                    tool=tool, **extra)
+
+
+def task_event(status, ts=500.0, task="t1", agent=AGENT) -> TaskEvent:
+    return TaskEvent(event_id=f"{task}-{status}", ts=ts, agent_id=agent, task_id=task,
+                     status=status)
+
+
+def test_conforming_call_is_allowed_with_config_version():
+    engine, _ = make_engine()
+    engine.process(grant())
+    out = engine.process(call(target="https://crm.acme.org/c/7", data_labels=["pii"]))
+    (verdict,) = out.verdicts
+    assert verdict.decision == "allow"
+    assert verdict.model_version == "test-1"
+    assert out.revocations == []
+
+
+@pytest.mark.parametrize(
+    ("changes", "code"),
+    [
+        ({"tool": "iam.update_user_password"}, "tool_not_granted"),
+        ({"target": "mailto:x@evil.example"}, "target_not_granted"),
+        ({"data_labels": ["restricted"]}, "label_not_granted"),
+    ],
+)
+def test_call_outside_grant_revokes_for_intent_violation(changes, code):
+    engine, _ = make_engine()
+    engine.process(grant())
+    out = engine.process(call(**changes))
+    assert out.verdicts[0].decision == "revoke"
+    assert out.verdicts[0].score == 1.0
+    assert out.verdicts[0].reasons[0].code == code
+    (revocation,) = out.revocations
+    assert revocation.reason_code == "intent_violation"
+    assert revocation.credential_ids == ["c-t1"]
+    assert revocation.evidence == [out.verdicts[0].event_id]
+
+
+def test_credential_from_another_task_is_reuse():
+    engine, _ = make_engine()
+    engine.process(grant("t1"))
+    engine.process(grant("t2"))
+    out = engine.process(call(task="t2", credential_id="c-t1"))
+    assert out.verdicts[0].reasons[0].code == "credential_not_issued"
+    assert out.revocations[0].reason_code == "credential_reuse"
+    assert set(out.revocations[0].credential_ids) == {"c-t2", "c-t1"}
+
+
+def test_call_after_expiry_without_credential_is_ttl_expired():
+    engine, _ = make_engine()
+    engine.process(grant())
+    out = engine.process(call(ts=1001.0, credential_id=None))
+    assert out.verdicts[0].reasons[0].code == "grant_expired"
+    assert out.revocations[0].reason_code == "ttl_expired"
+
+
+def test_expired_credential_presented_is_reuse():
+    engine, _ = make_engine()
+    engine.process(grant())
+    out = engine.process(call(ts=1001.0))
+    assert out.revocations[0].reason_code == "credential_reuse"
+
+
+def test_timer_revokes_expired_grant_once_with_audit():
+    engine, _ = make_engine()
+    engine.process(grant())
+    engine.process(call())
+    assert not engine.tick(999.0)
+    out = engine.tick(1000.0)
+    (revocation,) = out.revocations
+    assert revocation.reason_code == "ttl_expired"
+    assert out.audits[0].ended == "expired"
+    assert not engine.tick(2000.0)
+    late = engine.process(call(ts=1500.0))
+    assert late.verdicts[0].reasons[0].code == "call_after_task_end"
+    assert late.revocations[0].reason_code == "credential_reuse"
+
+
+def test_task_end_revokes_and_later_call_is_reuse():
+    engine, detector = make_engine()
+    engine.process(grant())
+    engine.process(call())
+    out = engine.process(task_event("completed"))
+    assert [r.reason_code for r in out.revocations] == ["task_completed"]
+    assert detector.learned == [("t1", ["crm.lookup_customer"])]
+    late = engine.process(call(ts=600.0))
+    assert late.revocations[0].reason_code == "credential_reuse"
+
+
+def test_revocation_ids_are_deterministic():
+    ids = []
+    for _ in range(2):
+        engine, _ = make_engine()
+        engine.process(grant())
+        ids.append(engine.process(call(tool="shell.exec")).revocations[0].revocation_id)
+    assert ids[0] == ids[1]
+    engine, _ = make_engine()
+    engine.process(grant(task="t9"))
+    assert engine.process(call(tool="shell.exec", task="t9")).revocations[0].revocation_id != ids[0]
+
+
+def test_call_before_grant_waits_for_grace_and_is_judged_against_it():
+    engine, _ = make_engine()
+    assert not engine.process(call(ts=100.5), now=100.5)
+    out = engine.process(grant(), now=101.5)
+    assert out.verdicts[0].decision == "allow"
+    assert not engine.tick(200.0)
+
+
+def test_call_without_grant_is_judged_after_grace():
+    engine, _ = make_engine()
+    engine.process(call(ts=100.0), now=100.0)
+    assert not engine.tick(101.9)
+    out = engine.tick(102.0)
+    assert out.verdicts[0].reasons[0].code == "no_grant"
+    assert out.revocations[0].reason_code == "policy"
+
+
+def test_detector_score_decides_alert_and_revoke():
+    engine, _ = make_engine(gmail__send_email=0.6, gmail__forward_all=0.9)
+    engine.process(grant())
+    assert engine.process(call(tool="gmail.send_email", n=1)).verdicts[0].decision == "alert"
+    out = engine.process(call(tool="gmail.forward_all", n=2))
+    assert out.verdicts[0].decision == "revoke"
+    assert out.revocations[0].reason_code == "anomaly"
+    after = engine.process(call(n=3, ts=300.0))
+    assert after.verdicts[0].reasons[0].code == "task_revoked"
+    assert after.revocations == []
+
+
+def test_revoked_task_is_never_learned():
+    engine, detector = make_engine(gmail__forward_all=0.9)
+    engine.process(grant())
+    engine.process(call(tool="gmail.forward_all"))
+    engine.process(task_event("completed"))
+    assert detector.learned == []
+    assert detector.forgotten == ["t1"]
+
+
+def test_quiet_task_is_learned_without_ending():
+    engine, detector = make_engine()
+    engine.process(grant(expires_at=100_000.0))
+    engine.process(call())
+    engine.tick(200.0 + engine.config.quiet_period_seconds)
+    assert detector.learned == [("t1", ["crm.lookup_customer"])]
+
+
+def test_audit_puts_grant_beside_use():
+    engine, _ = make_engine()
+    engine.process(grant())
+    engine.process(task_event("started", ts=150.0))
+    engine.process(call(target="https://crm.acme.org/c/7", data_labels=["pii"], n=1))
+    engine.process(call(target="https://crm.acme.org/c/8", n=2, ts=210.0))
+    engine.process(call(tool="shell.exec", n=3, ts=220.0))
+    (audit,) = engine.process(task_event("completed")).audits
+    assert audit.used["tools"] == {"crm.lookup_customer": 2, "shell.exec": 1}
+    assert audit.unused["tools"] == ["gmail.*"]
+    assert audit.unused["targets"] == ["mailto:*@customer.example"]
+    assert audit.unused["data_labels"] == ["internal"]
+    assert [o["code"] for o in audit.out_of_grant] == ["tool_not_granted"]
+    assert audit.revoked is True and audit.max_score == 1.0
+    assert audit.ended == "completed" and audit.started_at is not None
+
+
+def test_agents_are_kept_apart():
+    engine, _ = make_engine()
+    engine.process(grant(agent=OTHER))
+    out = engine.process(call(agent=AGENT), now=200.0)
+    assert not out  # parked: AGENT has no grant for t1
+    assert engine.tick(203.0).verdicts[0].reasons[0].code == "no_grant"
+
+
+def test_restore_rebuilds_expiry_from_the_grants_store():
+    engine, _ = make_engine()
+    engine.process(grant())
+    engine.process(call())
+    survivor = Engine(engine.config, grants=engine.grants, detector=ScriptedDetector())
+    survivor.restore()
+    assert [r.reason_code for r in survivor.tick(1000.0).revocations] == ["ttl_expired"]
+
+
+def test_forget_agents_drops_their_timers():
+    engine, _ = make_engine()
+    engine.process(grant())
+    engine.process(call())
+    engine.forget_agents(lambda agent: agent != AGENT)
+    assert not engine.tick(1000.0)
