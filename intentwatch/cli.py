@@ -244,9 +244,13 @@ def keys_rotate(
 @keys_app.command("prune")
 def keys_prune(
     keys_dir: KeysDir = DEFAULT_KEYS_DIR,
-    older_than: Annotated[float, typer.Option(help="Age in seconds of keys to drop.")] = 86400.0,
+    older_than: Annotated[
+        float,
+        typer.Option(help="Drop keys replaced more than this many seconds ago "
+                          "[default: 7 days, the revocation topic's retention]."),
+    ] = 7 * 86400.0,
 ) -> None:
-    """Drop non-active keys older than this (once no token they signed is still trusted)."""
+    """Drop retired keys once no token they signed can still be on the revocation topic."""
     from models.keys import Keyring
 
     dropped = Keyring.load(keys_dir).prune(older_than)

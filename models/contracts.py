@@ -319,20 +319,3 @@ def encode(record: Struct | dict[str, Any]) -> bytes:
     """JSON bytes for any contract struct."""
     return _encoder.encode(record)
 
-
-SCHEMA_FILES: dict[str, type[Struct]] = {
-    "toolcall.v1.json": ToolCall,
-    "grant.v1.json": Grant,
-    "task.v1.json": TaskEvent,
-    "verdict.v1.json": Verdict,
-    "audit.v1.json": AuditRecord,
-}
-"""File name under ``schemas/`` -> the struct its JSON Schema is generated from."""
-
-
-def json_schema(struct: type[Struct]) -> dict[str, Any]:
-    """The JSON Schema (2020-12) of a contract struct, with a stable title."""
-    schema = msgspec.json.schema(struct)
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["title"] = f"intentwatch {struct.__name__} v1"
-    return schema

@@ -1,0 +1,145 @@
+"""Signed grants: a task's approved intent, as a compact JWS from a trusted issuer.
+
+A credential broker signs each grant's JSON payload (the fields of
+:class:`~models.contracts.Grant`) and publishes it on ``intentwatch.grants.v1``
+keyed by the agent's SPIFFE ID. The pipeline checks it with
+:class:`GrantVerifier` before the grant enters state.
+
+Header: ``{"alg", "kid", "typ": "intentwatch-grant+jwt"}``. The explicit type
+(RFC 8725, 3.11) keeps any other token the issuer signs from passing as a
+grant; ``typ: JWT`` and no ``typ`` are accepted too, as most brokers send
+those. Every token must name its key with ``kid``.
+
+>>> from models.keys import generate_key
+>>> key = generate_key("EdDSA")
+>>> payload = {"grant_id": "g1", "agent_id": "spiffe://acme.org/agents/support/a1",
+...     "task_id": "t1", "credential_ids": ["c1"], "tools": ["gmail.*"],
+...     "targets": ["mailto:*@acme.org"], "data_labels": ["internal"],
+...     "issued_at": 1793606400, "expires_at": 1793610000, "issuer": "https://broker.acme.org"}
+>>> token = sign_grant(payload, key)
+>>> verifier = GrantVerifier({"keys": [key.public_jwk()]})
+>>> verifier.verify(token, "spiffe://acme.org/agents/support/a1", now=1793606500).grant_id
+'g1'
+>>> try:
+...     verifier.verify(token, "spiffe://acme.org/agents/other", now=1793606500)
+... except GrantRejected as error:
+...     print(error.code)
+agent_mismatch
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Collection, Mapping
+from typing import Any
+
+import msgspec
+
+from models.contracts import ContractError, Grant, decode_grant_payload, format_ts
+from models.keys import DEFAULT_ALGORITHMS, JwksSource, JwsVerifier, SigningKey, TokenRejected
+
+__all__ = ["GRANT_TYPE", "GrantRejected", "GrantVerifier", "sign_grant"]
+
+GRANT_TYPE = "intentwatch-grant+jwt"
+"""The ``typ`` header of grants signed by :func:`sign_grant`."""
+
+
+class GrantRejected(TokenRejected):
+    """A grant failed verification. ``code`` is one of ``malformed``, ``unsigned``,
+    ``alg_not_allowed``, ``wrong_type``, ``unknown_kid``, ``bad_signature``,
+    ``untrusted_issuer``, ``not_yet_valid``, ``expired``, ``agent_mismatch``."""
+
+
+def sign_grant(payload: Mapping[str, Any] | Grant, key: SigningKey) -> str:
+    """Sign a grant payload as a compact JWS (for brokers, the reference broker and tests).
+
+    The payload is checked against the grant contract first: a broker cannot
+    sign a grant that the pipeline would reject as malformed.
+    """
+    if not isinstance(payload, Grant):
+        decode_grant_payload(dict(payload))
+    return key.sign(msgspec.json.encode(payload), typ=GRANT_TYPE)
+
+
+class GrantVerifier:
+    """Turn a ``intentwatch.grants.v1`` record value into a trusted :class:`Grant`.
+
+    Parameters
+    ----------
+    jwks
+        Public keys of the trusted issuers (see :func:`models.keys.load_jwks`);
+        ``None`` only with ``allow_unsigned``.
+    algorithms
+        Accepted ``alg`` values; asymmetric only.
+    leeway
+        Seconds of clock skew tolerated on ``issued_at`` and ``expires_at``.
+    allow_unsigned
+        Accept plain JSON grants. Development only: anyone who can write to the
+        topic can then grant anything.
+    issuers
+        If given, the only accepted values of the grant's ``issuer``.
+    """
+
+    def __init__(
+        self,
+        jwks: JwksSource | None,
+        *,
+        algorithms: Collection[str] = DEFAULT_ALGORITHMS,
+        leeway: float = 30.0,
+        allow_unsigned: bool = False,
+        issuers: Collection[str] | None = None,
+    ) -> None:
+        if jwks is None and not allow_unsigned:
+            raise ValueError("a JWKS of the trusted issuers is required unless allow_unsigned")
+        self.leeway = leeway
+        self.allow_unsigned = allow_unsigned
+        self.issuers = frozenset(issuers) if issuers is not None else None
+        self._jws = JwsVerifier(
+            jwks,
+            types=(GRANT_TYPE, "JWT", None),
+            algorithms=algorithms,
+            rejected=GrantRejected,
+        )
+
+    def verify(
+        self, value: bytes | str, record_key: str | bytes | None = None, now: float | None = None
+    ) -> Grant:
+        """The grant in ``value``, or raise :class:`GrantRejected`.
+
+        ``record_key`` is the Kafka record key (the agent's SPIFFE ID; ``None``
+        skips that check, e.g. in replay) and ``now`` the time to judge
+        validity at (default: the clock).
+        """
+        data = value.encode() if isinstance(value, str) else value
+        if data.lstrip()[:1] == b"{":
+            if not self.allow_unsigned:
+                raise GrantRejected("unsigned", "grant is plain JSON, not a signed JWS")
+            payload = data
+        else:
+            _, payload = self._jws.verify(data)
+        try:
+            grant = decode_grant_payload(payload)
+        except ContractError as exc:
+            raise GrantRejected("malformed", str(exc)) from None
+        self._check(grant, record_key, time.time() if now is None else now)
+        return grant
+
+    def _check(self, grant: Grant, record_key: str | bytes | None, now: float) -> None:
+        if self.issuers is not None and grant.issuer not in self.issuers:
+            raise GrantRejected("untrusted_issuer", f"issuer {grant.issuer!r} is not trusted")
+        if now + self.leeway < grant.issued_at:
+            raise GrantRejected(
+                "not_yet_valid",
+                f"grant {grant.grant_id!r} is issued at {format_ts(grant.issued_at)}",
+            )
+        if now - self.leeway >= grant.expires_at:
+            raise GrantRejected(
+                "expired", f"grant {grant.grant_id!r} expired at {format_ts(grant.expires_at)}"
+            )
+        if isinstance(record_key, bytes):
+            record_key = record_key.decode("utf-8", "replace")
+        if record_key is not None and record_key != grant.agent_id:
+            raise GrantRejected(
+                "agent_mismatch",
+                f"grant is for {grant.agent_id!r} but was published under key {record_key!r}",
+            )

@@ -1,0 +1,262 @@
+"""Signed revocations: OpenID CAEP ``session-revoked`` Security Event Tokens.
+
+A :class:`~models.contracts.Revocation` decided by the engine becomes a Security
+Event Token (RFC 8417) signed by intentwatch's active key: a compact JWS with
+``typ: secevent+jwt``, published on ``intentwatch.revocations.v1`` with
+CloudEvents Kafka binary-mode headers. Credential brokers and gateways verify it
+with :class:`RevocationVerifier` and intentwatch's JWKS. The claims
+(:class:`RevocationClaims`) are::
+
+    {"iss": issuer, "jti": revocation_id, "iat": issued_at, "aud": audience,
+     "txn": task_id,
+     "sub_id": {"format": "complex",
+                "application": {"format": "uri", "uri": agent_id},
+                "session": {"format": "opaque", "id": task_id}},
+     "events": {SESSION_REVOKED: {"initiating_entity": "policy",
+                                  "reason_admin": {"en": reason},
+                                  "event_timestamp": event_ts}},
+     "intentwatch": {"credential_ids", "reason_code", "score", "evidence"}}
+
+Times are whole epoch seconds, so ``event_ts`` comes back truncated.
+
+>>> from models.contracts import Revocation
+>>> from models.keys import generate_key
+>>> key = generate_key("ES256")
+>>> rev = Revocation(revocation_id="r1", agent_id="spiffe://acme.org/agents/a1",
+...     task_id="t1", credential_ids=["c1"], reason_code="intent_violation",
+...     reason="sent mail outside acme.org", score=0.97, evidence=["e7"], event_ts=1793606400.5)
+>>> signed = encode_revocation(rev, key, issuer="https://intentwatch.acme.org",
+...     audience="https://broker.acme.org", issued_at=1793606401.0)
+>>> dict(signed.headers)["ce_id"]
+b'r1'
+>>> verifier = RevocationVerifier({"keys": [key.public_jwk()]}, audience="https://broker.acme.org")
+>>> verifier.verify(signed.token).reason
+'sent mail outside acme.org'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta, Struct
+
+from models.contracts import ReasonCode, Revocation, format_ts
+from models.keys import DEFAULT_ALGORITHMS, JwksSource, JwsVerifier, SigningKey, TokenRejected
+
+__all__ = [
+    "CONTENT_TYPE",
+    "SESSION_REVOKED",
+    "SET_TYPE",
+    "ComplexSubject",
+    "IntentwatchClaim",
+    "OpaqueSubject",
+    "RevocationClaims",
+    "RevocationEvents",
+    "RevocationRejected",
+    "RevocationVerifier",
+    "SessionRevoked",
+    "SignedRevocation",
+    "UriSubject",
+    "encode_revocation",
+    "revocation_claims",
+]
+
+SESSION_REVOKED = "https://schemas.openid.net/secevent/caep/event-type/session-revoked"
+"""The CAEP session-revoked event type; also the CloudEvents ``ce_type``."""
+SET_TYPE = "secevent+jwt"
+"""The JWS ``typ`` of a Security Event Token (RFC 8417, 2.3)."""
+CONTENT_TYPE = "application/secevent+jwt"
+"""The Kafka ``content-type`` header of a revocation record."""
+
+
+class UriSubject(Struct, tag_field="format", tag="uri", kw_only=True):
+    """RFC 9493 ``uri`` subject identifier."""
+
+    uri: str
+
+
+class OpaqueSubject(Struct, tag_field="format", tag="opaque", kw_only=True):
+    """RFC 9493 ``opaque`` subject identifier."""
+
+    id: str
+
+
+class ComplexSubject(Struct, tag_field="format", tag="complex", kw_only=True):
+    """RFC 9493 ``complex`` subject: the agent (application) and its task (session)."""
+
+    application: UriSubject
+    session: OpaqueSubject
+
+
+class SessionRevoked(Struct, kw_only=True):
+    """The CAEP ``session-revoked`` event claims."""
+
+    initiating_entity: Literal["admin", "user", "policy", "system"]
+    reason_admin: dict[str, str]
+    """The reason for administrators, by language tag."""
+    event_timestamp: int
+
+
+class RevocationEvents(Struct, kw_only=True):
+    """The SET ``events`` claim: one CAEP session-revoked event."""
+
+    session_revoked: SessionRevoked = msgspec.field(name=SESSION_REVOKED)
+
+
+class IntentwatchClaim(Struct, kw_only=True):
+    """intentwatch's private claim: what to revoke and why."""
+
+    credential_ids: list[str]
+    reason_code: ReasonCode
+    score: Annotated[float, Meta(ge=0.0, le=1.0)]
+    evidence: list[str]
+    """Ids of the tool-call events behind the decision."""
+
+
+class RevocationClaims(Struct, kw_only=True):
+    """The claims of a revocation SET (``intentwatch.revocations.v1``)."""
+
+    iss: str
+    jti: str
+    iat: int
+    aud: str | list[str]
+    txn: str
+    sub_id: ComplexSubject
+    events: RevocationEvents
+    intentwatch: IntentwatchClaim
+
+
+@dataclass(frozen=True, slots=True)
+class SignedRevocation:
+    """A revocation ready to publish: the SET and its Kafka headers."""
+
+    token: str
+    """The compact JWS: the record value (UTF-8)."""
+    headers: list[tuple[str, bytes]]
+    """CloudEvents Kafka binary-mode headers and ``content-type``."""
+    claims: RevocationClaims
+
+
+class RevocationRejected(TokenRejected):
+    """A revocation failed verification. ``code`` is one of ``malformed``,
+    ``alg_not_allowed``, ``wrong_type``, ``unknown_kid``, ``bad_signature``,
+    ``wrong_issuer``, ``wrong_audience``."""
+
+
+def revocation_claims(
+    rev: Revocation, *, issuer: str, audience: str | list[str], issued_at: float
+) -> RevocationClaims:
+    """The SET claims of ``rev``: the same inputs always give the same claims."""
+    return RevocationClaims(
+        iss=issuer,
+        jti=rev.revocation_id,
+        iat=int(issued_at),
+        aud=audience,
+        txn=rev.task_id,
+        sub_id=ComplexSubject(
+            application=UriSubject(uri=rev.agent_id), session=OpaqueSubject(id=rev.task_id)
+        ),
+        events=RevocationEvents(
+            session_revoked=SessionRevoked(
+                initiating_entity="policy",
+                reason_admin={"en": rev.reason},
+                event_timestamp=int(rev.event_ts),
+            )
+        ),
+        intentwatch=IntentwatchClaim(
+            credential_ids=list(rev.credential_ids),
+            reason_code=rev.reason_code,
+            score=rev.score,
+            evidence=list(rev.evidence),
+        ),
+    )
+
+
+def encode_revocation(
+    rev: Revocation,
+    key: SigningKey,
+    *,
+    issuer: str,
+    audience: str | list[str],
+    issued_at: float,
+) -> SignedRevocation:
+    """Sign ``rev`` as a CAEP session-revoked SET with ``key`` (the keyring's active key)."""
+    claims = revocation_claims(rev, issuer=issuer, audience=audience, issued_at=issued_at)
+    token = key.sign(msgspec.json.encode(claims), typ=SET_TYPE)
+    headers = [
+        ("ce_specversion", b"1.0"),
+        ("ce_id", rev.revocation_id.encode()),
+        ("ce_type", SESSION_REVOKED.encode()),
+        ("ce_source", issuer.encode()),
+        ("ce_subject", rev.agent_id.encode()),
+        ("ce_time", format_ts(rev.event_ts).encode()),
+        ("content-type", CONTENT_TYPE.encode()),
+    ]
+    return SignedRevocation(token=token, headers=headers, claims=claims)
+
+
+_claims_decoder = msgspec.json.Decoder(RevocationClaims)
+
+
+class RevocationVerifier:
+    """Check a revocation SET and turn it back into a :class:`Revocation`.
+
+    Trust the token only: the CloudEvents headers are not signed.
+
+    Parameters
+    ----------
+    jwks
+        intentwatch's public keys (``/.well-known/jwks.json``, or
+        ``intentwatch keys jwks``); see :func:`models.keys.load_jwks`.
+    audience
+        If given, ``aud`` must name it.
+    issuer
+        If given, ``iss`` must equal it.
+    algorithms
+        Accepted ``alg`` values; asymmetric only.
+    """
+
+    def __init__(
+        self,
+        jwks: JwksSource,
+        *,
+        audience: str | None = None,
+        issuer: str | None = None,
+        algorithms: Collection[str] = DEFAULT_ALGORITHMS,
+    ) -> None:
+        self.audience = audience
+        self.issuer = issuer
+        self._jws = JwsVerifier(
+            jwks, types=(SET_TYPE,), algorithms=algorithms, rejected=RevocationRejected
+        )
+
+    def verify(self, token: bytes | str) -> Revocation:
+        """The revocation in ``token``, or raise :class:`RevocationRejected`."""
+        _, payload = self._jws.verify(token)
+        try:
+            claims = _claims_decoder.decode(payload)
+        except msgspec.DecodeError as exc:
+            raise RevocationRejected("malformed", f"revocation claims: {exc}") from None
+        if claims.txn != claims.sub_id.session.id:
+            raise RevocationRejected("malformed", "`txn` differs from the `sub_id` session id")
+        if self.issuer is not None and claims.iss != self.issuer:
+            raise RevocationRejected("wrong_issuer", f"issuer {claims.iss!r} is not trusted")
+        audiences = [claims.aud] if isinstance(claims.aud, str) else claims.aud
+        if self.audience is not None and self.audience not in audiences:
+            raise RevocationRejected("wrong_audience", f"not addressed to {self.audience!r}")
+        event = claims.events.session_revoked
+        extra = claims.intentwatch
+        return Revocation(
+            revocation_id=claims.jti,
+            agent_id=claims.sub_id.application.uri,
+            task_id=claims.txn,
+            credential_ids=extra.credential_ids,
+            reason_code=extra.reason_code,
+            reason=event.reason_admin.get("en", next(iter(event.reason_admin.values()), "")),
+            score=extra.score,
+            evidence=extra.evidence,
+            event_ts=float(event.event_timestamp),
+        )
