@@ -1,0 +1,211 @@
+"""The synthetic fleet: deterministic, well-formed, labelled, and not trivially separable."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections import Counter, defaultdict
+from datetime import datetime
+from fnmatch import fnmatchcase
+from urllib.parse import urlsplit
+
+import pytest
+
+from models.fleet import (
+    ATTACK_TYPES,
+    TOOL_CATALOGUE,
+    FleetSpec,
+    generate,
+    read_jsonl,
+    write_jsonl,
+)
+
+SMALL = FleetSpec(seed=3, agents_per_role=1, history_days=1, attack_days=1)
+LEVELS = ("public", "internal", "confidential", "restricted")
+
+
+@pytest.fixture(scope="module")
+def events() -> list[dict]:
+    started = time.perf_counter()
+    fleet = generate()
+    print(f"\ngenerate(FleetSpec()) took {time.perf_counter() - started:.2f} s")
+    return fleet
+
+
+@pytest.fixture(scope="module")
+def tasks(events: list[dict]) -> dict[str, dict]:
+    """task_id -> {grant, calls, events}."""
+    out: dict[str, dict] = defaultdict(lambda: {"grant": None, "calls": [], "events": []})
+    for e in events:
+        task = out[e["task_id"]]
+        if e["kind"] == "grant":
+            task["grant"] = e
+        elif e["kind"] == "toolcall":
+            task["calls"].append(e)
+        else:
+            task["events"].append(e)
+    return dict(out)
+
+
+def event_time(e: dict) -> str:
+    return e["issued_at"] if e["kind"] == "grant" else e["ts"]
+
+
+def target_ok(target: str | None, patterns: list[str]) -> bool:
+    if target is None:
+        return True
+    host = urlsplit(target).hostname if "://" in target else None
+    return any(p == "*" or fnmatchcase(target, p)
+               or (host is not None and ":" not in p and fnmatchcase(host, p))
+               for p in patterns)
+
+
+def labels_ok(labels: list[str], allowed: list[str]) -> bool:
+    ceiling = max((LEVELS.index(a) for a in allowed if a in LEVELS), default=-1)
+    return all(LEVELS.index(x) <= ceiling if x in LEVELS else x in allowed for x in labels)
+
+
+def in_grant(task: dict) -> bool:
+    """Every call of the task within its grant: tool, target, labels, credential, time."""
+    grant = task["grant"]
+    end = max(e["ts"] for e in task["events"] if e["status"] != "started")
+    return all(
+        any(fnmatchcase(c["tool"], p) for p in grant["tools"])
+        and target_ok(c["target"], grant["targets"])
+        and labels_ok(c["data_labels"], grant["data_labels"])
+        and c["credential_id"] in grant["credential_ids"]
+        and grant["issued_at"] <= c["ts"] <= min(grant["expires_at"], end)
+        for c in task["calls"]
+    )
+
+
+def attack_type(task: dict) -> str | None:
+    return task["events"][0]["truth"]["attack_type"]
+
+
+def test_same_seed_same_events_other_seed_differs() -> None:
+    assert generate(SMALL) == generate(SMALL)
+    assert generate(SMALL) != generate(FleetSpec(seed=4, agents_per_role=1, history_days=1,
+                                                 attack_days=1))
+
+
+def test_events_are_in_time_order(events: list[dict]) -> None:
+    times = [event_time(e) for e in events]
+    assert times == sorted(times)
+    assert all(t.endswith("Z") for t in times)
+
+
+def test_every_call_has_a_task_and_an_earlier_grant(tasks: dict[str, dict]) -> None:
+    for task in tasks.values():
+        assert task["grant"] is not None
+        statuses = [e["status"] for e in task["events"]]
+        assert statuses[0] == "started" and len(statuses) == 2
+        assert statuses[1] in ("completed", "failed", "cancelled")
+        assert task["calls"], "every task makes calls"
+        assert task["grant"]["issued_at"] < task["events"][0]["ts"] <= task["calls"][0]["ts"]
+        assert task["grant"]["issued_at"] < task["grant"]["expires_at"]
+
+
+def test_fields_and_labels(events: list[dict]) -> None:
+    for e in events:
+        assert e["agent_id"].startswith("spiffe://acme.org/agents/")
+        if e["kind"] == "toolcall":
+            assert set(e["truth"]) == {"attack", "attack_type", "harmful"}
+            assert e["tool"] in TOOL_CATALOGUE
+            assert e["action"] == TOOL_CATALOGUE[e["tool"]].action
+            assert e["outcome"] in ("ok", "error", "denied")
+            assert e["truth"]["attack"] or not e["truth"]["harmful"]
+        elif e["kind"] == "task":
+            assert set(e["truth"]) == {"attack", "attack_type"}
+
+
+def test_every_attack_type_appears_and_does_harm(tasks: dict[str, dict]) -> None:
+    attacks = [t for t in tasks.values() if attack_type(t)]
+    assert {attack_type(t) for t in attacks} == set(ATTACK_TYPES)
+    for task in attacks:
+        assert any(c["truth"]["harmful"] for c in task["calls"]), attack_type(task)
+        assert all(c["truth"]["attack_type"] in (None, attack_type(task)) for c in task["calls"])
+
+
+def test_most_attacks_stay_inside_the_grant(tasks: dict[str, dict]) -> None:
+    attacks = [t for t in tasks.values() if attack_type(t)]
+    inside = [t for t in attacks if in_grant(t)]
+    assert len(inside) / len(attacks) >= 0.6
+    assert not any(attack_type(t) in ("credential_reuse", "use_after_task_end", "out_of_grant")
+                   for t in inside)
+    benign = [t for t in tasks.values() if not attack_type(t)]
+    assert all(in_grant(t) for t in benign)
+
+
+def test_attacks_start_after_warm_up(tasks: dict[str, dict]) -> None:
+    first = min(t["grant"]["issued_at"] for t in tasks.values())
+    first_attack = min(t["grant"]["issued_at"] for t in tasks.values() if attack_type(t))
+    assert first_attack[:10] >= "2026-11-09" > first[:10]
+
+
+def test_jsonl_round_trip(tmp_path, events: list[dict]) -> None:
+    path = tmp_path / "fleet.jsonl"
+    write_jsonl(events[:500], path)
+    assert list(read_jsonl(path)) == events[:500]
+
+
+def test_print_summary(events: list[dict], tasks: dict[str, dict]) -> None:
+    """Not an assertion: numbers to eyeball realism (run with -s)."""
+    calls = [e for e in events if e["kind"] == "toolcall"]
+    role = lambda agent: agent.split("/")[-2]  # noqa: E731
+    per_role_tasks = Counter(role(t["grant"]["agent_id"]) for t in tasks.values())
+    per_role_calls = Counter(role(c["agent_id"]) for c in calls)
+    lengths = [len(t["calls"]) for t in tasks.values()]
+    attacks = Counter(attack_type(t) for t in tasks.values() if attack_type(t))
+    inside = Counter(attack_type(t) for t in tasks.values() if attack_type(t) and in_grant(t))
+    wide = sum(t["grant"]["targets"] == ["*"] for t in tasks.values())
+    external = [c for c in calls if c["action"] == "send" and not c["truth"]["attack"]
+                and ".acme.org" not in (c["target"] or "") and "@acme.org" not in
+                (c["target"] or "") and not (c["target"] or "").startswith("slack:")]
+    benign_deletes = sum(c["action"] == "delete" and not c["truth"]["attack"] for c in calls)
+    benign_admin = sum(c["action"] == "admin" and not c["truth"]["attack"] for c in calls)
+    print(f"\nevents {len(events):,}  tasks {len(tasks):,}  calls {len(calls):,}  "
+          f"attack tasks {sum(attacks.values())}  attack calls "
+          f"{sum(c['truth']['attack'] for c in calls)}  harmful "
+          f"{sum(c['truth']['harmful'] for c in calls)}")
+    print(f"calls/task mean {statistics.mean(lengths):.1f}  median "
+          f"{statistics.median(lengths)}  max {max(lengths)}")
+    print("tasks per role", dict(per_role_tasks))
+    print("calls per role", dict(per_role_calls))
+    print("outcomes", dict(Counter(c["outcome"] for c in calls)))
+    print(f"grants with targets ['*']: {wide / len(tasks):.0%}")
+    print(f"benign external sends {len(external)}  benign deletes {benign_deletes}  "
+          f"benign admin calls {benign_admin}")
+    print("attack type: tasks (in grant)")
+    for name in ATTACK_TYPES:
+        print(f"  {name:22s} {attacks[name]:3d} ({inside[name]})")
+    print(f"in-grant share of attack tasks: {sum(inside.values()) / sum(attacks.values()):.0%}")
+
+
+def test_decodes_and_agrees_with_conformance(events: list[dict]) -> None:
+    """Every record meets its contract; the project's conformance check sees no violation
+    in benign tasks or in the attack types designed to stay inside the grant."""
+    from models.conformance import check_call
+    from models.contracts import Grant, TaskEvent, decode_replay_record
+
+    grants, attack = {}, {}
+    for record in events:
+        event = decode_replay_record(record)
+        if isinstance(event, Grant):
+            grants[event.task_id] = event
+        elif isinstance(event, TaskEvent):
+            attack[event.task_id] = record["truth"]["attack_type"]
+        elif attack[event.task_id] not in ("credential_reuse", "use_after_task_end",
+                                           "out_of_grant"):
+            assert check_call(event, grants[event.task_id]) == [], record
+
+
+def test_task_shape(tasks: dict[str, dict]) -> None:
+    for task in tasks.values():
+        grant = task["grant"]
+        assert 1 <= len(task["calls"]) <= 20
+        assert 1 <= len(grant["credential_ids"]) <= 2
+        assert grant["intent"] and grant["tools"] and grant["targets"]
+        ttl = datetime.fromisoformat(grant["expires_at"]) - datetime.fromisoformat(
+            grant["issued_at"])
+        assert 15 * 60 <= ttl.total_seconds() <= 60 * 60
