@@ -6,8 +6,10 @@ A violation decides on its own: the call is outside what a human approved.
 >>> grant = Grant(grant_id="g1", agent_id="spiffe://acme.org/agents/a1", task_id="t1",
 ...               credential_ids=["c1"], tools=["gmail.*"], targets=["mailto:*@acme.org"],
 ...               data_labels=["internal"], issued_at=0.0, expires_at=600.0, issuer="broker")
->>> target_allowed(grant.targets, "mailto:bob@acme.org"), target_allowed(grant.targets, "mailto:x@evil.example")
-(True, False)
+>>> target_allowed(grant.targets, "mailto:bob@acme.org")
+True
+>>> target_allowed(grant.targets, "mailto:x@evil.example")
+False
 >>> labels_outside(grant.data_labels, ["public", "pii"])
 ['pii']
 """
@@ -22,6 +24,7 @@ from urllib.parse import urlsplit
 from models.contracts import LABEL_LEVELS, Grant, Reason, ToolCall
 
 __all__ = [
+    "CLOCK_SKEW_SECONDS",
     "Violation",
     "check_call",
     "labels_outside",
@@ -32,6 +35,10 @@ __all__ = [
 
 Violation = Reason
 """A conformance failure: ``code`` names the fact, ``detail`` explains it, weight is 1."""
+
+CLOCK_SKEW_SECONDS = 30.0
+"""How far an agent's clock may run behind the broker's before a call counts as
+made before its grant was issued (expiry gets no such leeway)."""
 
 _LEVEL_RANK = {level: rank for rank, level in enumerate(LABEL_LEVELS)}
 
@@ -98,7 +105,7 @@ def check_call(call: ToolCall, grant: Grant) -> list[Violation]:
             detail=f"call made {call.ts - grant.expires_at:,.0f} s after grant "
                    f"{grant.grant_id} expired",
         ))
-    elif call.ts < grant.issued_at:
+    elif call.ts < grant.issued_at - CLOCK_SKEW_SECONDS:
         violations.append(Violation(
             code="grant_not_yet_valid", weight=1.0,
             detail=f"call made before grant {grant.grant_id} was issued",

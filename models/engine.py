@@ -14,8 +14,8 @@ is compared with the config's thresholds.
 >>> engine = Engine()
 >>> agent = "spiffe://acme.org/agents/support/a1"
 >>> _ = engine.process(Grant(grant_id="g1", agent_id=agent, task_id="t1", credential_ids=["c1"],
-...     intent="answer ticket 42", tools=["crm.*"], targets=["*.acme.org"], data_labels=["internal"],
-...     issued_at=0.0, expires_at=900.0, issuer="broker"))
+...     intent="answer ticket 42", tools=["crm.*"], targets=["*.acme.org"],
+...     data_labels=["internal"], issued_at=0.0, expires_at=900.0, issuer="broker"))
 >>> out = engine.process(ToolCall(event_id="e1", ts=10.0, agent_id=agent, task_id="t1",
 ...     tool="iam.update_user_password", credential_id="c1"))
 >>> out.verdicts[0].decision, out.revocations[0].reason_code
@@ -179,7 +179,10 @@ class Engine:
         Tasks of restored grants count as open: one that ended just before a crash
         is revoked again at expiry, which receivers treat as a no-op.
         """
-        self._deadlines = []
+        self._deadlines = [
+            (parked[0][0] + self.config.grace_seconds, "grace", *key)
+            for key, parked in self._parked.items()
+        ]
         for agent_id, tasks in self.grants.items():
             for task_id, grant in tasks.items():
                 self._task(agent_id, task_id)
@@ -298,8 +301,9 @@ class Engine:
             reasons = violations + reasons
         elif task.revoked_for_cause:
             score, decision = 1.0, "revoke"
-            reasons = [Reason(code="task_revoked", weight=1.0,
-                              detail=f"task {call.task_id} was already revoked")] + reasons
+            already = Reason(code="task_revoked", weight=1.0,
+                             detail=f"task {call.task_id} was already revoked")
+            reasons = [already, *reasons]
         else:
             score = assessment.score
             decision = (

@@ -1,3 +1,227 @@
-"""Shared pytest fixtures."""
+"""Shared pytest fixtures.
+
+``worker`` (module scope) runs a real ``python -m pipeline.worker`` process against the
+session's broker, trusting a grant issuer key made for the test session, and reads the
+output topics for the tests. Tests isolate themselves by unique agent ids.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
 
 pytest_plugins = ["tests.kafka_broker"]
+
+REPO = Path(__file__).resolve().parents[1]
+T = TypeVar("T")
+
+
+def wait_for(fetch: Callable[[], T], done: Callable[[T], bool], timeout: float, what: str) -> T:
+    """Call ``fetch`` until ``done(result)``; fail after ``timeout`` seconds saying ``what``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = fetch()
+        if done(result):
+            return result
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:g} s waiting for {what}; last: {result!r}")
+        time.sleep(0.05)
+
+
+class TopicRecords:
+    """Every record of one topic, read from the beginning and grouped by key."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        from kafka import KafkaConsumer, TopicPartition
+
+        self._consumer = KafkaConsumer(
+            bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=100
+        )
+        partitions = wait_for(lambda: self._consumer.partitions_for_topic(topic), bool, 60,
+                              f"topic {topic}")
+        self._consumer.assign([TopicPartition(topic, p) for p in partitions])
+        self._consumer.seek_to_beginning()
+        self._by_key: dict[bytes | None, list[Any]] = defaultdict(list)
+        self.topic = topic
+
+    def of(self, key: str, count: int = 1, timeout: float = 60.0) -> list[Any]:
+        """The records keyed ``key``, once there are at least ``count`` of them."""
+        return wait_for(lambda: self.now(key), lambda got: len(got) >= count, timeout,
+                        f"{count} record(s) for {key} on {self.topic}")
+
+    def now(self, key: str) -> list[Any]:
+        """The records keyed ``key`` read so far (after one short poll)."""
+        for batch in self._consumer.poll(timeout_ms=100).values():
+            for record in batch:
+                self._by_key[record.key].append(record)
+        return list(self._by_key[key.encode()])
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+class RunningWorker:
+    """A worker process and the clients the tests use to talk to it."""
+
+    def __init__(self, bootstrap: str, home: Path, issuer_key: Any) -> None:
+        from intentwatch import RevocationSubscriber, TelemetryPublisher
+        from intentwatch.localkafka import free_port
+        from models.contracts import TOPICS
+
+        self.bootstrap = bootstrap
+        self.issuer_key = issuer_key
+        self.url = f"http://127.0.0.1:{free_port()}"
+        self.jwks_url = f"{self.url}/.well-known/jwks.json"
+        self.issuer, self.audience = "urn:intentwatch:test", "urn:test:brokers"
+        self.log_file = home / "worker.log"
+        jwks_file = home / "issuers.jwks.json"
+        jwks_file.write_text(json.dumps({"keys": [issuer_key.public_jwk()]}))
+        env = {name: value for name, value in os.environ.items()
+               if not name.startswith("INTENTWATCH_")}
+        env.update({
+            "PYTHONPATH": str(REPO),
+            "INTENTWATCH_BOOTSTRAP": bootstrap,
+            "INTENTWATCH_APP_ID": f"iw-test-{uuid.uuid4().hex[:8]}",
+            "INTENTWATCH_PARTITIONS": str(_partitions(bootstrap, TOPICS["toolcalls"])),
+            "INTENTWATCH_WEB_PORT": self.url.rsplit(":", 1)[1],
+            "INTENTWATCH_DATA_DIR": str(home / "data"),
+            "INTENTWATCH_KEYS_DIR": str(home / "keys"),
+            "INTENTWATCH_GRANT_ISSUERS_JWKS": str(jwks_file),
+            "INTENTWATCH_ISSUER": self.issuer,
+            "INTENTWATCH_AUDIENCE": self.audience,
+            "INTENTWATCH_TICK_SECONDS": "0.2",
+        })
+        with self.log_file.open("wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "pipeline.worker"], cwd=home, env=env,
+                stdout=log, stderr=subprocess.STDOUT,
+            )
+        try:
+            self._wait_ready()
+            self.publisher = TelemetryPublisher(bootstrap)
+            self.revocation_subscriber = RevocationSubscriber(
+                bootstrap, jwks=self.jwks_url, offset="earliest",
+                audience=self.audience, issuer=self.issuer,
+            )
+            self.topics = {name: TopicRecords(bootstrap, TOPICS[name])
+                           for name in ("verdicts", "revocations", "audit", "dlq")}
+        except BaseException:
+            self.stop()
+            raise
+        self._revocations: dict[str, list[Any]] = defaultdict(list)
+
+    def status(self) -> dict[str, Any]:
+        with urllib.request.urlopen(f"{self.url}/status", timeout=5) as response:
+            return json.loads(response.read())
+
+    def revocations(self, agent: str, count: int = 1, timeout: float = 60.0) -> list[Any]:
+        """Verified revocations for ``agent``, once there are ``count`` of them."""
+        def fetch() -> list[Any]:
+            for revocation in self.revocation_subscriber.poll(0.1):
+                self._revocations[revocation.agent_id].append(revocation)
+            return list(self._revocations[agent])
+
+        return wait_for(fetch, lambda got: len(got) >= count, timeout,
+                        f"{count} revocation(s) for {agent}")
+
+    def grant(self, agent: str, task: str = "t1", *, ttl: float = 900.0, key: Any = None,
+              **changes: Any) -> str:
+        """A signed grant for ``agent``'s ``task``: CRM tools and targets, internal data."""
+        from models.grant_tokens import sign_grant
+
+        now = time.time()
+        payload = {
+            "grant_id": f"g-{agent.rsplit('/', 1)[1]}-{task}", "agent_id": agent,
+            "task_id": task, "credential_ids": [f"c-{agent.rsplit('/', 1)[1]}-{task}"],
+            "intent": "look up customer c-42 in the CRM and answer ticket 42",
+            "tools": ["crm.*"], "targets": ["crm://*", "*.acme.org"],
+            "data_labels": ["internal"], "issued_at": now if ttl > 0 else now + ttl - 60,
+            "expires_at": now + ttl, "issuer": "https://broker.acme.org", **changes,
+        }
+        return sign_grant(payload, key or self.issuer_key)
+
+    def close(self) -> None:
+        self.publisher.close()
+        self.revocation_subscriber.close()
+        for records in self.topics.values():
+            records.close()
+
+    def stop(self) -> None:
+        """Stop the worker process by its pid: SIGTERM, then SIGKILL if it hangs."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                pytest.fail(f"worker exited with {self.process.returncode}:\n{self._log_tail()}")
+            try:
+                status = self.status()
+            except OSError:
+                status = {}
+            if status.get("ready") and status.get("partitions"):
+                return
+            time.sleep(0.2)
+        pytest.fail(f"worker not ready within 120 s:\n{self._log_tail()}")
+
+    def _log_tail(self) -> str:
+        return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-40:])
+
+
+def _partitions(bootstrap: str, topic: str) -> int:
+    """The partition count of an existing ``topic`` (the worker must match it), or the default."""
+    from kafka import KafkaConsumer
+
+    from pipeline.settings import Settings
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    try:
+        partitions = consumer.partitions_for_topic(topic)
+    finally:
+        consumer.close()
+    return len(partitions) if partitions else Settings().partitions
+
+
+@pytest.fixture(scope="session")
+def issuer_key() -> Any:
+    """The trusted grant issuer's signing key."""
+    from models.keys import generate_key
+
+    return generate_key("EdDSA")
+
+
+@pytest.fixture(scope="module")
+def worker(
+    kafka_bootstrap: str, issuer_key: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningWorker]:
+    """A real worker process for this test module; stopped by pid at the end."""
+    running = RunningWorker(kafka_bootstrap, tmp_path_factory.mktemp("worker"), issuer_key)
+    try:
+        yield running
+    finally:
+        running.close()
+        running.stop()
+
+
+@pytest.fixture
+def agent() -> str:
+    """A SPIFFE ID no other test uses."""
+    return f"spiffe://acme.org/agents/support/{uuid.uuid4().hex[:10]}"

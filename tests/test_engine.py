@@ -251,3 +251,17 @@ def test_forget_agents_drops_their_timers():
     engine.process(call())
     engine.forget_agents(lambda agent: agent != AGENT)
     assert not engine.tick(1000.0)
+
+
+def test_restore_keeps_calls_waiting_for_their_grant():
+    engine, _ = make_engine()
+    engine.process(call(ts=100.0), now=100.0)
+    engine.restore()
+    assert engine.tick(102.0).verdicts[0].reasons[0].code == "no_grant"
+
+
+def test_agent_clock_slightly_behind_the_broker_is_tolerated():
+    engine, _ = make_engine()
+    engine.process(grant(issued_at=100.0))
+    assert engine.process(call(ts=95.0)).verdicts[0].decision == "allow"
+    assert engine.process(call(ts=60.0, n=2)).verdicts[0].reasons[0].code == "grant_not_yet_valid"

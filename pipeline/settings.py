@@ -1,0 +1,109 @@
+"""Worker settings, read from ``INTENTWATCH_*`` environment variables.
+
+>>> settings = Settings.from_env({"INTENTWATCH_PARTITIONS": "12"})
+>>> settings.partitions, settings.bootstrap, settings.allow_unsigned_grants
+(12, '127.0.0.1:9092', False)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["Settings"]
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything one stream worker needs to know; see :meth:`from_env` for the variables."""
+
+    bootstrap: str = "127.0.0.1:9092"
+    app_id: str = "intentwatch"
+    partitions: int = 6
+    replication_factor: int = 1
+    web_port: int = 6066
+    web_bind: str = "127.0.0.1"
+    web_host: str = "127.0.0.1"
+    data_dir: Path = Path(".intentwatch/worker")
+    keys_dir: Path = Path(".intentwatch/keys")
+    grant_issuers_jwks: Path | None = None
+    allow_unsigned_grants: bool = False
+    issuer: str = "urn:intentwatch"
+    audience: str = "urn:intentwatch:credential-brokers"
+    tick_seconds: float = 0.2
+    log_level: str = "info"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read the settings; unset variables keep their defaults.
+
+        ``INTENTWATCH_BOOTSTRAP`` (``host:port[,host:port]``), ``INTENTWATCH_APP_ID``
+        (consumer group and table prefix), ``INTENTWATCH_PARTITIONS``,
+        ``INTENTWATCH_REPLICATION_FACTOR``, ``INTENTWATCH_WEB_PORT``,
+        ``INTENTWATCH_WEB_BIND`` (listen address), ``INTENTWATCH_WEB_HOST`` (advertised
+        host), ``INTENTWATCH_DATA_DIR``, ``INTENTWATCH_KEYS_DIR`` (intentwatch's
+        signing keyring, created on first start), ``INTENTWATCH_GRANT_ISSUERS_JWKS``
+        (JWKS file of the trusted grant issuers), ``INTENTWATCH_ALLOW_UNSIGNED_GRANTS``
+        (development only), ``INTENTWATCH_ISSUER`` / ``INTENTWATCH_AUDIENCE`` (``iss``
+        and ``aud`` of revocations), ``INTENTWATCH_TICK_SECONDS``, ``INTENTWATCH_LOG_LEVEL``.
+        """
+        env = os.environ if env is None else env
+        default = cls()
+
+        def get(name: str, fallback: object) -> str:
+            return env.get(f"INTENTWATCH_{name}", "").strip() or str(fallback)
+
+        jwks = get("GRANT_ISSUERS_JWKS", "")
+        return cls(
+            bootstrap=get("BOOTSTRAP", default.bootstrap),
+            app_id=get("APP_ID", default.app_id),
+            partitions=_positive_int("PARTITIONS", get("PARTITIONS", default.partitions)),
+            replication_factor=_positive_int(
+                "REPLICATION_FACTOR", get("REPLICATION_FACTOR", default.replication_factor)
+            ),
+            web_port=_positive_int("WEB_PORT", get("WEB_PORT", default.web_port)),
+            web_bind=get("WEB_BIND", default.web_bind),
+            web_host=get("WEB_HOST", default.web_host),
+            data_dir=Path(get("DATA_DIR", default.data_dir)),
+            keys_dir=Path(get("KEYS_DIR", default.keys_dir)),
+            grant_issuers_jwks=Path(jwks) if jwks else None,
+            allow_unsigned_grants=_flag(
+                "ALLOW_UNSIGNED_GRANTS", env.get("INTENTWATCH_ALLOW_UNSIGNED_GRANTS", "")
+            ),
+            issuer=get("ISSUER", default.issuer),
+            audience=get("AUDIENCE", default.audience),
+            tick_seconds=_positive_float("TICK_SECONDS", get("TICK_SECONDS", default.tick_seconds)),
+            log_level=get("LOG_LEVEL", default.log_level).lower(),
+        )
+
+
+def _positive_int(name: str, text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"INTENTWATCH_{name} must be a positive integer, got {text!r}")
+    return value
+
+
+def _positive_float(name: str, text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise ValueError(f"INTENTWATCH_{name} must be a positive number of seconds, got {text!r}")
+    return value
+
+
+def _flag(name: str, text: str) -> bool:
+    value = text.strip().lower()
+    if value not in _TRUE | _FALSE:
+        raise ValueError(f"INTENTWATCH_{name} must be true or false, got {text!r}")
+    return value in _TRUE

@@ -1,0 +1,68 @@
+"""Run one stream worker: ``python -m pipeline.worker`` or ``intentwatch worker``.
+
+Configured by ``INTENTWATCH_*`` environment variables (:class:`~pipeline.settings.Settings`).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import faust
+from kafka.errors import KafkaError
+
+from models.grant_tokens import GrantVerifier
+from models.keys import Keyring
+from pipeline.app import INPUT_TOPICS, Pipeline
+from pipeline.settings import Settings
+from pipeline.topics import ensure_topics
+
+__all__ = ["grant_verifier", "load_keyring", "run_worker"]
+
+log = logging.getLogger(__name__)
+
+_KEY_ALG = "ES256"
+
+
+def load_keyring(path: Path) -> Keyring:
+    """intentwatch's signing keyring at ``path``, created with one key on first start."""
+    try:
+        return Keyring.load(path)
+    except FileNotFoundError:
+        pass
+    try:
+        return Keyring.create(path, _KEY_ALG)
+    except FileExistsError:  # another worker made it first
+        return Keyring.load(path)
+
+
+def grant_verifier(settings: Settings) -> GrantVerifier:
+    """The verifier of signed grants from the trusted issuers of ``settings``."""
+    if settings.grant_issuers_jwks is None and not settings.allow_unsigned_grants:
+        raise SystemExit(
+            "Set INTENTWATCH_GRANT_ISSUERS_JWKS to the JWKS file of the credential brokers whose "
+            "grants to trust (or INTENTWATCH_ALLOW_UNSIGNED_GRANTS=1 for development only)."
+        )
+    if settings.allow_unsigned_grants:
+        log.warning("accepting UNSIGNED grants: development only, anyone who can write the "
+                    "grants topic can grant anything")
+    return GrantVerifier(settings.grant_issuers_jwks, allow_unsigned=settings.allow_unsigned_grants)
+
+
+def run_worker(settings: Settings) -> None:
+    """Run a worker until it is stopped (SIGINT/SIGTERM); blocks."""
+    keyring = load_keyring(settings.keys_dir)
+    pipeline = Pipeline(settings, keyring=keyring, grant_verifier=grant_verifier(settings))
+    try:
+        ensure_topics(settings.bootstrap, pipeline.kafka_topics(),
+                      copartitioned=[*INPUT_TOPICS, pipeline.changelog_topic])
+    except KafkaError as error:
+        raise SystemExit(
+            f"Cannot set up the topics on Kafka at {settings.bootstrap} ({error}). Is a broker "
+            "running? `intentwatch kafka up` starts one; INTENTWATCH_BOOTSTRAP names another."
+        ) from None
+    faust.Worker(pipeline.app, loglevel=settings.log_level.upper()).execute_from_commandline()
+
+
+if __name__ == "__main__":
+    run_worker(Settings.from_env())

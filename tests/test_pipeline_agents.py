@@ -1,0 +1,228 @@
+"""The faust agents with ``agent.test_context()``: decode → engine → publish, no Kafka.
+
+Published records are captured by the pipeline's ``send`` hook; tables use the memory store.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+from faust.serializers import codecs
+from kafka.partitioner.default import murmur2
+
+from models.clock import StreamClock
+from models.contracts import TOPICS, DeadLetterHeaders, Grant, encode
+from models.grant_tokens import GrantVerifier, sign_grant
+from models.keys import Keyring, generate_key
+from models.revocation_tokens import RevocationVerifier
+from pipeline.app import Pipeline, agent_partition
+from pipeline.settings import Settings
+from pipeline.worker import load_keyring
+
+ISSUER_KEY = generate_key("EdDSA")
+OTHER_KEY = generate_key("EdDSA")
+
+
+class Sent:
+    """Records the pipeline published, by topic."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]] = []
+
+    async def __call__(self, topic: str, key: bytes | None, value: bytes, headers: Any) -> None:
+        self.records.append((topic, key, value, list(headers)))
+
+    def on(self, logical: str) -> list[tuple[bytes | None, bytes, dict[str, bytes]]]:
+        return [(k, v, dict(h)) for t, k, v, h in self.records if t == TOPICS[logical]]
+
+    def verdicts(self) -> list[dict[str, Any]]:
+        return [msgspec.json.decode(value) for _, value, _ in self.on("verdicts")]
+
+
+@pytest.fixture
+def sent() -> Sent:
+    return Sent()
+
+
+@pytest.fixture
+def pipeline(tmp_path: Path, sent: Sent) -> Pipeline:
+    settings = Settings(data_dir=tmp_path / "data", keys_dir=tmp_path / "keys", partitions=4)
+    verifier = GrantVerifier({"keys": [ISSUER_KEY.public_jwk()]})
+    return Pipeline(
+        settings, keyring=load_keyring(settings.keys_dir), grant_verifier=verifier, send=sent
+    )
+
+
+def agent_id() -> str:
+    return f"spiffe://acme.org/agents/support/{uuid.uuid4().hex[:8]}"
+
+
+def grant_token(agent: str, task: str = "t1", *, key=ISSUER_KEY, ttl: float = 900.0) -> bytes:
+    now = time.time()
+    return sign_grant({
+        "grant_id": f"g-{task}", "agent_id": agent, "task_id": task,
+        "credential_ids": [f"c-{task}"],
+        "intent": "look up customer c-42 in the CRM", "tools": ["crm.*"],
+        "targets": ["crm://*"], "data_labels": ["internal"],
+        "issued_at": now if ttl > 0 else now + ttl - 60, "expires_at": now + ttl, "issuer": "https://broker.acme.org",
+    }, key).encode()
+
+
+def call(agent: str, task: str = "t1", tool: str = "crm.lookup_customer", **extra: Any) -> bytes:
+    return encode({
+        "event_id": str(uuid.uuid4()), "ts": time.time(), "agent_id": agent, "task_id": task,
+        "tool": tool, "credential_id": f"c-{task}", "target": "crm://c-42",
+        "data_labels": ["internal"], **extra,
+    })
+
+
+async def test_conforming_call_gets_an_allow_verdict(pipeline: Pipeline, sent: Sent) -> None:
+    agent = agent_id()
+    async with pipeline.agents[TOPICS["grants"]].test_context() as grants, \
+            pipeline.agents[TOPICS["toolcalls"]].test_context() as calls:
+        await grants.put(grant_token(agent), key=agent.encode())
+        await calls.put(call(agent), key=agent.encode())
+
+    [verdict] = sent.verdicts()
+    assert (verdict["agent_id"], verdict["decision"]) == (agent, "allow")
+    assert sent.on("revocations") == [] and sent.on("dlq") == []
+    assert set(pipeline.grants[agent]) == {"t1"}
+
+
+async def test_violation_publishes_a_signed_revocation(pipeline: Pipeline, sent: Sent) -> None:
+    agent = agent_id()
+    async with pipeline.agents[TOPICS["grants"]].test_context() as grants, \
+            pipeline.agents[TOPICS["toolcalls"]].test_context() as calls:
+        await grants.put(grant_token(agent), key=agent.encode())
+        await calls.put(call(agent, tool="iam.update_user_password"), key=agent.encode())
+
+    assert [v["decision"] for v in sent.verdicts()] == ["revoke"]
+    [(key, token, headers)] = sent.on("revocations")
+    revocation = RevocationVerifier(pipeline.keyring.jwks()).verify(token)
+    assert (key, revocation.reason_code) == (agent.encode(), "intent_violation")
+    assert headers["ce_id"] == revocation.revocation_id.encode()
+    assert headers["content-type"] == b"application/secevent+jwt"
+
+
+async def test_malformed_call_goes_to_the_dlq_and_the_next_is_processed(
+    pipeline: Pipeline, sent: Sent
+) -> None:
+    agent = agent_id()
+    async with pipeline.agents[TOPICS["grants"]].test_context() as grants, \
+            pipeline.agents[TOPICS["toolcalls"]].test_context() as calls:
+        await grants.put(grant_token(agent), key=agent.encode())
+        bad = await calls.put(b'{"event_id": "e1", "ts": ', key=agent.encode(), partition=2)
+        await calls.put(call(agent), key=agent.encode())
+
+    [(key, value, headers)] = sent.on("dlq")
+    assert (key, value) == (agent.encode(), b'{"event_id": "e1", "ts": ')
+    assert headers[DeadLetterHeaders.SOURCE_TOPIC] == TOPICS["toolcalls"].encode()
+    assert headers[DeadLetterHeaders.SOURCE_PARTITION] == b"2"
+    assert headers[DeadLetterHeaders.SOURCE_OFFSET] == str(bad.message.offset).encode()
+    assert headers[DeadLetterHeaders.ERROR_CLASS] == b"ContractError"
+    assert b"not valid JSON" in headers[DeadLetterHeaders.ERROR_MESSAGE]
+    assert [v["decision"] for v in sent.verdicts()] == ["allow"]
+    assert pipeline.status()["published"]["dlq.ContractError"] == 1
+
+
+@pytest.mark.parametrize(
+    ("make", "code"),
+    [
+        (lambda agent: grant_token(agent, key=OTHER_KEY), b"unknown_kid"),
+        (lambda agent: grant_token(agent, ttl=-3600), b"expired"),
+        (lambda agent: grant_token(agent_id()), b"agent_mismatch"),
+        (lambda agent: encode({"grant_id": "g"}), b"unsigned"),
+    ],
+    ids=["unknown_kid", "expired", "agent_mismatch", "unsigned"],
+)
+async def test_rejected_grant_goes_to_the_dlq_with_its_code(
+    pipeline: Pipeline, sent: Sent, make: Any, code: bytes
+) -> None:
+    agent = agent_id()
+    async with pipeline.agents[TOPICS["grants"]].test_context() as grants:
+        await grants.put(make(agent), key=agent.encode())
+        await grants.put(grant_token(agent, "t2"), key=agent.encode())
+
+    [(_, _, headers)] = sent.on("dlq")
+    assert headers[DeadLetterHeaders.ERROR_CLASS] == code
+    assert headers[DeadLetterHeaders.SOURCE_TOPIC] == TOPICS["grants"].encode()
+    assert set(pipeline.grants[agent]) == {"t2"}
+
+
+async def test_call_under_another_agents_key_is_a_dead_letter(
+    pipeline: Pipeline, sent: Sent
+) -> None:
+    agent = agent_id()
+    async with pipeline.agents[TOPICS["toolcalls"]].test_context() as calls:
+        await calls.put(call(agent), key=agent_id().encode())
+
+    [(_, _, headers)] = sent.on("dlq")
+    assert headers[DeadLetterHeaders.ERROR_CLASS] == b"agent_mismatch"
+
+
+async def test_malformed_task_event_is_a_dead_letter(pipeline: Pipeline, sent: Sent) -> None:
+    agent = agent_id()
+    event = encode({"event_id": "e", "ts": time.time(), "agent_id": agent, "task_id": "t1",
+                    "status": "paused"})
+    async with pipeline.agents[TOPICS["tasks"]].test_context() as tasks:
+        await tasks.put(event, key=agent.encode())
+
+    [(_, value, headers)] = sent.on("dlq")
+    assert value == event
+    assert headers[DeadLetterHeaders.SOURCE_TOPIC] == TOPICS["tasks"].encode()
+    assert b"status" in headers[DeadLetterHeaders.ERROR_MESSAGE]
+
+
+async def test_parked_call_is_judged_when_its_grant_arrives(
+    pipeline: Pipeline, sent: Sent
+) -> None:
+    agent = agent_id()
+    grant = grant_token(agent)  # issued before the call, published after it
+    async with pipeline.agents[TOPICS["grants"]].test_context() as grants, \
+            pipeline.agents[TOPICS["toolcalls"]].test_context() as calls:
+        await calls.put(call(agent), key=agent.encode())
+        assert sent.verdicts() == []
+        await grants.put(grant, key=agent.encode())
+
+    assert [v["decision"] for v in sent.verdicts()] == ["allow"]
+
+
+async def test_timer_revokes_an_expired_grant(pipeline: Pipeline, sent: Sent) -> None:
+    agent = agent_id()
+    async with pipeline.agents[TOPICS["grants"]].test_context() as grants:
+        await grants.put(grant_token(agent, ttl=5.0), key=agent.encode())
+    pipeline.ready = True  # as after table recovery; then stream time passes the expiry
+    later = time.time() + 10.0
+    pipeline.clock = StreamClock(wall=lambda: later)
+    await pipeline.tick()
+
+    [(_, token, _)] = sent.on("revocations")
+    revocation = RevocationVerifier(pipeline.keyring.jwks()).verify(token)
+    assert (revocation.agent_id, revocation.reason_code) == (agent, "ttl_expired")
+    assert [msgspec.json.decode(v)["ended"] for _, v, _ in sent.on("audit")] == ["expired"]
+
+
+def test_grants_table_values_round_trip() -> None:
+    grants = {"t1": Grant(
+        grant_id="g1", agent_id="spiffe://acme.org/agents/a1", task_id="t1",
+        credential_ids=["c1"], tools=["crm.*"], targets=["crm://*"], data_labels=["internal"],
+        issued_at=1.0, expires_at=2.0, issuer="broker",
+    )}
+    data = codecs.dumps("intentwatch-grants", grants)
+    assert codecs.loads("intentwatch-grants", data) == grants
+
+
+def test_agent_partition_is_the_sdk_producers_partition() -> None:
+    for agent in (agent_id() for _ in range(50)):  # kafka-python's DefaultPartitioner rule
+        assert agent_partition(agent, 6) == (murmur2(agent.encode()) & 0x7FFFFFFF) % 6
+
+
+def test_keyring_is_created_on_first_start_only(tmp_path: Path) -> None:
+    first = load_keyring(tmp_path / "keys")
+    assert load_keyring(tmp_path / "keys").active.kid == first.active.kid
+    assert len(Keyring.load(tmp_path / "keys").keys) == 1
