@@ -330,7 +330,7 @@ class Engine:
             )
 
     def _violations(self, call: ToolCall, task: _Task, grant: Grant | None) -> list[Violation]:
-        if task.is_over:
+        if task.is_over and call.ts > (task.ended_at or 0.0):
             when = format_ts(task.ended_at) if task.ended_at is not None else "earlier"
             return [Violation(
                 code="call_after_task_end", weight=1.0,

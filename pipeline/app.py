@@ -154,13 +154,14 @@ class Pipeline:
     ) -> Outcome | None:
         """Process one input record; a record that cannot be used becomes a dead letter.
 
-        Grants are verified at the later of stream time and the record's timestamp:
-        a grant published while the worker catches up on a backlog is judged at its
-        publication, not at the (older) time of the backlog.
+        Grants are verified at the record's timestamp, when they were published: the
+        input topics are consumed independently, so stream time may already be past a
+        grant that was valid when it was issued. An expired grant still authorises
+        nothing: calls after its expiry violate it.
         """
         self.received[topic] += 1
         try:
-            event = self.decoder.decode(topic, key, value, max(self.clock.now(), timestamp))
+            event = self.decoder.decode(topic, key, value, timestamp)
             outcome = self.engine.process(event, now=self.clock.observe(event_time(event)))
         except Exception as error:
             if not isinstance(error, ContractError):

@@ -265,3 +265,12 @@ def test_agent_clock_slightly_behind_the_broker_is_tolerated():
     engine.process(grant(issued_at=100.0))
     assert engine.process(call(ts=95.0)).verdicts[0].decision == "allow"
     assert engine.process(call(ts=60.0, n=2)).verdicts[0].reasons[0].code == "grant_not_yet_valid"
+
+
+def test_call_made_before_task_end_but_read_after_it_is_judged_normally():
+    engine, _ = make_engine()
+    engine.process(grant())
+    engine.process(task_event("completed", ts=500.0))
+    late_read = engine.process(call(ts=499.0))
+    assert late_read.verdicts[0].decision == "allow"
+    assert late_read.revocations == []

@@ -1,0 +1,274 @@
+"""Publish an agent's telemetry to intentwatch: tool calls, grants and task events.
+
+Every record is checked against its v1 contract *before* it is sent, so a
+mistake raises :class:`~models.contracts.ContractError` at the call site
+instead of landing in the dead-letter topic. Records are keyed by the agent's
+SPIFFE ID and timestamped with the event's time; the producer is idempotent
+with ``acks=all``.
+
+Example::
+
+    from intentwatch import TelemetryPublisher
+
+    agent = "spiffe://acme.org/agents/support/a1"
+    with TelemetryPublisher("127.0.0.1:9092") as publisher:
+        publisher.publish_task_event({"agent_id": agent, "task_id": "t1", "status": "started"})
+        publisher.publish_toolcall({"agent_id": agent, "task_id": "t1",
+                                    "tool": "crm.lookup_customer", "target": "crm://c-42"})
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
+from typing import Any, TypeVar
+
+import msgspec
+from kafka import KafkaProducer
+
+from intentwatch.instrument import (
+    TaskScope,
+    ToolCallRecord,
+    encode_checked,
+    instrument,
+    task_scope,
+    tool_call,
+)
+from models.contracts import (
+    TOPICS,
+    ContractError,
+    Grant,
+    TaskEvent,
+    ToolCall,
+    decode_grant_payload,
+    decode_task_event,
+    decode_toolcall,
+    encode,
+)
+
+__all__ = ["BOOTSTRAP_ENV", "PublishError", "TelemetryPublisher", "default_bootstrap"]
+
+BOOTSTRAP_ENV = "INTENTWATCH_BOOTSTRAP"
+"""Environment variable naming the Kafka bootstrap servers (``host:port[,host:port]``)."""
+
+log = logging.getLogger("intentwatch.publisher")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def default_bootstrap() -> str:
+    """``$INTENTWATCH_BOOTSTRAP``, else ``127.0.0.1:9092``."""
+    return os.environ.get(BOOTSTRAP_ENV) or "127.0.0.1:9092"
+
+
+class PublishError(RuntimeError):
+    """Kafka did not acknowledge some records; raised by :meth:`TelemetryPublisher.flush`."""
+
+
+class TelemetryPublisher:
+    """A synchronous, thread-safe publisher of intentwatch telemetry.
+
+    Parameters
+    ----------
+    bootstrap
+        Kafka bootstrap servers; ``$INTENTWATCH_BOOTSTRAP`` or ``127.0.0.1:9092`` when omitted.
+    agent_id
+        The SPIFFE ID used when a call or task does not name one (one agent per process).
+    client_id
+        Kafka client id, shown in broker logs and metrics.
+    producer_config
+        Extra :class:`kafka.KafkaProducer` settings (TLS, SASL, ``linger_ms`` ...).
+
+    ``publish_*`` return the validated record as soon as it is queued; :meth:`flush`
+    waits until Kafka has acknowledged everything queued and raises
+    :class:`PublishError` if some records could not be delivered.
+    """
+
+    def __init__(
+        self,
+        bootstrap: str | None = None,
+        *,
+        agent_id: str | None = None,
+        client_id: str = "intentwatch-publisher",
+        **producer_config: Any,
+    ) -> None:
+        self.bootstrap = bootstrap or default_bootstrap()
+        self.agent_id = agent_id
+        config: dict[str, Any] = {"max_block_ms": 10_000, **producer_config}
+        self._producer = KafkaProducer(
+            bootstrap_servers=self.bootstrap.split(","),
+            client_id=client_id,
+            acks="all",
+            enable_idempotence=True,
+            **config,
+        )
+        self._lock = threading.Lock()
+        self._failures: list[str] = []
+
+    # -- records ------------------------------------------------------------------------
+
+    def publish_toolcall(self, call: ToolCall | Mapping[str, Any]) -> ToolCall:
+        """Validate and send one tool call; ``event_id`` and ``ts`` (now) are filled in if absent.
+
+        Example::
+
+            publisher.publish_toolcall({"agent_id": agent, "task_id": "t1",
+                                        "tool": "gmail.send_email",
+                                        "target": "mailto:jane@acme.org"})
+        """
+        record = decode_toolcall(encode_checked(self._complete(call), "tool call"))
+        self._send(TOPICS["toolcalls"], record.agent_id, encode(record), record.ts)
+        return record
+
+    def publish_task_event(self, event: TaskEvent | Mapping[str, Any]) -> TaskEvent:
+        """Validate and send one task event (``status``: started, completed, failed, cancelled)."""
+        record = decode_task_event(encode_checked(self._complete(event), "task event"))
+        self._send(TOPICS["tasks"], record.agent_id, encode(record), record.ts)
+        return record
+
+    def publish_grant(self, grant: str | Grant | Mapping[str, Any]) -> Grant:
+        """Send a grant: a compact JWS from your credential broker, or a plain payload.
+
+        The payload is checked against the grant contract (the signature is checked by
+        the worker, which accepts plain payloads only when
+        ``INTENTWATCH_ALLOW_UNSIGNED_GRANTS`` is set: use those for development only).
+        Returns the grant's payload.
+        """
+        if isinstance(grant, str):
+            payload = decode_grant_payload(_jws_payload(grant))
+            value = grant.encode()
+        else:
+            data = msgspec.structs.asdict(grant) if isinstance(grant, Grant) else dict(grant)
+            payload = decode_grant_payload(encode_checked(data, "grant"))
+            value = encode(payload)
+        self._send(TOPICS["grants"], payload.agent_id, value, payload.issued_at)
+        return payload
+
+    # -- instrumentation ----------------------------------------------------------------
+
+    def task(
+        self,
+        task_id: str,
+        *,
+        agent_id: str | None = None,
+        credential_id: str | None = None,
+        events: bool = True,
+    ) -> AbstractContextManager[TaskScope]:
+        """Make ``task_id`` the current task of this thread for instrumented tool calls.
+
+        With ``events`` the task's ``started`` event is published on entry, and
+        ``completed`` (or ``failed`` when an exception escapes) on exit.
+
+        Example::
+
+            with publisher.task("t1", credential_id="c1"):
+                lookup_customer("c-42")
+        """
+        return task_scope(self, task_id, agent_id=agent_id, credential_id=credential_id,
+                          events=events)
+
+    def tool_call(self, tool: str, **fields: Any) -> AbstractContextManager[ToolCallRecord]:
+        """Publish one tool call around a block: outcome, duration and sizes are recorded.
+
+        ``fields`` are tool-call contract fields (``target``, ``action``, ``data_labels``,
+        ...); ``agent_id``, ``task_id`` and ``credential_id`` default to the current
+        :meth:`task`. An exception marks the call ``error`` and propagates.
+
+        Example::
+
+            with publisher.tool_call("gmail.send_email", target="mailto:jane@acme.org",
+                                     agent_id=agent, task_id="t1") as call:
+                response = send_mail(...)
+                call.bytes_in = len(response)
+        """
+        return tool_call(self, tool, **fields)
+
+    def instrument(
+        self,
+        tool: str,
+        *,
+        action: str | None = None,
+        target_arg: str | None = None,
+        data_labels: tuple[str, ...] = (),
+        description: str | None = None,
+    ) -> Callable[[F], F]:
+        """Decorate a tool function so that each call of it is published.
+
+        ``target_arg`` names the argument holding the call's target; the function's
+        arguments and result give ``bytes_out`` and ``bytes_in``.
+
+        Example::
+
+            @publisher.instrument("crm.lookup_customer", action="read", target_arg="customer_id")
+            def lookup_customer(customer_id: str) -> dict: ...
+        """
+        return instrument(self, tool, action=action, target_arg=target_arg,
+                          data_labels=data_labels, description=description)
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until Kafka acknowledged every queued record; raise :class:`PublishError`
+        if some could not be delivered."""
+        self._producer.flush(timeout=timeout)
+        with self._lock:
+            failures, self._failures = self._failures, []
+        if failures:
+            raise PublishError(
+                f"{len(failures)} record(s) were not delivered; first error: {failures[0]}"
+            )
+
+    def close(self, timeout: float | None = None) -> None:
+        """Flush, then release the connection."""
+        try:
+            self.flush(timeout)
+        finally:
+            self._producer.close(timeout=timeout)
+
+    def __enter__(self) -> TelemetryPublisher:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- internals ----------------------------------------------------------------------
+
+    def _complete(self, record: msgspec.Struct | Mapping[str, Any]) -> dict[str, Any]:
+        is_struct = isinstance(record, msgspec.Struct)
+        data = msgspec.structs.asdict(record) if is_struct else dict(record)
+        data.setdefault("event_id", str(uuid.uuid4()))
+        data.setdefault("ts", time.time())
+        if self.agent_id is not None:
+            data.setdefault("agent_id", self.agent_id)
+        return data
+
+    def _send(self, topic: str, agent_id: str, value: bytes, event_time: float) -> None:
+        # The record's Kafka timestamp is the event's time, so a replay of recorded
+        # telemetry reads like the original traffic (the worker checks grants at it).
+        future = self._producer.send(topic, value=value, key=agent_id.encode(),
+                                     timestamp_ms=round(event_time * 1000))
+        future.add_errback(self._on_error, topic)
+
+    def _on_error(self, error: Exception, topic: str) -> None:
+        log.error("record for %s not delivered: %s", topic, error)
+        with self._lock:
+            self._failures.append(f"{topic}: {error}")
+
+
+def _jws_payload(token: str) -> bytes:
+    """The payload of a compact JWS, unverified (the worker verifies the signature)."""
+    parts = token.strip().split(".")
+    if len(parts) != 3 or not all(parts[:2]):
+        raise ContractError("grant: not a compact JWS (expected header.payload.signature)")
+    try:
+        padded = parts[1] + "=" * (-len(parts[1]) % 4)
+        return base64.b64decode(padded, altchars=b"-_", validate=True)
+    except (binascii.Error, ValueError):
+        raise ContractError("grant: the JWS payload is not base64url") from None
