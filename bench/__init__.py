@@ -1,0 +1,1 @@
+"""Benchmarks: ``python -m bench.throughput`` measures the engine and the stream workers."""

@@ -1,0 +1,939 @@
+"""Per-agent behaviour baselines: online, decaying, bounded, backing off to role and fleet.
+
+Each detector follows river's shape: ``score_one(x)`` judges one
+:class:`Observation` against what was learned, ``learn_one(x)`` learns it
+(only for calls of tasks that ended without revocation), and ``explain(x)``
+says in a sentence why the score is what it is.
+
+Every statistic is kept at three levels: the agent, its role (SPIFFE ID
+minus the last segment) and the fleet. A level with little evidence defers to
+the one above it, so a brand-new agent is judged by its peers. Counts decay
+exponentially per learned call, and every table has a cap on tracked values
+(the least-weighted values are evicted), so memory per agent is bounded.
+
+>>> from models.catalogue import ToolInfo
+>>> from models.contracts import ToolCall
+>>> rarity = Rarity("tool", lambda x: x.tool)
+>>> agent = "spiffe://acme.org/agents/support/a1"
+>>> lookup = ToolInfo("crm.lookup", "read")
+>>> for i in range(200):
+...     call = ToolCall(event_id=str(i), ts=i, agent_id=agent, task_id="t", tool="crm.lookup")
+...     rarity.learn_one(TaskContext(agent).observe(call, lookup))
+>>> new = ToolCall(event_id="n", ts=300.0, agent_id=agent, task_id="t", tool="iam.set_role")
+>>> x = TaskContext(agent).observe(new, ToolInfo("iam.set_role", "admin"))
+>>> rarity.score_one(x)
+1.0
+>>> rarity.explain(x)
+'tool iam.set_role never seen for this agent (197 recent calls), its role (200) or the fleet (200)'
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from dataclasses import dataclass, field, fields
+from functools import lru_cache
+from typing import Any
+
+from models.catalogue import ToolInfo
+from models.contracts import LABEL_LEVELS, ToolCall, role_of
+from models.intent import parse_target
+
+__all__ = [
+    "FLEET",
+    "SENSITIVE_LABELS",
+    "Baseline",
+    "BaselineConfig",
+    "Count",
+    "DecayingCounts",
+    "EWStats",
+    "FleetNovelty",
+    "Habit",
+    "KeyedStats",
+    "Observation",
+    "Rarity",
+    "TaskContext",
+    "Volume",
+    "touches_secrets",
+]
+
+FLEET = "*"
+SENSITIVE_LABELS: tuple[str, ...] = (
+    "restricted", "secret", "credentials", "confidential", "financial", "pci", "phi", "pii",
+)
+"""Data labels that make a read a sensitive source, most sensitive first."""
+_SENSITIVITY = {label: rank for rank, label in enumerate(SENSITIVE_LABELS)}
+EXTERNAL_SCHEMES = frozenset({"", "mailto", "http", "https", "ftp", "sftp", "ws", "wss", "iban"})
+"""Target schemes that can leave the organisation (others name internal resources)."""
+_LEVEL_RANK = {level: rank for rank, level in enumerate(LABEL_LEVELS)}
+_SECRET_WORDS = re.compile(
+    r"secret|credential|passw(or)?d|api[-_]?keys?\b|api[-_]?tokens?|access[-_]?keys?|"
+    r"private[-_]?keys?|id_rsa|kubeconfig|/\.env\b|\btokens?\b"
+)
+
+
+@lru_cache(maxsize=65536)
+def touches_secrets(tool: str, endpoint: str | None) -> bool:
+    """Whether a call reads or writes secrets, judged from its tool name and target.
+
+    >>> touches_secrets("vault.read_secret", None), touches_secrets("crm.get_lead", None)
+    (True, False)
+    >>> touches_secrets("http.fetch", "http://169.254.169.254/latest/meta-data/iam/security-credentials/")
+    True
+    """
+    return bool(_SECRET_WORDS.search(tool.lower()) or (endpoint and _SECRET_WORDS.search(endpoint)))
+
+
+@dataclass(frozen=True)
+class BaselineConfig:
+    """Memory, decay and scaling of the baselines (``detectors.baseline`` in the config)."""
+
+    half_life_calls: float = 5000.0
+    """Agent-level counts halve after this many learned calls of the agent."""
+    level_scale: float = 8.0
+    """Role and fleet tables remember and track this many times more (per level up)."""
+    max_tools: int = 128
+    max_targets: int = 1024
+    max_sites: int = 512
+    max_transitions: int = 1024
+    max_fleet_domains: int = 50000
+    prior_calls: float = 20.0
+    """Evidence (in calls) a level needs before it counts as much as the level above."""
+    stats_half_life_calls: float = 500.0
+    """Half-life of running means and variances."""
+    rarity_z: tuple[float, float] = (0.5, 4.5)
+    """Surprisal z-scores mapped to rarity 0 and 1 (linear in between)."""
+    surprisal_floor: float = 1.0
+    """Smallest spread of surprisal (nats): one rarity unit is never less than this."""
+    volume_z: tuple[float, float] = (1.0, 5.0)
+    """Volume and rate z-scores (log scale) mapped to 0 and 1."""
+    volume_floor: float = 0.5
+    """Smallest spread of log volume: differences under ~65% never count as unusual."""
+    count_decades: float = 4.0
+    """A count whose tail probability is 10^-count_decades scores 1."""
+    habit_floor: float = 0.01
+    """Share of calls under which a habit counts as never shown."""
+    rate_window_seconds: float = 60.0
+    fleet_novelty_prior_calls: float = 2000.0
+    """Fleet calls needed before a never-seen domain counts as fully novel."""
+    internal_domains: tuple[str, ...] = ()
+    """Registrable domains that are inside the organisation besides the agents' trust domains."""
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BaselineConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown baseline settings: {', '.join(unknown)}")
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        return cls(**values)
+
+
+# -- observations --------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Observation:
+    """One tool call as the baselines see it: the call plus its place in the task."""
+
+    agent_id: str
+    role: str
+    tool: str
+    action: str
+    target: str | None
+    endpoint: str | None
+    """The target with record identifiers replaced (``…/tickets/{id}``)."""
+    site: str | None
+    """Where the target points: its host, mail domain, channel or account."""
+    domain: str | None
+    """Registrable domain of the target (``iban:CC`` for accounts)."""
+    external: bool
+    prev_tool: str
+    repeats: int
+    """Calls of this tool in the task so far, this one included."""
+    target_repeats: int
+    """Calls of this tool on this very target in the task so far, this one included."""
+    bytes_out: float | None
+    bytes_in: float | None
+    task_bytes_out: float
+    """Bytes sent through this tool in the task so far, this call included."""
+    rate: float
+    """Calls of this task in about the last minute (exponentially weighted)."""
+    sensitive: tuple[str, ...]
+    """Sensitive labels read earlier in the task or carried by this call."""
+    label_level: float
+    """This call's highest classification level in [0, 1]."""
+    unasked: float | None = None
+    """How far the intent does not ask for this action, 1 - credit (set by the detector)."""
+    memo: dict[str, Any] = field(default_factory=dict)
+    """What scoring computed that learning can reuse (e.g. surprisals), by detector name."""
+
+    @property
+    def sink(self) -> str | None:
+        """Where data can leave through this call: an external send, or code execution."""
+        if self.action == "send" and self.external:
+            return "external send"
+        return "code execution" if self.action == "execute" else None
+
+    @property
+    def carried(self) -> tuple[str, str] | None:
+        """For a sink: (sink, the most sensitive data read so far in the task, or ``none``)."""
+        sink = self.sink
+        if sink is None:
+            return None
+        top = min(self.sensitive, key=_SENSITIVITY.__getitem__) if self.sensitive else "none"
+        return sink, top
+
+
+class TaskContext:
+    """What a task has done so far: previous tool, sensitive reads, rate, bytes sent.
+
+    ``observe`` turns each call, in order, into an :class:`Observation`; the
+    same sequence is rebuilt when the task is learned.
+    """
+
+    __slots__ = ("_bytes", "_internal", "_last_ts", "_rate", "_sensitive", "_targets",
+                 "_tools", "_window", "agent_id", "prev_tool", "role")
+
+    START = "^"
+    """The previous tool of a task's first call."""
+
+    def __init__(
+        self, agent_id: str, internal_domains: Iterable[str] = (), rate_window: float = 60.0
+    ) -> None:
+        self.agent_id = agent_id
+        self.role = role_of(agent_id)
+        trust_domain = agent_id.split("/", 3)[2]
+        self._internal = frozenset((parse_target(trust_domain).domain or trust_domain,
+                                    *internal_domains))
+        self._window = rate_window
+        self.prev_tool = self.START
+        self._last_ts: float | None = None
+        self._rate = 0.0
+        self._bytes: dict[str, float] = {}
+        self._sensitive: dict[str, None] = {}
+        self._tools: dict[str, int] = {}
+        self._targets: dict[tuple[str, str | None], int] = {}
+
+    def observe(self, call: ToolCall, tool: ToolInfo) -> Observation:
+        """The observation of ``call``; advances the task's state past it."""
+        endpoint = site = domain = None
+        external = False
+        if call.target:
+            parts = parse_target(call.target)
+            endpoint, site, domain = parts.endpoint, parts.site, parts.domain
+            external = (
+                parts.scheme in EXTERNAL_SCHEMES and domain is not None
+                and domain not in self._internal
+            )
+        repeats = self._tools[call.tool] = self._tools.get(call.tool, 0) + 1
+        same = (call.tool, call.target)
+        target_repeats = self._targets[same] = self._targets.get(same, 0) + 1
+        ts = call.ts
+        if self._last_ts is None:
+            self._rate = 1.0
+        else:
+            self._rate = self._rate * math.exp(-max(ts - self._last_ts, 0.0) / self._window) + 1.0
+        self._last_ts = ts
+        if call.bytes_out:
+            self._bytes[call.tool] = self._bytes.get(call.tool, 0.0) + call.bytes_out
+        level = 0.0
+        if touches_secrets(call.tool, endpoint):
+            self._sensitive["credentials"] = None
+            level = 1.0  # credentials are the most sensitive data there is
+        for label in call.data_labels:
+            lowered = label.lower()
+            if lowered in _SENSITIVITY:
+                self._sensitive[lowered] = None
+            rank = _LEVEL_RANK.get(lowered)
+            if rank is not None:
+                level = max(level, rank / (len(LABEL_LEVELS) - 1))
+            elif lowered in _SENSITIVITY:  # tags: secrets as restricted, the rest as confidential
+                level = max(level, 1.0 if _SENSITIVITY[lowered] < 3 else 2 / 3)
+        x = Observation(
+            agent_id=self.agent_id,
+            role=self.role,
+            tool=call.tool,
+            action=tool.action,
+            target=call.target,
+            endpoint=endpoint,
+            site=site,
+            domain=domain,
+            external=external,
+            prev_tool=self.prev_tool,
+            repeats=repeats,
+            target_repeats=target_repeats,
+            bytes_out=call.bytes_out,
+            bytes_in=call.bytes_in,
+            task_bytes_out=self._bytes.get(call.tool, 0.0),
+            rate=self._rate,
+            sensitive=tuple(self._sensitive),
+            label_level=level,
+        )
+        self.prev_tool = call.tool
+        return x
+
+
+# -- building blocks -----------------------------------------------------------------------
+
+
+class DecayingCounts:
+    """Exponentially decaying counts of values, with a cap on how many are tracked.
+
+    Decay is per learned value (``half_life`` learns halve every count), done
+    lazily: the increment grows instead of every count shrinking. When the cap
+    is reached the least-weighted eighth of values is evicted. ``novel`` is
+    the decayed number of learns whose value was not tracked yet, so
+    ``novelty()`` estimates how often this source produces a new value.
+
+    >>> counts = DecayingCounts(half_life=2, max_size=3)
+    >>> for value in "aab":
+    ...     counts.learn_one(value)
+    >>> round(counts.count("a"), 3), round(counts.count("b"), 3), counts.count("z")
+    (1.207, 1.0, 0.0)
+    """
+
+    __slots__ = ("_decay", "_inc", "_novel", "_total", "_weights", "max_size")
+
+    def __init__(self, half_life: float, max_size: int) -> None:
+        self._decay = 0.5 ** (1.0 / half_life)
+        self.max_size = max_size
+        self._weights: dict[Hashable, float] = {}
+        self._inc = 1.0
+        self._total = 0.0
+        self._novel = 0.0
+
+    def __len__(self) -> int:
+        return len(self._weights)
+
+    def learn_one(self, value: Hashable) -> None:
+        inc = self._inc = self._inc / self._decay
+        weights = self._weights
+        weight = weights.get(value)
+        if weight is None:
+            self._novel += inc
+            if len(weights) >= self.max_size:
+                self._evict()
+            weights[value] = inc
+        else:
+            weights[value] = weight + inc
+        self._total += inc
+        if inc > 1e100:
+            self._rescale()
+
+    def count(self, value: Hashable) -> float:
+        """Decayed number of times ``value`` was learned."""
+        return self._weights.get(value, 0.0) / self._inc
+
+    @property
+    def total(self) -> float:
+        """Decayed number of learns (the evidence behind the counts)."""
+        return self._total / self._inc
+
+    def novelty(self, prior: float) -> float:
+        """Share of learns that brought a new value, shrunk towards 1 by ``prior`` pseudo-learns."""
+        return (self._novel / self._inc + prior) / (self._total / self._inc + prior)
+
+    def backoff(self, value: Hashable, parent: float, prior: float) -> float:
+        """``(1 - ν) · count(value) / total + ν · parent`` with ``ν = novelty(prior)``."""
+        total = self._total
+        if not total:
+            return parent
+        pseudo = prior * self._inc
+        novelty = (self._novel + pseudo) / (total + pseudo)
+        return (1.0 - novelty) * self._weights.get(value, 0.0) / total + novelty * parent
+
+    def _evict(self) -> None:
+        weights = self._weights
+        drop = sorted(weights, key=weights.__getitem__)[: max(1, len(weights) // 8)]
+        for value in drop:
+            del weights[value]
+
+    def _rescale(self) -> None:
+        scale = 1.0 / self._inc
+        self._weights = {value: w * scale for value, w in self._weights.items()}
+        self._total *= scale
+        self._novel *= scale
+        self._inc = 1.0
+
+
+class EWStats:
+    """Exponentially weighted mean and variance with an evidence count.
+
+    >>> stats = EWStats()
+    >>> for value in (1.0, 2.0, 3.0):
+    ...     stats.update(value, alpha=0.01)
+    >>> round(stats.mean, 2), stats.n
+    (2.0, 3)
+    """
+
+    __slots__ = ("mean", "n", "var")
+
+    def __init__(self) -> None:
+        self.mean = 0.0
+        self.var = 0.0
+        self.n = 0
+
+    def update(self, value: float, alpha: float) -> None:
+        self.n += 1
+        rate = max(alpha, 1.0 / self.n)
+        delta = value - self.mean
+        self.mean += rate * delta
+        self.var = (1.0 - rate) * (self.var + rate * delta * delta)
+
+
+def blend(chain: Sequence[EWStats | None], prior: float) -> tuple[float, float] | None:
+    """Mean and variance of the most specific level, shrunk towards the levels above.
+
+    ``chain`` runs from the most specific level (agent) to the most general
+    (fleet); a level with ``n`` observations gets weight ``n / (n + prior)``.
+    None when no level has any observation.
+    """
+    mean = var = 0.0
+    seen = False
+    for i in range(len(chain) - 1, -1, -1):
+        stats = chain[i]
+        if stats is None or not stats.n:
+            continue
+        if seen:
+            w = stats.n / (stats.n + prior)
+            mean += w * (stats.mean - mean)
+            var += w * (stats.var - var)
+        else:
+            mean, var, seen = stats.mean, stats.var, True
+    return (mean, var) if seen else None
+
+
+def _ramp(z: float, bounds: tuple[float, float]) -> float:
+    low, high = bounds
+    return min(1.0, max(0.0, (z - low) / (high - low)))
+
+
+def _bytes(n: float) -> str:
+    if n < 1000:
+        return f"{n:,.0f} B"
+    for unit in ("kB", "MB"):
+        n /= 1000
+        if n < 1000:
+            return f"{n:,.1f} {unit}"
+    return f"{n / 1000:,.1f} GB"
+
+
+class _Levels:
+    """One value per scope (agent, role, fleet) made on demand, with a growing cap per level."""
+
+    __slots__ = ("_factory", "agents", "fleet", "roles")
+
+    def __init__(self, factory: Callable[[int], Any]) -> None:
+        self._factory = factory
+        self.agents: dict[str, Any] = {}
+        self.roles: dict[str, Any] = {}
+        self.fleet = factory(2)
+
+    def get(self, x: Observation) -> tuple[Any, Any, Any]:
+        return self.agents.get(x.agent_id), self.roles.get(x.role), self.fleet
+
+    def for_learning(self, x: Observation) -> tuple[Any, Any, Any]:
+        agent = self.agents.get(x.agent_id)
+        if agent is None:
+            agent = self.agents[x.agent_id] = self._factory(0)
+        role = self.roles.get(x.role)
+        if role is None:
+            role = self.roles[x.role] = self._factory(1)
+        return agent, role, self.fleet
+
+
+# -- detectors -----------------------------------------------------------------------------
+
+
+class _RarityScope:
+    """What a :class:`Rarity` keeps for one agent, role or the fleet."""
+
+    __slots__ = ("contexts", "counts", "surprisal")
+
+    def __init__(self, counts: DecayingCounts, contexts: DecayingCounts | None) -> None:
+        self.counts = counts
+        self.contexts = contexts
+        self.surprisal = EWStats()
+
+
+class Rarity:
+    """How rare a categorical value is for this agent, against how rare its values usually are.
+
+    The probability of a value backs off agent → role → fleet: at each level
+    ``P(v) = (1 - ν) · count(v) / total + ν · P_parent(v)`` where ``ν`` is how
+    often that level meets a new value (so an agent that always talks to new
+    recipients is not surprised by one more). The score is the surprisal
+    ``-ln P(v)`` as a z-score against the surprisal of the agent's learned
+    calls, mapped to [0, 1]. With ``context``, the probability is conditional
+    (``P(tool | previous tool)`` for transitions). Values for which ``quiet``
+    is true are learned but never scored (a send without sensitive data is no flow).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        value: Callable[[Observation], Hashable | None],
+        config: BaselineConfig | None = None,
+        *,
+        max_values: int | None = None,
+        context: Callable[[Observation], Hashable] | None = None,
+        describe: Callable[[Observation], str] | None = None,
+        quiet: Callable[[Any], bool] | None = None,
+    ) -> None:
+        self.name = name
+        self.config = config = config or BaselineConfig()
+        self._value = value
+        self._context = context
+        self._quiet = quiet
+        self._describe = describe or (lambda x: f"{name} {value(x)}")
+        cap = max_values or config.max_tools
+        scale, half_life = config.level_scale, config.half_life_calls
+
+        def scope(level: int) -> _RarityScope:
+            size = scale**level
+            return _RarityScope(
+                DecayingCounts(half_life * size, int(cap * size)),
+                DecayingCounts(half_life * size, int(config.max_tools * size)) if context else None,
+            )
+
+        self._levels = _Levels(scope)
+        self._alpha = 1.0 - 0.5 ** (1.0 / config.stats_half_life_calls)
+
+    def probability(self, x: Observation) -> float:
+        """Backed-off probability of the value (conditional on the context, if any)."""
+        return self._probability(x, self._levels.get(x))
+
+    def _probability(self, x: Observation, scopes: tuple[Any, Any, Any]) -> float:
+        agent, role, fleet = scopes
+        prior = self.config.prior_calls
+        value = self._value(x)
+        p = fleet.counts.backoff(value, 1.0, prior)
+        if role is not None:
+            p = role.counts.backoff(value, p, prior)
+        if agent is not None:
+            p = agent.counts.backoff(value, p, prior)
+        if self._context is not None:
+            context = self._context(x)
+            q = fleet.contexts.backoff(context, 1.0, prior)
+            if role is not None:
+                q = role.contexts.backoff(context, q, prior)
+            if agent is not None:
+                q = agent.contexts.backoff(context, q, prior)
+            p = min(1.0, p / q)
+        return p
+
+    def surprisal(self, x: Observation, scopes: tuple[Any, Any, Any] | None = None) -> float:
+        """``-ln P(value)``, remembered on ``x`` so learning reuses what scoring saw."""
+        known = x.memo.get(self.name)
+        if known is None:
+            p = self._probability(x, scopes or self._levels.get(x))
+            known = x.memo[self.name] = -math.log(max(p, 1e-300))
+        return known
+
+    def score_one(self, x: Observation) -> float:
+        value = self._value(x)
+        if value is None or (self._quiet is not None and self._quiet(value)):
+            return 0.0
+        return _ramp(self._z(x), self.config.rarity_z)
+
+    def _z(self, x: Observation) -> float:
+        scopes = agent, role, fleet = self._levels.get(x)
+        usual = blend(
+            (agent.surprisal if agent else None, role.surprisal if role else None,
+             fleet.surprisal),
+            self.config.prior_calls,
+        )
+        mean, var = usual if usual else (0.0, 0.0)
+        spread = max(math.sqrt(var), self.config.surprisal_floor)
+        return (self.surprisal(x, scopes) - mean) / spread
+
+    def learn_one(self, x: Observation) -> None:
+        value = self._value(x)
+        if value is None:
+            return
+        surprisal = self.surprisal(x)
+        context = self._context(x) if self._context is not None else None
+        for scope in self._levels.for_learning(x):
+            scope.surprisal.update(surprisal, self._alpha)
+            scope.counts.learn_one(value)
+            if scope.contexts is not None:
+                scope.contexts.learn_one(context)
+
+    def evidence(self, x: Observation) -> tuple[tuple[float, float], ...]:
+        """(count of the value, evidence) at agent, role and fleet level."""
+        value = self._value(x)
+        context = self._context(x) if self._context is not None else None
+        return tuple(
+            (0.0, 0.0) if scope is None
+            else (scope.counts.count(value), scope.counts.total) if scope.contexts is None
+            else (scope.counts.count(value), scope.contexts.count(context))
+            for scope in self._levels.get(x)
+        )
+
+    def explain(self, x: Observation) -> str:
+        (agent, agent_n), (role, role_n), (fleet, fleet_n) = self.evidence(x)
+        what = self._describe(x)
+        if agent < 0.5 and role < 0.5:
+            where = "its role" + (f" ({role_n:,.0f})" if role_n else "")
+            if fleet < 0.5:
+                where += f" or the fleet ({fleet_n:,.0f})" if fleet_n else " or the fleet"
+            else:
+                where += f"; the fleet {fleet:,.0f} times in {fleet_n:,.0f}"
+            return f"{what} never seen for this agent ({agent_n:,.0f} recent calls), {where}"
+        return (
+            f"{what} rare for this agent: {agent:,.0f} of {agent_n:,.0f} calls "
+            f"(role {role:,.0f} of {role_n:,.0f}; surprisal {self._z(x):.1f} σ above its usual)"
+        )
+
+
+class FleetNovelty:
+    """How new a value is to the whole fleet: 1 for never seen, fading with use.
+
+    Weighed by the fleet's evidence, so a young deployment does not call
+    everything new.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        value: Callable[[Observation], Hashable | None],
+        config: BaselineConfig | None = None,
+    ) -> None:
+        self.name = name
+        self.config = config = config or BaselineConfig()
+        self._value = value
+        self._counts = DecayingCounts(
+            config.half_life_calls * config.level_scale**2, config.max_fleet_domains
+        )
+
+    def score_one(self, x: Observation) -> float:
+        value = self._value(x)
+        if value is None:
+            return 0.0
+        total = self._counts.total
+        confidence = total / (total + self.config.fleet_novelty_prior_calls)
+        return confidence / (1.0 + self._counts.count(value))
+
+    def learn_one(self, x: Observation) -> None:
+        value = self._value(x)
+        if value is not None:
+            self._counts.learn_one(value)
+
+    def explain(self, x: Observation) -> str:
+        seen = self._counts.count(self._value(x))
+        total = self._counts.total
+        if seen < 0.5:
+            return f"{self.name} {self._value(x)} never seen in the fleet ({total:,.0f} calls)"
+        return f"{self.name} {self._value(x)} seen only {seen:,.1f} times in the fleet"
+
+
+class KeyedStats:
+    """Running mean and variance per key (e.g. per tool) at agent, role and fleet level.
+
+    Each level tracks at most ``max_keys`` keys (times ``level_scale`` per
+    level up); the key with the least evidence is evicted first.
+    """
+
+    def __init__(self, config: BaselineConfig, max_keys: int) -> None:
+        self.config = config
+        self._levels: _Levels = _Levels(lambda level: {})
+        self._alpha = 1.0 - 0.5 ** (1.0 / config.stats_half_life_calls)
+        self._caps = tuple(int(max_keys * config.level_scale**level) for level in range(3))
+
+    def usual(self, x: Observation, key: Hashable) -> tuple[float, float] | None:
+        """Blended mean and variance for ``key``; None when no level has seen it."""
+        agent, role, fleet = self._levels.get(x)
+        return blend(
+            (agent.get(key) if agent is not None else None,
+             role.get(key) if role is not None else None,
+             fleet.get(key)),
+            self.config.prior_calls,
+        )
+
+    def learn_one(self, x: Observation, key: Hashable, value: float) -> None:
+        for per_key, cap in zip(self._levels.for_learning(x), self._caps, strict=True):
+            stats = per_key.get(key)
+            if stats is None:
+                if len(per_key) >= cap:
+                    del per_key[min(per_key, key=lambda k: per_key[k].n)]
+                stats = per_key[key] = EWStats()
+            stats.update(value, self._alpha)
+
+
+class Volume:
+    """A numeric quantity (bytes, rate, repeats) against its running statistics, on a log scale.
+
+    Statistics are kept per key (e.g. per tool); only values above the usual
+    count (one-sided): the z-score of ``log1p(value)`` is mapped to [0, 1].
+    """
+
+    def __init__(
+        self,
+        name: str,
+        value: Callable[[Observation], float | None],
+        config: BaselineConfig | None = None,
+        *,
+        key: Callable[[Observation], Hashable] = lambda x: None,
+        describe: Callable[[Observation, float, float], str],
+    ) -> None:
+        self.name = name
+        self.config = config = config or BaselineConfig()
+        self._value = value
+        self._key = key
+        self._describe = describe
+        self._stats = KeyedStats(config, config.max_tools)
+
+    def z(self, x: Observation) -> float:
+        value = self._value(x)
+        if value is None:
+            return 0.0
+        usual = self._stats.usual(x, self._key(x))
+        if usual is None:
+            return 0.0
+        return (math.log1p(value) - usual[0]) / max(math.sqrt(usual[1]), self.config.volume_floor)
+
+    def score_one(self, x: Observation) -> float:
+        return _ramp(self.z(x), self.config.volume_z)
+
+    def learn_one(self, x: Observation) -> None:
+        value = self._value(x)
+        if value is not None:
+            self._stats.learn_one(x, self._key(x), math.log1p(value))
+
+    def explain(self, x: Observation) -> str:
+        usual = self._stats.usual(x, self._key(x))
+        typical = math.expm1(usual[0]) if usual else 0.0
+        return self._describe(x, typical, self.z(x))
+
+
+class Count:
+    """How surprising a count within a task is (calls of a tool, calls on one target).
+
+    The agent's usual count per key has a running mean and variance (backing
+    off to role and fleet); the count is modelled as a negative binomial with
+    that mean and variance (Poisson when not overdispersed; some tasks loop
+    over many records, most do not). The score is its tail ``P(N ≥ n)`` in
+    decades, ``-log10(tail) / count_decades``, capped at 1: a burst, not a
+    second call, is what stands out.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        value: Callable[[Observation], int],
+        config: BaselineConfig | None = None,
+        *,
+        key: Callable[[Observation], Hashable] = lambda x: None,
+        describe: Callable[[Observation, float, float], str],
+    ) -> None:
+        self.name = name
+        self.config = config = config or BaselineConfig()
+        self._value = value
+        self._key = key
+        self._describe = describe
+        self._stats = KeyedStats(config, config.max_tools)
+
+    def _usual(self, x: Observation) -> tuple[float, float] | None:
+        return self._stats.usual(x, self._key(x))
+
+    def tail(self, x: Observation) -> float:
+        """``P(N ≥ n)`` under the agent's usual count distribution; 1 without history."""
+        usual = self._usual(x)
+        n = self._value(x)
+        if usual is None or n <= 1:
+            return 1.0
+        mean, var = max(usual[0], 1e-3), usual[1]
+        if var > mean * 1.01:  # negative binomial with r = mean² / (var - mean)
+            r = mean * mean / (var - mean)
+            q = mean / (r + mean)
+            term = below = math.exp(r * math.log1p(-q))
+            for k in range(1, min(n, 500)):
+                term *= (k - 1 + r) / k * q
+                below += term
+        else:
+            term = below = math.exp(-mean)
+            for k in range(1, min(n, 500)):
+                term *= mean / k
+                below += term
+        return min(1.0, max(1.0 - below, 1e-12))
+
+    def score_one(self, x: Observation) -> float:
+        return min(1.0, -math.log10(self.tail(x)) / self.config.count_decades)
+
+    def learn_one(self, x: Observation) -> None:
+        self._stats.learn_one(x, self._key(x), float(self._value(x)))
+
+    def explain(self, x: Observation) -> str:
+        usual = self._usual(x)
+        return self._describe(x, usual[0] if usual else 0.0, self.tail(x))
+
+
+class Habit:
+    """A behaviour that is suspicious unless this agent habitually shows it.
+
+    ``value(x)`` in [0, 1] is how much a call shows the behaviour (None: not
+    applicable); the score is that value times how surprising the behaviour
+    is given how often the agent's learned calls of the same kind (``key``)
+    showed it (``ln(1/(usual + floor)) / ln(1/floor)``: 1 when never, about
+    0.26 when in 30% of calls), backing off to role and fleet. So an agent
+    whose terse intents never mention the deletes it always does is not
+    flagged for doing its job.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        value: Callable[[Observation], float | None],
+        config: BaselineConfig | None = None,
+        *,
+        key: Callable[[Observation], Hashable] = lambda x: None,
+        max_keys: int | None = None,
+        describe: Callable[[Observation, float], str],
+    ) -> None:
+        self.name = name
+        self.config = config = config or BaselineConfig()
+        self._value = value
+        self._key = key
+        self._describe = describe
+        self._stats = KeyedStats(config, max_keys or config.max_tools)
+
+    def usual(self, x: Observation) -> float:
+        """How much this agent's learned calls of this kind showed the behaviour."""
+        usual = self._stats.usual(x, self._key(x))
+        return min(1.0, max(0.0, usual[0])) if usual else 0.0
+
+    def score_one(self, x: Observation) -> float:
+        value = self._value(x)
+        if not value:
+            return 0.0
+        floor = self.config.habit_floor
+        return value * min(1.0, math.log(1.0 / (self.usual(x) + floor)) / math.log(1.0 / floor))
+
+    def learn_one(self, x: Observation) -> None:
+        value = self._value(x)
+        if value is not None:
+            self._stats.learn_one(x, self._key(x), value)
+
+    def explain(self, x: Observation) -> str:
+        return self._describe(x, self.usual(x))
+
+
+# -- the baseline --------------------------------------------------------------------------
+
+
+def _bytes_sentence(what: str) -> Callable[[Observation, float, float], str]:
+    def describe(x: Observation, typical: float, z: float) -> str:
+        value = getattr(x, what)
+        return (
+            f"{what} {_bytes(value)} on {x.tool} is {z:.1f} σ above this agent's usual "
+            f"(about {_bytes(typical)})"
+        )
+
+    return describe
+
+
+@dataclass
+class Baseline:
+    """All per-agent detectors, scored and learned together.
+
+    ``score_one`` returns one value in [0, 1] per detector name; ``explain``
+    gives the sentence for one of them.
+    """
+
+    config: BaselineConfig = field(default_factory=BaselineConfig)
+
+    def __post_init__(self) -> None:
+        c = self.config
+        self.detectors: dict[str, Any] = {
+            "tool_rarity": Rarity("tool", lambda x: x.tool, c, max_values=c.max_tools),
+            "target_rarity": Rarity(
+                "target", lambda x: x.endpoint, c, max_values=c.max_targets,
+                describe=lambda x: f"target {x.endpoint}",
+            ),
+            "internal_site_rarity": Rarity(
+                "internal destination", lambda x: None if x.external else x.site, c,
+                max_values=c.max_sites,
+            ),
+            "external_site_rarity": Rarity(
+                "external destination", lambda x: x.site if x.external else None, c,
+                max_values=c.max_sites,
+            ),
+            "transition_rarity": Rarity(
+                "transition", lambda x: (x.prev_tool, x.tool), c,
+                max_values=c.max_transitions, context=lambda x: x.prev_tool,
+                describe=lambda x: "transition " + (
+                    "task start" if x.prev_tool == TaskContext.START else x.prev_tool
+                ) + f" → {x.tool}",
+            ),
+            "domain_novelty": FleetNovelty("domain", lambda x: x.domain, c),
+            "bytes_out": Volume(
+                "bytes_out", lambda x: x.bytes_out, c, key=lambda x: x.tool,
+                describe=_bytes_sentence("bytes_out"),
+            ),
+            "bytes_in": Volume(
+                "bytes_in", lambda x: x.bytes_in, c, key=lambda x: x.tool,
+                describe=_bytes_sentence("bytes_in"),
+            ),
+            "task_bytes_out": Volume(
+                "task_bytes_out",
+                lambda x: x.task_bytes_out if x.task_bytes_out and x.action != "read" else None,
+                c, key=lambda x: x.tool,
+                describe=lambda x, typical, z: (
+                    f"this task has sent {_bytes(x.task_bytes_out)} through {x.tool} so far, "
+                    f"{z:.1f} σ above this agent's usual (about {_bytes(typical)})"
+                ),
+            ),
+            "tool_repeats": Count(
+                "tool_repeats", lambda x: x.repeats, c, key=lambda x: x.tool,
+                describe=lambda x, usual, tail: (
+                    f"call {x.repeats} of {x.tool} in this task; this agent's tasks average "
+                    f"{usual:.1f} (chance of this many: {tail:.1g})"
+                ),
+            ),
+            "target_repeats": Count(
+                "target_repeats", lambda x: x.target_repeats, c, key=lambda x: x.tool,
+                describe=lambda x, usual, tail: (
+                    f"call {x.target_repeats} of {x.tool} on {x.target or 'the same target'} in "
+                    f"this task; this agent's tasks average {usual:.1f} (chance of this many: "
+                    f"{tail:.1g})"
+                ),
+            ),
+            "rate": Volume(
+                "rate", lambda x: x.rate, c,
+                describe=lambda x, typical, z: (
+                    f"{x.rate:,.0f} calls in about the last minute of this task, "
+                    f"{z:.1f} σ above this agent's usual (about {typical:,.0f})"
+                ),
+            ),
+            "flow": Rarity(
+                "flow", lambda x: x.carried, c, max_values=2 * len(SENSITIVE_LABELS) + 2,
+                quiet=lambda value: value[1] == "none",
+                describe=lambda x: (
+                    f"{x.carried[0]} ({x.tool}{' to ' + x.target if x.target else ''}) after "
+                    f"reading {x.carried[1]} data in this task:"
+                ),
+            ),
+            "unasked": Habit(
+                "unasked", lambda x: x.unasked, c, key=lambda x: x.tool,
+                describe=lambda x, usual: (
+                    f"this agent uses {x.tool} unasked in {usual:.0%} of its calls of it"
+                    if usual >= 0.005 else ""
+                ),
+            ),
+        }
+
+    def score_one(self, x: Observation) -> dict[str, float]:
+        return {name: detector.score_one(x) for name, detector in self.detectors.items()}
+
+    def learn_one(self, x: Observation) -> None:
+        for detector in self.detectors.values():
+            detector.learn_one(x)
+
+    def explain(self, name: str, x: Observation) -> str:
+        return self.detectors[name].explain(x)
+
+    def task(self, agent_id: str) -> TaskContext:
+        """A fresh context for a new task of ``agent_id``."""
+        return TaskContext(agent_id, self.config.internal_domains, self.config.rate_window_seconds)

@@ -1,0 +1,380 @@
+"""Fusion: intent alignment, per-agent baselines and the shared model, in one score.
+
+The :class:`Detector` is what the engine asks about every tool call. Each
+component is a value in [0, 1] that means the same for every agent; they are
+combined in log-odds::
+
+    z = bias + m · Σ w_b · behaviour_b + Σ w_i · intent_i
+    call risk = sigmoid(z)
+
+The behaviour components (:data:`BEHAVIOUR`: rarities, volumes, counts, the
+shared model) say how unusual the call is for this agent; ``m`` grows with
+the call's harm potential, the action's risk or the sensitivity of the data it
+touches when higher (an unusual read of public data matters less than an
+unusual send, or an unusual read of credentials). The intent components
+(:data:`INTENT`) say how far the call leaves what was approved: an action the
+intent does not ask for (weighted by the action's risk, discounted when the
+agent habitually does so), a send to a recipient other than the ones the
+intent names, a flow of sensitive data to a sink. What the intent approves is
+no surprise: the rarity of a target it names, of a tool for an action it asks
+for, is discounted.
+
+Within a task, risks accumulate: each distinct behaviour (tool and target)
+keeps its highest risk, the part above ``risk_floor`` is combined by noisy-OR,
+and the score is the larger of the call's risk and the task's. So three
+medium signals in one task revoke where each alone would only alert.
+
+Each reason's weight is its share of the score, so the weights sum to it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from models.baseline import Baseline, BaselineConfig, Observation, TaskContext
+from models.catalogue import ACTION_RISK, ToolInfo
+from models.config import ScoringConfig
+from models.contracts import Grant, Reason, ToolCall
+from models.intent import IntentCheck, align
+from models.multivariate import MultivariateConfig, SharedAnomalyModel
+
+__all__ = [
+    "BEHAVIOUR",
+    "DEFAULT_WEIGHTS",
+    "Assessment",
+    "Detector",
+    "FusionConfig",
+    "TaskRisk",
+    "fuse",
+]
+
+BEHAVIOUR = (
+    "tool_rarity", "target_rarity", "internal_site_rarity", "external_site_rarity",
+    "domain_novelty", "transition_rarity", "bytes_out", "bytes_in", "task_bytes_out",
+    "tool_repeats", "target_repeats", "rate", "hst",
+)
+"""Components that say how unusual a call is; the action's risk scales them."""
+INTENT = ("intent", "unnamed_recipient", "flow")
+"""Components that say how far a call leaves its intent; they weigh as they are."""
+_TARGETED = ("target_rarity", "internal_site_rarity", "flow")
+_DOMAIN = ("external_site_rarity", "domain_novelty")
+_FEATURES = (*BEHAVIOUR[:-1], *INTENT, "action_risk", "label_level", "external")
+"""What the shared model sees (fixed, all in [0, 1])."""
+
+DEFAULT_WEIGHTS: dict[str, float] = {
+    "intent": 2.43, "unnamed_recipient": 4.0, "flow": 2.86, "tool_rarity": 0.2,
+    "target_rarity": 0.71, "internal_site_rarity": 0.2, "external_site_rarity": 0.22,
+    "domain_novelty": 0.2, "transition_rarity": 2.57, "bytes_out": 0.7, "bytes_in": 0.2,
+    "task_bytes_out": 1.54, "tool_repeats": 1.62, "target_repeats": 2.38, "rate": 0.2,
+    "hst": 1.34,
+}
+"""Log-odds per unit of each component (as tuned for config 2026.11.1), for any weight the
+config leaves out."""
+
+
+@dataclass(frozen=True)
+class FusionConfig:
+    """How components become a score (``detectors.fusion`` in the config)."""
+
+    bias: float = -1.9
+    """Log-odds of a call with no signal at all."""
+    action_floor: float = 0.3
+    """``m(action)`` for an action of risk 0; it rises linearly to 1 at risk 1."""
+    sensitive_data_risk: float = 0.6
+    """Risk of touching the most sensitive data, whatever the action (reads included)."""
+    named_discount: float = 0.8
+    """How much of a target's (or domain's) rarity the intent naming it removes."""
+    risk_floor: float = 0.15
+    """Call risk below this never accumulates in the task."""
+    min_reason_weight: float = 0.05
+    max_reasons: int = 4
+    """At most this many reasons per verdict, the weightiest (the weights still sum to the
+    score only up to the ones left out)."""
+    max_task_samples: int = 512
+    """Calls per task kept as scored, for learning; longer tasks are rebuilt when learned."""
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FusionConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown fusion settings: {', '.join(unknown)}")
+        return cls(**data)
+
+
+@dataclass(frozen=True, slots=True)
+class Assessment:
+    """The detector's judgement of one call."""
+
+    score: float
+    """Calibrated in [0, 1]; includes the task's cumulative risk."""
+    reasons: list[Reason]
+    """Ordered by weight, highest first; the weights sum to about the score (reasons
+    under ``min_reason_weight`` or beyond ``max_reasons`` are left out)."""
+    components: dict[str, float]
+    """Named component values, e.g. ``{"intent": .., "tool_rarity": .., "hst": ..}``."""
+
+
+def fuse(
+    components: dict[str, float], weights: dict[str, float], fusion: FusionConfig
+) -> tuple[float, dict[str, float]]:
+    """The call's risk and each component's (non-negative) contribution to its log-odds.
+
+    >>> components = {**dict.fromkeys(BEHAVIOUR + INTENT, 0.0), "intent": 1.0, "action_risk": 1.0}
+    >>> risk, parts = fuse(components, {**DEFAULT_WEIGHTS, "intent": 4.0}, FusionConfig(bias=-4.0))
+    >>> risk, parts
+    (0.5, {'intent': 4.0})
+    """
+    floor = fusion.action_floor
+    scale = floor + (1.0 - floor) * components["action_risk"]
+    contributions = {
+        name: scale * weights[name] * components[name] for name in BEHAVIOUR if components[name]
+    }
+    for name in INTENT:
+        if components[name]:
+            contributions[name] = weights[name] * components[name]
+    z = fusion.bias + sum(contributions.values())
+    return (1.0 / (1.0 + math.exp(-z)) if z > -700 else 0.0), contributions
+
+
+class TaskRisk:
+    """Cumulative risk of one task: noisy-OR over its distinct behaviours.
+
+    A behaviour (tool and target) counts once, at its highest risk; only the
+    part of a risk above ``floor`` counts, so many ordinary calls never add up.
+
+    >>> task = TaskRisk(floor=0.2)
+    >>> round(task.add(("crm.export", "a"), 0.6), 2), round(task.add(("crm.export", "a"), 0.6), 2)
+    (0.5, 0.5)
+    >>> round(task.add(("mail.send", "b"), 0.6), 2)
+    0.75
+    """
+
+    __slots__ = ("_log_safe", "floor", "risks")
+
+    def __init__(self, floor: float) -> None:
+        self.floor = floor
+        self.risks: dict[tuple[str, str | None], float] = {}
+        self._log_safe = 0.0  # sum of log(1 - excess risk)
+
+    def add(self, behaviour: tuple[str, str | None], risk: float) -> float:
+        """Take one call's risk; return the task's cumulative risk, this call included."""
+        excess = min(0.999, max(0.0, (risk - self.floor) / (1.0 - self.floor)))
+        previous = self.risks.get(behaviour, 0.0)
+        if excess > previous:
+            self._log_safe += math.log1p(-excess) - math.log1p(-previous)
+            self.risks[behaviour] = excess
+        return 1.0 - math.exp(self._log_safe)
+
+
+@dataclass(slots=True)
+class _Task:
+    """Scratch state of one open task."""
+
+    context: TaskContext
+    intent: str | None
+    risk: TaskRisk
+    observed: dict[str, Observation] = field(default_factory=dict)
+    """event id -> the call as scored (with what learning reuses), up to a cap."""
+
+
+class Detector:
+    """Intent alignment, per-agent baselines, the shared multivariate model, and their fusion.
+
+    >>> from models.catalogue import ToolInfo
+    >>> agent = "spiffe://acme.org/agents/support/a1"
+    >>> detector = Detector(ScoringConfig())
+    >>> grant = Grant(grant_id="g", agent_id=agent, task_id="t1", credential_ids=["c"],
+    ...     tools=["*"], targets=["*"], data_labels=["restricted"], issued_at=0, expires_at=9e9,
+    ...     issuer="broker", intent="Look up the order of jane@customer.example and reply to her")
+    >>> call = ToolCall(event_id="e1", ts=1.0, agent_id=agent, task_id="t1",
+    ...     tool="iam.grant_admin_role", target="https://iam.acme.org/users/eve")
+    >>> assessment = detector.assess(call, grant, ToolInfo("iam.grant_admin_role", "admin"))
+    >>> assessment.score > 0.5, assessment.reasons[0].code
+    (True, 'intent')
+    """
+
+    def __init__(self, config: ScoringConfig) -> None:
+        self.config = config
+        detectors = config.detectors
+        self.fusion = FusionConfig.from_dict(detectors.get("fusion", {}))
+        self.baseline = Baseline(BaselineConfig.from_dict(detectors.get("baseline", {})))
+        self.shared = SharedAnomalyModel(
+            MultivariateConfig.from_dict(detectors.get("multivariate", {})), _FEATURES
+        )
+        unknown = sorted(set(config.weights) - set(DEFAULT_WEIGHTS))
+        if unknown:
+            raise ValueError(f"unknown component weights: {', '.join(unknown)}")
+        self.weights = {**DEFAULT_WEIGHTS, **config.weights}
+        self._tasks: dict[tuple[str, str], _Task] = {}
+
+    # -- the engine's interface ---------------------------------------------------------------
+
+    def assess(self, call: ToolCall, grant: Grant | None, tool: ToolInfo) -> Assessment:
+        """Score one call (in time order) and update its task's running state."""
+        key = (call.agent_id, call.task_id)
+        task = self._tasks.get(key)
+        if task is None:
+            task = self._tasks[key] = _Task(
+                self.baseline.task(call.agent_id), grant.intent if grant else None,
+                TaskRisk(self.fusion.risk_floor),
+            )
+        x = task.context.observe(call, tool)
+        check = align(task.intent, tool, call.target) if task.intent is not None else None
+        x.unasked = 1.0 - check.credit if check is not None else None
+        components = self._components(x, check)
+
+        features = self.shared.features_of(components)
+        raw = self.shared.raw_score_one(features)
+        components["hst"] = self.shared.calibrate(raw)
+        if check is not None and check.target_named:
+            components["hst"] *= 1.0 - self.fusion.named_discount * check.credit
+        if len(task.observed) < self.fusion.max_task_samples:
+            x.memo["shared"] = (features, raw)
+            task.observed[call.event_id] = x
+
+        call_risk, contributions = fuse(components, self.weights, self.fusion)
+        task_risk = task.risk.add((call.tool, call.target), call_risk)
+        score = max(call_risk, task_risk)
+        components["call_risk"] = call_risk
+        components["task_risk"] = task_risk
+        reasons = self._reasons(x, check, contributions, call_risk, score, task)
+        return Assessment(score=score, reasons=reasons, components=components)
+
+    def end_task(
+        self,
+        agent_id: str,
+        task_id: str,
+        calls: Sequence[tuple[ToolCall, ToolInfo]],
+        *,
+        learn: bool,
+    ) -> None:
+        """Drop the task's scratch state; if ``learn``, its calls enter the baselines and model."""
+        task = self._tasks.pop((agent_id, task_id), None)
+        if not learn or not calls:
+            return
+        observed = task.observed if task is not None else {}
+        if all(call.event_id in observed for call, _ in calls):
+            observations = [observed[call.event_id] for call, _ in calls]
+        else:  # scratch state lost or capped: rebuild the task (without the shared model)
+            observations = self._rebuild(agent_id, task.intent if task else None, calls)
+        for x in observations:
+            self.baseline.learn_one(x)
+            shared = x.memo.get("shared")
+            if shared is not None:
+                self.shared.learn_one(*shared)
+
+    def _rebuild(
+        self, agent_id: str, intent: str | None, calls: Sequence[tuple[ToolCall, ToolInfo]]
+    ) -> list[Observation]:
+        context = self.baseline.task(agent_id)
+        observations = []
+        for call, tool in calls:
+            x = context.observe(call, tool)
+            if intent is not None:
+                x.unasked = 1.0 - align(intent, tool, call.target).credit
+            observations.append(x)
+        return observations
+
+    # -- fusion -------------------------------------------------------------------------------
+
+    def _components(self, x: Observation, check: IntentCheck | None) -> dict[str, float]:
+        components = self.baseline.score_one(x)
+        risk = ACTION_RISK.get(x.action, ACTION_RISK["unknown"])
+        components["intent"] = risk * components.pop("unasked")
+        components["unnamed_recipient"] = float(
+            check is not None and bool(check.named_instead) and x.external and x.action == "send"
+        )
+        if check is not None:
+            # What the intent approves is no surprise: a new tool for an action it asks
+            # for, a new target it names, an unusual order of approved steps. Volumes
+            # and counts are not approved by naming anything.
+            asked = 1.0 - self.fusion.named_discount * check.credit
+            keep = 1.0 - self.fusion.named_discount
+            components["tool_rarity"] *= asked
+            if check.target_named:
+                for name in _TARGETED:
+                    components[name] *= keep
+                components["transition_rarity"] *= asked
+            if check.domain_named:
+                for name in _DOMAIN:
+                    components[name] *= keep
+        components["action_risk"] = max(risk, self.fusion.sensitive_data_risk * x.label_level)
+        components["label_level"] = x.label_level
+        components["external"] = float(x.external)
+        return components
+
+    # -- explanation --------------------------------------------------------------------------
+
+    def _reasons(
+        self,
+        x: Observation,
+        check: IntentCheck | None,
+        contributions: dict[str, float],
+        call_risk: float,
+        score: float,
+        task: _Task,
+    ) -> list[Reason]:
+        minimum = self.fusion.min_reason_weight
+        total = sum(contributions.values())
+        weights = {
+            name: call_risk * contribution / total for name, contribution in contributions.items()
+        } if total > 0.0 else {}
+        if score - call_risk >= minimum:
+            weights["task_risk"] = score - call_risk
+        top = sorted(weights.items(), key=lambda item: item[1], reverse=True)
+        return [
+            Reason(
+                code=name, weight=round(weight, 4),
+                detail=(self._explain_task(task, score) if name == "task_risk"
+                        else self._explain(name, x, check, task)),
+            )
+            for name, weight in top[: self.fusion.max_reasons] if weight >= minimum
+        ]
+
+    def _explain(self, name: str, x: Observation, check: IntentCheck | None, task: _Task) -> str:
+        if name == "hst":
+            return (
+                "unusual combination of this call's features for the fleet's learned behaviour "
+                "(shared half-space-trees model)"
+            )
+        if name == "unnamed_recipient":
+            assert check is not None
+            named = ", ".join(sorted(check.named_instead)[:3])
+            return f"the intent names {named}; this {x.tool} goes to {x.target} instead"
+        if name == "intent":
+            assert check is not None and task.intent is not None
+            what = "/".join(sorted(check.tool_concepts)) or x.action
+            asked = ", ".join(sorted(check.asked)) or "nothing recognisable"
+            detail = (
+                f"{x.action} action {x.tool} ({what}) is not what the intent asks for "
+                f"({asked}): {_quote(task.intent)}"
+            )
+            habit = self.baseline.explain("unasked", x)
+            return f"{detail}; {habit}" if habit else detail
+        detail = self.baseline.explain(name, x)
+        named = check is None or (
+            check.target_named if name == "target_rarity" else check.domain_named
+        )
+        if name in ("target_rarity", "internal_site_rarity", *_DOMAIN) and not named:
+            detail += "; the intent does not name it"
+        return detail
+
+    @staticmethod
+    def _explain_task(task: _Task, score: float) -> str:
+        risky = sorted(task.risk.risks.items(), key=lambda item: item[1], reverse=True)
+        shown = "; ".join(
+            f"{tool}{' → ' + target if target else ''} ({risk:.2f})"
+            for (tool, target), risk in risky[:3] if risk > 0
+        )
+        count = sum(1 for _, risk in risky if risk > 0)
+        return (
+            f"{count} unusual behaviours in this task add up to risk {score:.2f}: {shown}"
+        )
+
+
+def _quote(text: str, limit: int = 80) -> str:
+    return repr(text if len(text) <= limit else text[: limit - 1] + "…")

@@ -1,0 +1,481 @@
+"""Intent alignment: does a tool call do what the approved intent asks for?
+
+The grant's ``intent`` is free text a human approved ("Reply to
+jane.doe@customer-co.com about her refund"). Two questions are asked of every
+call, lexically and without any model download:
+
+* **Is the target named?** An e-mail address, host, domain, IBAN or
+  identifier that the intent names is approved; a domain named approves its
+  hosts.
+* **Is the action asked for?** The tool's name and description are mapped to
+  action concepts (send a message, delete, change access, …) through verb
+  synonym sets and light stemming; a concept the intent does not ask for is a
+  deviation, weighted by the action's risk (reads weigh least).
+
+Everything is cached per intent, per tool and per (intent, tool), so a call
+costs a few dictionary look-ups.
+
+>>> intent = "Reply to jane.doe@customer-co.com about her refund"
+>>> send = ToolInfo("gmail.send_email", "send", "Send an email")
+>>> check = align(intent, send, "mailto:jane.doe@customer-co.com")
+>>> check.target_named, check.deviation
+(True, 0.0)
+>>> align(intent, ToolInfo("drive.delete_file", "delete"), None).deviation
+0.9
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from urllib.parse import urlsplit
+
+import tldextract
+
+from models.catalogue import ACTION_RISK, ToolInfo
+
+__all__ = [
+    "CONCEPTS",
+    "IntentCheck",
+    "ParsedIntent",
+    "TargetParts",
+    "align",
+    "concepts_of",
+    "parse_intent",
+    "parse_target",
+    "stem",
+]
+
+# Action concepts: the things an intent can ask for, with the words that ask for them.
+# A word may name several concepts ("open" a file / "open" a ticket).
+CONCEPTS: dict[str, tuple[str, ...]] = {
+    "read": (
+        "read", "get", "fetch", "retrieve", "open", "view", "show", "display", "look", "lookup",
+        "see", "check", "inspect", "review", "examine", "summarise", "summary", "digest",
+        "analyse", "analysis", "investigate", "research", "search", "find", "query", "list",
+        "browse", "scan", "monitor", "watch", "count", "compare", "describe", "explain",
+        "track", "status", "verify", "report", "download", "triage", "read-only", "audit",
+        "answer", "understand", "locate", "collect", "gather", "stat", "diff", "log",
+    ),
+    "create": (
+        "create", "add", "new", "make", "draft", "compose", "generate", "write", "prepare",
+        "insert", "append", "register", "raise", "submit", "enter", "record", "log",
+        "save", "store", "upsert", "document",
+    ),
+    "update": (
+        "update", "edit", "modify", "change", "set", "fix", "correct", "patch", "amend",
+        "rename", "move", "tag", "label", "assign", "comment", "annotate", "note", "resolve",
+        "close", "reopen", "merge", "commit", "push", "adjust", "apply", "mark", "approve",
+        "sync", "upsert", "save", "replace", "refactor", "configure",
+    ),
+    "schedule": (
+        "schedule", "reschedule", "book", "calendar", "meeting", "appointment", "remind",
+        "reminder",
+    ),
+    "message": (
+        "send", "email", "mail", "reply", "respond", "forward", "message", "notify",
+        "notification", "contact", "tell", "inform", "ping", "chat", "announce", "invite",
+        "cc", "escalate", "dm", "sms", "follow-up", "followup", "post", "answer",
+    ),
+    "share": ("share", "publish", "post", "upload", "attach", "link", "distribute"),
+    "export": (
+        "export", "upload", "transfer", "backup", "dump", "extract", "copy", "archive",
+        "exfiltrate", "mirror", "replicate", "sync",
+    ),
+    "pay": ("pay", "payment", "wire", "refund", "remit", "payout", "charge", "disburse"),
+    "delete": (
+        "delete", "remove", "purge", "drop", "erase", "wipe", "destroy", "clean", "cleanup",
+        "clear", "prune", "truncate", "discard", "trash", "unlink", "rm", "shred", "cancel",
+    ),
+    "access": (
+        "password", "passwd", "permission", "privilege", "role", "iam", "admin", "apikey",
+        "credential", "secret", "mfa", "2fa", "sso", "sudo", "rbac", "acl",
+        "grant", "revoke", "elevate", "impersonate", "token", "rotate", "deactivate",
+        "reactivate", "suspend", "onboard", "offboard", "provision", "deprovision",
+    ),
+    "run": (
+        "run", "execute", "exec", "deploy", "launch", "restart", "trigger", "invoke",
+        "compile", "install", "shell", "command", "script", "bash", "eval", "rollout",
+        "rollback",
+    ),
+}
+"""Action concept -> the words (stemmed on use) that ask for it."""
+
+# A tool concept -> intent concepts that half approve it (asking to send a message half
+# approves creating a draft; asking to schedule half approves sending the invitation).
+_RELATED: dict[str, frozenset[str]] = {
+    "create": frozenset({"update", "schedule", "message"}),
+    "update": frozenset({"create", "schedule"}),
+    "schedule": frozenset({"create", "update"}),
+    "message": frozenset({"share", "schedule"}),
+    "share": frozenset({"message", "export"}),
+    "export": frozenset({"share"}),
+}
+_RELATED_CREDIT = 0.5
+_IMPLIED_READ_CREDIT = 0.5
+"""Any intent implies some reading: a read that is not asked for is half a deviation."""
+
+# The concept families that carry each action class; used to pick the tool's own concept.
+_CLASS_CONCEPTS: dict[str, frozenset[str]] = {
+    "read": frozenset({"read"}),
+    "write": frozenset({"create", "update", "schedule"}),
+    "send": frozenset({"message", "share", "export", "pay"}),
+    "delete": frozenset({"delete"}),
+    "admin": frozenset({"access"}),
+    "execute": frozenset({"run"}),
+}
+
+_WORD = re.compile(r"[a-z0-9][a-z0-9-]*")
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+", re.ASCII)
+_URL = re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s\"'<>),;]+", re.IGNORECASE)
+_HOST = re.compile(r"\b(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\.)+[a-z]{2,63}\b", re.IGNORECASE)
+_IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b")
+_IDENT = re.compile(r"(?<![\w@.])[#]?[A-Za-z0-9_/-]*\d[A-Za-z0-9_/-]*")
+_PATH = re.compile(r"(?<![\w:/])(?:~|\.{1,2})?/[\w.-]+(?:/[\w.-]+)+")
+_QUOTED = re.compile(r"[\"'`“‘]([^\"'`”’]{3,120})[\"'`”’]")
+_ACCESS_PHRASE = re.compile(
+    r"\b(give|grant|remove|revoke|provide|add|request|restore|change)\b[^.;]{0,40}\baccess\b",
+    re.IGNORECASE,
+)
+"""Asking for access changes in so many words ("give Marco read-only access to ...")."""
+_CHANNEL = re.compile(r"(?<![\w#])#[a-z][\w-]{1,79}", re.IGNORECASE)
+_FILE_EXTENSIONS = frozenset(
+    {"csv", "pdf", "txt", "doc", "docx", "xls", "xlsx", "json", "md", "py", "png", "jpg", "zip"}
+)
+_extract = tldextract.TLDExtract(suffix_list_urls=())
+
+
+@lru_cache(maxsize=65536)
+def stem(word: str) -> str:
+    """A light, consistent stem: plural and tense endings off, British ``-ise`` spelling.
+
+    >>> [stem(w) for w in ("emails", "deleted", "summarizes", "policies", "addresses")]
+    ['email', 'delet', 'summaris', 'policy', 'address']
+    """
+    word = word.replace("iz", "is")
+    if word.endswith("ies") and len(word) > 4:
+        return word[:-3] + "y"
+    for suffix in ("ing", "ed", "es", "s"):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3 and not word.endswith("ss"):
+            word = word[: -len(suffix)]
+            break
+    if word.endswith("e") and len(word) > 3:
+        word = word[:-1]
+    return word
+
+
+def _words(text: str) -> list[str]:
+    """Lower-case words of ``text``, splitting camelCase, snake_case and dotted names."""
+    text = _CAMEL.sub(" ", text).replace("_", " ").replace(".", " ").lower()
+    return _WORD.findall(text)
+
+
+_STEM_CONCEPTS: dict[str, frozenset[str]] = {}
+for _concept, _words_of_concept in CONCEPTS.items():
+    for _word in _words_of_concept:
+        _key = stem(_word)
+        _STEM_CONCEPTS[_key] = _STEM_CONCEPTS.get(_key, frozenset()) | {_concept}
+
+
+def concepts_of(text: str) -> frozenset[str]:
+    """The action concepts that the words of ``text`` ask for.
+
+    >>> sorted(concepts_of("Summarise the open tickets and email the summary to Jane"))
+    ['message', 'read']
+    """
+    found: set[str] = set()
+    for word in _words(text):
+        found |= _STEM_CONCEPTS.get(stem(word), frozenset())
+        if "-" in word:
+            for part in word.split("-"):
+                found |= _STEM_CONCEPTS.get(stem(part), frozenset())
+    return frozenset(found)
+
+
+@dataclass(frozen=True, slots=True)
+class TargetParts:
+    """A call target taken apart.
+
+    ``address`` is the whole target (lower case); ``host`` its DNS host if
+    it has one; ``site`` where it points (the host, else the scheme and first
+    part, e.g. ``slack:#ops``); ``endpoint`` the target with identifiers
+    replaced by ``{id}`` (``…/tickets/{id}``), so calls to the same API route
+    or recipient count as one destination; ``domain`` the registrable domain
+    (``iban:CC`` for bank accounts).
+    """
+
+    scheme: str
+    address: str
+    host: str | None
+    site: str
+    endpoint: str
+    domain: str | None
+
+    @property
+    def terms(self) -> frozenset[str]:
+        """The words and identifiers in the target (for matching values an intent names)."""
+        return _terms(self.address)
+
+
+@lru_cache(maxsize=16384)
+def _terms(address: str) -> frozenset[str]:
+    return frozenset(t for t in re.split(r"[^a-z0-9_#-]+", address.lower()) if len(t) >= 3)
+
+
+def _is_identifier(segment: str) -> bool:
+    """A path segment that names one record rather than a route (ids, dates, hashes)."""
+    return len(segment) >= 24 or (len(segment) > 3 and any(c.isdigit() for c in segment))
+
+
+def _template(path: str) -> str:
+    return "/".join("{id}" if _is_identifier(part) else part for part in path.split("/"))
+
+
+@lru_cache(maxsize=65536)
+def parse_target(target: str) -> TargetParts:
+    """Scheme, address, host, site, endpoint and registrable domain (bundled suffix list only).
+
+    >>> parts = parse_target("https://Acme.Zendesk.com/api/v2/tickets/96695?x=1")
+    >>> parts.site, parts.endpoint, parts.domain
+    ('acme.zendesk.com', 'https://acme.zendesk.com/api/v2/tickets/{id}', 'zendesk.com')
+    >>> parse_target("mailto:Jane.Doe@mail.customer-co.com").domain
+    'customer-co.com'
+    >>> parse_target("https://paste.evil.example/upload").domain
+    'evil.example'
+    >>> parse_target("iban:DE89370400440532013000").domain
+    'iban:DE'
+    """
+    lowered = target.strip().lower()
+    scheme, sep, rest = lowered.partition(":")
+    if not sep or "." in scheme or "/" in scheme or "@" in scheme:
+        scheme, rest = "", lowered
+    host: str | None = None
+    if scheme == "mailto":
+        address = rest.split("?", 1)[0]
+        host = address.rpartition("@")[2] or None
+        endpoint = "mailto:" + address
+    elif rest.startswith("//"):
+        parts = urlsplit(lowered if scheme else "x:" + rest)
+        address, host = lowered, parts.hostname
+        endpoint = f"{scheme}://{parts.netloc}{_template(parts.path)}"
+    elif scheme == "iban":
+        address = rest.replace(" ", "").upper()
+        endpoint = "iban:" + address
+    elif scheme:
+        address = lowered
+        endpoint = f"{scheme}:{_template(rest)}"
+    else:
+        address = rest
+        candidate = rest.split("/", 1)[0].rpartition("@")[2].split(":", 1)[0]
+        host = candidate if "." in candidate else None
+        endpoint = _template(rest)
+    if scheme == "iban":
+        domain: str | None = "iban:" + address[:2]
+    elif host is not None:
+        domain = _registrable(host)
+    else:
+        domain = None
+    if host:
+        site = host
+    elif scheme and scheme != "iban":
+        site = f"{scheme}:{rest.split('/', 1)[0]}"
+    else:
+        site = endpoint
+    return TargetParts(scheme, address, host, site, endpoint, domain)
+
+
+@lru_cache(maxsize=65536)
+def _registrable(host: str) -> str:
+    """The registrable domain of a host; the last two labels when no public suffix applies."""
+    found = _extract(host).top_domain_under_public_suffix
+    if found:
+        return found
+    if host.replace(".", "").isdigit() or ":" in host:
+        return host  # an IP address is its own domain
+    return ".".join(host.rsplit(".", 2)[-2:])
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedIntent:
+    """What an intent asks for (action concepts) and names (targets and values)."""
+
+    text: str
+    concepts: frozenset[str]
+    emails: frozenset[str]
+    hosts: frozenset[str]
+    """Hosts and domains written in the intent; each approves itself and its subdomains."""
+    domains: frozenset[str]
+    """Registrable domains of everything named, e-mail addresses included."""
+    ibans: frozenset[str]
+    channels: frozenset[str]
+    identifiers: frozenset[str]
+    paths: frozenset[str]
+    words: frozenset[str]
+    """Lower-case words, to recognise a service named by its brand (VerifyHire → verifyhire.com)."""
+
+    def names_target(self, parts: TargetParts) -> bool:
+        """The intent names this exact recipient, a host it is on, or a value it contains."""
+        if parts.address in self.emails or parts.address in self.ibans:
+            return True
+        if self.channels and not self.channels.isdisjoint(parts.terms):
+            return True
+        host = parts.host
+        if host is not None and (
+            host in self.hosts or any(host.endswith("." + h) for h in self.hosts)
+        ):
+            return True
+        if any(path in parts.address for path in self.paths):
+            return True
+        return bool(self.identifiers) and not self.identifiers.isdisjoint(parts.terms)
+
+    def names_domain(self, parts: TargetParts) -> bool:
+        """The intent names the target's registrable domain, by address, host or brand."""
+        domain = parts.domain
+        if domain is None:
+            return False
+        brand = domain.split(".", 1)[0].replace("-", "")
+        return domain in self.domains or (len(brand) >= 4 and brand in self.words)
+
+    def destinations(self, parts: TargetParts) -> frozenset[str]:
+        """Destinations of the target's kind the intent names: recipients for an e-mail,
+        channels for a chat message, accounts for a transfer, hosts for a URL."""
+        if parts.scheme == "mailto":
+            return self.emails
+        if parts.scheme == "iban":
+            return self.ibans
+        if "#" in parts.address:
+            return self.channels
+        return self.hosts if parts.host is not None else frozenset()
+
+
+@lru_cache(maxsize=8192)
+def parse_intent(text: str) -> ParsedIntent:
+    """Concepts asked for and values named by an intent (cached per text).
+
+    >>> parsed = parse_intent("Email the Q3 report to bob@partner.example; post on wiki.acme.org")
+    >>> sorted(parsed.concepts), sorted(parsed.emails), sorted(parsed.domains)
+    (['message', 'read', 'share'], ['bob@partner.example'], ['acme.org', 'partner.example'])
+    """
+    emails = {m.lower() for m in _EMAIL.findall(text)}
+    urls = _URL.findall(text)
+    rest = _URL.sub(" ", _EMAIL.sub(" ", text))
+    paths = {m.lower() for m in _PATH.findall(rest)}
+    rest = _PATH.sub(" ", rest)
+    hosts = {
+        h.lower() for h in _HOST.findall(rest)
+        if h.rsplit(".", 1)[-1].lower() not in _FILE_EXTENSIONS
+    }
+    for url in urls:
+        parts = parse_target(url)
+        if parts.host:
+            hosts.add(parts.host)
+    domains = {_registrable(h) for h in hosts} | {e.rpartition("@")[2] for e in emails}
+    domains |= {_registrable(e.rpartition("@")[2]) for e in emails}
+    ibans = {m.replace(" ", "") for m in _IBAN.findall(text)}
+    identifiers = {
+        m.lower().lstrip("#") for m in _IDENT.findall(rest) if len(m.lstrip("#")) >= 3
+    }
+    identifiers |= {
+        t for quoted in _QUOTED.findall(text) for t in re.split(r"[^a-z0-9_#-]+", quoted.lower())
+        if len(t) >= 4 and not _STEM_CONCEPTS.get(stem(t))
+    }
+    channels = {channel.lower() for channel in _CHANNEL.findall(rest)}
+    concepts = concepts_of(rest)
+    if _ACCESS_PHRASE.search(rest):
+        concepts |= {"access"}
+    return ParsedIntent(
+        text=text,
+        concepts=concepts,
+        emails=frozenset(emails),
+        hosts=frozenset(hosts),
+        domains=frozenset(domains),
+        ibans=frozenset(ibans),
+        channels=frozenset(channels),
+        identifiers=frozenset(identifiers),
+        paths=frozenset(paths),
+        words=frozenset(
+            w.replace("-", "") for w in re.findall(r"[a-z0-9-]+", rest.lower()) if len(w) >= 4
+        ),
+    )
+
+
+@lru_cache(maxsize=8192)
+def _tool_concepts(name: str, description: str, action: str) -> frozenset[str]:
+    """The concepts that describe what a tool does, preferring those of its action class."""
+    found = concepts_of(name) | concepts_of(description)
+    own = found & _CLASS_CONCEPTS.get(action, frozenset())
+    if own:
+        return own
+    named = concepts_of(name)
+    return named or found
+
+
+@dataclass(frozen=True, slots=True)
+class IntentCheck:
+    """How one call relates to its intent.
+
+    ``credit`` is how far the intent asks for the tool's action (1 asked, 0.5
+    related or an implied read, 0 not asked); ``deviation`` is ``(1 - credit)``
+    times the action's risk; ``asked`` lists the intent's concepts and
+    ``tool_concepts`` the tool's, for explanations. ``named_instead`` lists,
+    for a send to a target the intent does not name, the destinations of the
+    same kind it does name (an e-mail to x@evil.example when the intent names
+    jane@customer-co.com; a post to #general when it names #sales-pipeline).
+    """
+
+    credit: float
+    deviation: float
+    target_named: bool
+    domain_named: bool
+    asked: frozenset[str]
+    tool_concepts: frozenset[str]
+    named_instead: frozenset[str] = frozenset()
+
+
+def align(intent: str, tool: ToolInfo, target: str | None) -> IntentCheck:
+    """Compare one call (its tool and target) with the intent text.
+
+    An empty intent cannot approve or disapprove anything: its deviation is 0
+    and nothing is named (grant conformance still applies). A send to a
+    recipient or service the intent names is at least half asked for.
+    """
+    parsed = parse_intent(intent)
+    credit, concepts = _action_credit(intent, tool.name, tool.description, tool.action)
+    named = domain_named = False
+    instead: frozenset[str] = frozenset()
+    if target:
+        parts = parse_target(target)
+        named = parsed.names_target(parts)
+        domain_named = named or parsed.names_domain(parts)
+        if not named and tool.action == "send":
+            instead = parsed.destinations(parts)
+        if domain_named and tool.action == "send":
+            credit = max(credit, _RELATED_CREDIT)  # sending to whom the intent names
+    risk = ACTION_RISK.get(tool.action, ACTION_RISK["unknown"])
+    return IntentCheck(
+        credit=credit,
+        deviation=round((1.0 - credit) * risk, 6),
+        target_named=named,
+        domain_named=domain_named,
+        asked=parsed.concepts,
+        tool_concepts=concepts,
+        named_instead=instead,
+    )
+
+
+@lru_cache(maxsize=16384)
+def _action_credit(
+    intent: str, name: str, description: str, action: str
+) -> tuple[float, frozenset[str]]:
+    """How far ``intent`` asks for what the tool does (cached per intent and tool)."""
+    asked = parse_intent(intent).concepts
+    concepts = _tool_concepts(name, description, action)
+    if not intent.strip() or concepts & asked:
+        return 1.0, concepts
+    if any(asked & _RELATED.get(c, frozenset()) for c in concepts):
+        return _RELATED_CREDIT, concepts
+    if action == "read" or concepts == {"read"} or (not concepts and action == "unknown"):
+        return _IMPLIED_READ_CREDIT, concepts
+    return 0.0, concepts

