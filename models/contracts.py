@@ -31,7 +31,6 @@ __all__ = [
     "DLQ_HEADERS",
     "LABEL_LEVELS",
     "REASON_CODES",
-    "SCHEMA_FILES",
     "TOPICS",
     "Action",
     "AuditRecord",
@@ -52,7 +51,6 @@ __all__ = [
     "decode_toolcall",
     "encode",
     "format_ts",
-    "json_schema",
     "role_of",
 ]
 

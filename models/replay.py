@@ -8,7 +8,8 @@ quiet periods behave as they did live.
 
 >>> from models.engine import Engine
 >>> from models.fleet import FleetSpec, generate
->>> outcomes = list(replay(generate(FleetSpec(seed=1, agents_per_role=1, history_days=0.2)), Engine()))
+>>> fleet = generate(FleetSpec(seed=1, agents_per_role=1, history_days=0.2))
+>>> outcomes = list(replay(fleet, Engine()))
 >>> sum(len(o.verdicts) for o in outcomes) > 0
 True
 """
