@@ -62,6 +62,8 @@ _VIOLATION_REASON: dict[str, str] = {
     "grant_not_yet_valid": "policy",
     "no_grant": "policy",
 }
+_INTENT_CODES = frozenset({"intent", "unnamed_recipient"})
+"""Learned reasons that say the call leaves the approved intent (rather than the habit)."""
 _MAX_STAGED_CALLS = 512
 _TOMBSTONE_SECONDS = 24 * 3600.0
 
@@ -321,7 +323,10 @@ class Engine:
         if not task.is_over and len(task.staged) < _MAX_STAGED_CALLS:
             task.staged.append((call, tool))
         if decision == "revoke" and not task.revoked_for_cause:
-            code = _VIOLATION_REASON[violations[0].code] if violations else "anomaly"
+            if violations:
+                code = _VIOLATION_REASON[violations[0].code]
+            else:
+                code = "intent_violation" if reasons[0].code in _INTENT_CODES else "anomaly"
             if code == "ttl_expired" and call.credential_id is not None:
                 code = "credential_reuse"  # presenting a credential that has expired
             self._revoke(
