@@ -141,12 +141,12 @@ def replay(
     ] = None,
 ) -> None:
     """Run the engine offline over recorded telemetry and write one verdict per tool call."""
-    from models.fleet import read_jsonl
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     from models.config import load_config
     from models.contracts import encode
     from models.engine import Engine
+    from models.fleet import read_jsonl
     from models.replay import ReplaySummary
     from models.replay import replay as run_replay
 
