@@ -115,6 +115,9 @@ class BaselineConfig:
     habit_floor: float = 0.01
     """Share of calls under which a habit counts as never shown."""
     rate_window_seconds: float = 60.0
+    growth_ln: tuple[float, float] = (0.8, 1.8)
+    """Payload growth within a task, ``ln(bytes / smallest earlier)``, mapped to 0 and 1
+    (about 2.2× and 6×)."""
     fleet_novelty_prior_calls: float = 2000.0
     """Fleet calls needed before a never-seen domain counts as fully novel."""
     internal_domains: tuple[str, ...] = ()
@@ -164,6 +167,10 @@ class Observation:
     """Sensitive labels read earlier in the task or carried by this call."""
     label_level: float
     """This call's highest classification level in [0, 1]."""
+    growth: float | None = None
+    """For a call that writes or sends through a tool already used so in the task: how far
+    its payload grew over a run of ever larger ones, ``ln(bytes_out / run start)`` (half
+    for a run of two calls); 0 when it did not grow."""
     unasked: float | None = None
     """How far the intent does not ask for this action, 1 - credit (set by the detector)."""
     memo: dict[str, Any] = field(default_factory=dict)
@@ -193,8 +200,20 @@ class TaskContext:
     same sequence is rebuilt when the task is learned.
     """
 
-    __slots__ = ("_bytes", "_internal", "_last_ts", "_rate", "_sensitive", "_targets",
-                 "_tools", "_window", "agent_id", "prev_tool", "role")
+    __slots__ = (
+        "_bytes",
+        "_growing",
+        "_internal",
+        "_last_ts",
+        "_rate",
+        "_sensitive",
+        "_targets",
+        "_tools",
+        "_window",
+        "agent_id",
+        "prev_tool",
+        "role",
+    )
 
     START = "^"
     """The previous tool of a task's first call."""
@@ -212,6 +231,8 @@ class TaskContext:
         self._last_ts: float | None = None
         self._rate = 0.0
         self._bytes: dict[str, float] = {}
+        self._growing: dict[str, tuple[float, float, int]] = {}
+        """tool -> (first, last, length) of the run of ever larger payloads through it."""
         self._sensitive: dict[str, None] = {}
         self._tools: dict[str, int] = {}
         self._targets: dict[tuple[str, str | None], int] = {}
@@ -236,8 +257,19 @@ class TaskContext:
         else:
             self._rate = self._rate * math.exp(-max(ts - self._last_ts, 0.0) / self._window) + 1.0
         self._last_ts = ts
+        growth = None
         if call.bytes_out:
             self._bytes[call.tool] = self._bytes.get(call.tool, 0.0) + call.bytes_out
+            if tool.action != "read":
+                run = self._growing.get(call.tool)
+                if run is not None and call.bytes_out > run[1]:
+                    start, _, length = run
+                    self._growing[call.tool] = (start, call.bytes_out, length + 1)
+                    # a payload that keeps growing call after call; two steps count fully
+                    growth = math.log(call.bytes_out / start) * min(1.0, length / 2)
+                else:
+                    self._growing[call.tool] = (call.bytes_out, call.bytes_out, 1)
+                    growth = None if run is None else 0.0
         level = 0.0
         if touches_secrets(call.tool, endpoint):
             self._sensitive["credentials"] = None
@@ -270,6 +302,7 @@ class TaskContext:
             rate=self._rate,
             sensitive=tuple(self._sensitive),
             label_level=level,
+            growth=growth,
         )
         self.prev_tool = call.tool
         return x
@@ -376,8 +409,10 @@ class EWStats:
         self.n = 0
 
     def update(self, value: float, alpha: float) -> None:
-        self.n += 1
-        rate = max(alpha, 1.0 / self.n)
+        n = self.n = self.n + 1
+        rate = 1.0 / n
+        if rate < alpha:
+            rate = alpha
         delta = value - self.mean
         self.mean += rate * delta
         self.var = (1.0 - rate) * (self.var + rate * delta * delta)
@@ -390,6 +425,24 @@ def blend(chain: Sequence[EWStats | None], prior: float) -> tuple[float, float] 
     (fleet); a level with ``n`` observations gets weight ``n / (n + prior)``.
     None when no level has any observation.
     """
+    if len(chain) == 3:  # agent, role, fleet: the hot path, unrolled
+        agent, role, fleet = chain
+        if fleet is not None and fleet.n:
+            mean, var, seen = fleet.mean, fleet.var, True
+        else:
+            mean = var = 0.0
+            seen = False
+        for stats in (role, agent):
+            if stats is None or not stats.n:
+                continue
+            if seen:
+                n = stats.n
+                w = n / (n + prior)
+                mean += w * (stats.mean - mean)
+                var += w * (stats.var - var)
+            else:
+                mean, var, seen = stats.mean, stats.var, True
+        return (mean, var) if seen else None
     mean = var = 0.0
     seen = False
     for i in range(len(chain) - 1, -1, -1):
@@ -418,6 +471,10 @@ def _bytes(n: float) -> str:
         if n < 1000:
             return f"{n:,.1f} {unit}"
     return f"{n / 1000:,.1f} GB"
+
+
+_USUAL_CACHE_SIZE = 65536
+"""Blended statistics cached between learns (per detector), cleared when this many."""
 
 
 class _Levels:
@@ -500,15 +557,22 @@ class Rarity:
 
         self._levels = _Levels(scope)
         self._alpha = 1.0 - 0.5 ** (1.0 / config.stats_half_life_calls)
+        self._learned = 0
+        self._usual: dict[str, tuple[int, float, float]] = {}
+        self._prior = config.prior_calls
+        self._rarity_z = config.rarity_z
 
     def probability(self, x: Observation) -> float:
         """Backed-off probability of the value (conditional on the context, if any)."""
         return self._probability(x, self._levels.get(x))
 
-    def _probability(self, x: Observation, scopes: tuple[Any, Any, Any]) -> float:
+    def _probability(
+        self, x: Observation, scopes: tuple[Any, Any, Any], value: Hashable | None = None
+    ) -> float:
         agent, role, fleet = scopes
-        prior = self.config.prior_calls
-        value = self._value(x)
+        prior = self._prior
+        if value is None:
+            value = self._value(x)
         p = fleet.counts.backoff(value, 1.0, prior)
         if role is not None:
             p = role.counts.backoff(value, p, prior)
@@ -524,11 +588,16 @@ class Rarity:
             p = min(1.0, p / q)
         return p
 
-    def surprisal(self, x: Observation, scopes: tuple[Any, Any, Any] | None = None) -> float:
+    def surprisal(
+        self,
+        x: Observation,
+        scopes: tuple[Any, Any, Any] | None = None,
+        value: Hashable | None = None,
+    ) -> float:
         """``-ln P(value)``, remembered on ``x`` so learning reuses what scoring saw."""
         known = x.memo.get(self.name)
         if known is None:
-            p = self._probability(x, scopes or self._levels.get(x))
+            p = self._probability(x, scopes or self._levels.get(x), value)
             known = x.memo[self.name] = -math.log(max(p, 1e-300))
         return known
 
@@ -536,25 +605,35 @@ class Rarity:
         value = self._value(x)
         if value is None or (self._quiet is not None and self._quiet(value)):
             return 0.0
-        return _ramp(self._z(x), self.config.rarity_z)
+        return _ramp(self._z(x, value), self._rarity_z)
 
-    def _z(self, x: Observation) -> float:
+    def _z(self, x: Observation, value: Hashable | None = None) -> float:
         scopes = agent, role, fleet = self._levels.get(x)
-        usual = blend(
-            (agent.surprisal if agent else None, role.surprisal if role else None,
-             fleet.surprisal),
-            self.config.prior_calls,
-        )
-        mean, var = usual if usual else (0.0, 0.0)
-        spread = max(math.sqrt(var), self.config.surprisal_floor)
-        return (self.surprisal(x, scopes) - mean) / spread
+        # The agent's usual surprisal only moves when something is learned: cached per
+        # agent until the next learn.
+        cached = self._usual.get(x.agent_id)
+        if cached is not None and cached[0] == self._learned:
+            mean, spread = cached[1], cached[2]
+        else:
+            usual = blend(
+                (agent.surprisal if agent else None, role.surprisal if role else None,
+                 fleet.surprisal),
+                self.config.prior_calls,
+            )
+            mean, var = usual if usual else (0.0, 0.0)
+            spread = max(math.sqrt(var), self.config.surprisal_floor)
+            if len(self._usual) >= _USUAL_CACHE_SIZE:
+                self._usual.clear()
+            self._usual[x.agent_id] = (self._learned, mean, spread)
+        return (self.surprisal(x, scopes, value) - mean) / spread
 
     def learn_one(self, x: Observation) -> None:
         value = self._value(x)
         if value is None:
             return
-        surprisal = self.surprisal(x)
+        surprisal = self.surprisal(x, None, value)
         context = self._context(x) if self._context is not None else None
+        self._learned += 1
         for scope in self._levels.for_learning(x):
             scope.surprisal.update(surprisal, self._alpha)
             scope.counts.learn_one(value)
@@ -641,25 +720,29 @@ class KeyedStats:
         self._levels: _Levels = _Levels(lambda level: {})
         self._alpha = 1.0 - 0.5 ** (1.0 / config.stats_half_life_calls)
         self._caps = tuple(int(max_keys * config.level_scale**level) for level in range(3))
+        self._prior = config.prior_calls
 
     def usual(self, x: Observation, key: Hashable) -> tuple[float, float] | None:
         """Blended mean and variance for ``key``; None when no level has seen it."""
-        agent, role, fleet = self._levels.get(x)
+        levels = self._levels
+        agent = levels.agents.get(x.agent_id)
+        role = levels.roles.get(x.role)
         return blend(
             (agent.get(key) if agent is not None else None,
              role.get(key) if role is not None else None,
-             fleet.get(key)),
-            self.config.prior_calls,
+             levels.fleet.get(key)),
+            self._prior,
         )
 
     def learn_one(self, x: Observation, key: Hashable, value: float) -> None:
+        alpha = self._alpha
         for per_key, cap in zip(self._levels.for_learning(x), self._caps, strict=True):
             stats = per_key.get(key)
             if stats is None:
                 if len(per_key) >= cap:
                     del per_key[min(per_key, key=lambda k: per_key[k].n)]
                 stats = per_key[key] = EWStats()
-            stats.update(value, self._alpha)
+            stats.update(value, alpha)
 
 
 class Volume:
@@ -684,6 +767,8 @@ class Volume:
         self._key = key
         self._describe = describe
         self._stats = KeyedStats(config, config.max_tools)
+        self._floor = config.volume_floor
+        self._bounds = config.volume_z
 
     def z(self, x: Observation) -> float:
         value = self._value(x)
@@ -692,10 +777,10 @@ class Volume:
         usual = self._stats.usual(x, self._key(x))
         if usual is None:
             return 0.0
-        return (math.log1p(value) - usual[0]) / max(math.sqrt(usual[1]), self.config.volume_floor)
+        return (math.log1p(value) - usual[0]) / max(math.sqrt(usual[1]), self._floor)
 
     def score_one(self, x: Observation) -> float:
-        return _ramp(self.z(x), self.config.volume_z)
+        return _ramp(self.z(x), self._bounds)
 
     def learn_one(self, x: Observation) -> None:
         value = self._value(x)
@@ -915,6 +1000,16 @@ class Baseline:
                     f"reading {x.carried[1]} data in this task:"
                 ),
             ),
+            "payload_growth": Habit(
+                "payload_growth",
+                lambda x: None if x.growth is None else _ramp(x.growth, c.growth_ln),
+                c, key=lambda x: x.tool,
+                describe=lambda x, usual: (
+                    f"this task's payloads through {x.tool} grew {math.exp(x.growth or 0):.1f}×"
+                    f" (to {_bytes(x.bytes_out or 0)}); this agent's repeated {x.tool} calls "
+                    f"grow like this {usual:.0%} of the time"
+                ),
+            ),
             "unasked": Habit(
                 "unasked", lambda x: x.unasked, c, key=lambda x: x.tool,
                 describe=lambda x, usual: (
@@ -924,12 +1019,15 @@ class Baseline:
             ),
         }
 
+        self._scorers = [(name, d.score_one) for name, d in self.detectors.items()]
+        self._learners = [d.learn_one for d in self.detectors.values()]
+
     def score_one(self, x: Observation) -> dict[str, float]:
-        return {name: detector.score_one(x) for name, detector in self.detectors.items()}
+        return {name: score_one(x) for name, score_one in self._scorers}
 
     def learn_one(self, x: Observation) -> None:
-        for detector in self.detectors.values():
-            detector.learn_one(x)
+        for learn_one in self._learners:
+            learn_one(x)
 
     def explain(self, name: str, x: Observation) -> str:
         return self.detectors[name].explain(x)

@@ -54,14 +54,22 @@ __all__ = [
 BEHAVIOUR = (
     "tool_rarity", "target_rarity", "internal_site_rarity", "external_site_rarity",
     "domain_novelty", "transition_rarity", "bytes_out", "bytes_in", "task_bytes_out",
-    "tool_repeats", "target_repeats", "rate", "hst",
+    "tool_repeats", "target_repeats", "rate", "payload_growth", "novel_source", "hst",
 )
 """Components that say how unusual a call is; the action's risk scales them."""
 INTENT = ("intent", "unnamed_recipient", "flow")
 """Components that say how far a call leaves its intent; they weigh as they are."""
+_SENSITIVE_LEVEL = 0.6
+"""Classification level from which a read counts as a sensitive source (confidential up)."""
+_SOURCE_NOVELTY = (0.2, 0.7)
+"""Rarity of a sensitive read mapped to source novelty 0 and 1 (a new record of a usual
+kind is no unusual source)."""
 _TARGETED = ("target_rarity", "internal_site_rarity", "flow")
 _DOMAIN = ("external_site_rarity", "domain_novelty")
-_FEATURES = (*BEHAVIOUR[:-1], *INTENT, "action_risk", "label_level", "external")
+_FEATURES = (
+    *(name for name in BEHAVIOUR if name not in ("hst", "payload_growth", "novel_source")),
+    *INTENT, "action_risk", "label_level", "external",
+)
 """What the shared model sees (fixed, all in [0, 1])."""
 
 DEFAULT_WEIGHTS: dict[str, float] = {
@@ -69,9 +77,9 @@ DEFAULT_WEIGHTS: dict[str, float] = {
     "target_rarity": 0.71, "internal_site_rarity": 0.2, "external_site_rarity": 0.22,
     "domain_novelty": 0.2, "transition_rarity": 2.57, "bytes_out": 0.7, "bytes_in": 0.2,
     "task_bytes_out": 1.54, "tool_repeats": 1.62, "target_repeats": 2.38, "rate": 0.2,
-    "hst": 1.34,
+    "hst": 1.34, "payload_growth": 1.5, "novel_source": 1.5,
 }
-"""Log-odds per unit of each component (as tuned for config 2026.11.1), for any weight the
+"""Log-odds per unit of each component (as tuned for config 2026.11.2), for any weight the
 config leaves out."""
 
 
@@ -179,6 +187,10 @@ class _Task:
     risk: TaskRisk
     observed: dict[str, Observation] = field(default_factory=dict)
     """event id -> the call as scored (with what learning reuses), up to a cap."""
+    source_novelty: float = 0.0
+    """How unusual for the agent the most unusual sensitive read of the task so far was."""
+    source: str | None = None
+    """That read (tool and target), for explanations."""
 
 
 class Detector:
@@ -226,6 +238,16 @@ class Detector:
         check = align(task.intent, tool, call.target) if task.intent is not None else None
         x.unasked = 1.0 - check.credit if check is not None else None
         components = self._components(x, check)
+        # A sink (external send, code execution) after reading sensitive data this agent
+        # rarely reads: the taint of an unusual source, not just of sensitive data.
+        components["novel_source"] = task.source_novelty if x.sink is not None else 0.0
+        if x.action == "read" and x.label_level >= _SENSITIVE_LEVEL:
+            novelty = max(components["target_rarity"], components["tool_rarity"])
+            low, high = _SOURCE_NOVELTY
+            novelty = min(1.0, max(0.0, (novelty - low) / (high - low)))
+            if novelty > task.source_novelty:
+                task.source_novelty = novelty
+                task.source = f"{x.tool}{' on ' + x.target if x.target else ''}"
 
         features = self.shared.features_of(components)
         raw = self.shared.raw_score_one(features)
@@ -340,6 +362,11 @@ class Detector:
             return (
                 "unusual combination of this call's features for the fleet's learned behaviour "
                 "(shared half-space-trees model)"
+            )
+        if name == "novel_source":
+            return (
+                f"{x.sink} ({x.tool}) after a sensitive read this agent rarely makes "
+                f"({task.source}; rarity {task.source_novelty:.2f})"
             )
         if name == "unnamed_recipient":
             assert check is not None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import pytest
 
@@ -224,6 +225,36 @@ def test_bytes_far_above_the_agents_usual_score_high() -> None:
     assert "5.0 MB" in volume.explain(huge)
     # bytes are judged per tool: a tool with no history has nothing to compare with
     assert volume.score_one(one(agent, tool="s3.put_object", bytes_out=5_000_000)) == 0.0
+
+
+def test_payloads_that_keep_growing_within_a_task_score_high() -> None:
+    baseline = Baseline()
+    agent = f"{SUPPORT}/a1"
+    send = "gmail.send_email"
+    # this agent's tasks send twice with payloads of about the same size
+    learn(baseline, agent, 100, [{"tool": send, "bytes_out": 4000},
+                                 {"tool": send, "bytes_out": 3900}])
+    creep = observe(agent, [{"tool": send, "bytes_out": 4000 * 1.6**i} for i in range(5)])
+    growth = baseline.detectors["payload_growth"]
+    assert creep[0].growth is None  # nothing to grow from yet
+    assert creep[1].growth == pytest.approx(0.5 * math.log(1.6))  # a run of two counts half
+    assert growth.score_one(creep[1]) < growth.score_one(creep[-1])
+    assert growth.score_one(creep[-1]) == 1.0
+    assert "grew 6.6×" in growth.explain(creep[-1])
+    # a smaller payload ends the run; reads never count
+    after = observe(agent, [{"tool": send, "bytes_out": 9000}, {"tool": send, "bytes_out": 100}])
+    assert after[1].growth == 0.0 and growth.score_one(after[1]) == 0.0
+    reads = observe(agent, [{"tool": "crm.lookup", "bytes_out": 10 * 4**i} for i in range(4)])
+    assert all(x.growth is None for x in reads)
+
+
+def test_an_agent_whose_payloads_usually_grow_is_not_flagged_for_it() -> None:
+    baseline = Baseline()
+    agent = f"{SUPPORT}/a1"
+    send = "gmail.send_email"
+    learn(baseline, agent, 100, [{"tool": send, "bytes_out": 1000 * 3**i} for i in range(3)])
+    creep = observe(agent, [{"tool": send, "bytes_out": 1000 * 3**i} for i in range(3)])
+    assert baseline.detectors["payload_growth"].score_one(creep[-1]) < 0.2
 
 
 def test_a_burst_of_calls_raises_the_rate() -> None:

@@ -185,3 +185,16 @@ def test_unknown_settings_are_rejected() -> None:
         Detector(ScoringConfig(weights={"nonsense": 1.0}))
     with pytest.raises(ValueError, match="unknown fusion settings"):
         Detector(ScoringConfig(detectors={"fusion": {"nonsense": 1.0}}))
+
+
+def test_a_sink_after_an_unusual_sensitive_read_carries_its_novelty(trained: Detector) -> None:
+    usual = {**ROUTINE[0], "data_labels": ["confidential"]}
+    odd = {"tool": "drive.get_file", "target": "https://drive.google.com/file/d/ops-keys",
+           "data_labels": ["confidential"]}
+    send = {**ROUTINE[1], "bytes_out": 3000}
+    after_usual = run_task(trained, "src-usual", [usual, send], learn=False)[-1]
+    after_odd = run_task(trained, "src-odd", [odd, send], learn=False)
+    assert after_usual.components["novel_source"] == 0.0
+    assert after_odd[0].components["novel_source"] == 0.0  # the read itself is no sink
+    assert after_odd[-1].components["novel_source"] > 0.5
+    assert after_odd[-1].components["call_risk"] > after_usual.components["call_risk"]
