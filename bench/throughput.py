@@ -6,10 +6,15 @@
 3. **intentwatch worker**: ``python -m pipeline.worker`` over the same fleet.
 
 Both stream runs get the same records, pre-loaded (keyed by agent id) before their
-worker starts, so processing is measured, not producing. The rate is the output count
+worker starts, so processing is measured, not producing. The rate is the input count
 over the window from the first to the last output record, timed by the broker
-(``LogAppendTime``), i.e. from the first processed record to the last verdict. Each
-worker is a subprocess with its own app id, web port and data dir, stopped by its pid.
+(``LogAppendTime``), i.e. from the first processed record to the last verdict. The
+worker's CPU time (``/proc``) per input record is reported beside it: the machine may be
+shared, and CPU per record does not depend on what else runs. Each worker is a
+subprocess with its own app id, web port and data dir, stopped by its pid. Grants are
+plain JSON (``INTENTWATCH_ALLOW_UNSIGNED_GRANTS=1``), valid over the whole run unless
+``--grants-as-generated``. ``--profile`` adds cProfile summaries of the engine and of one
+more run of each worker.
 
 Run ``python -m bench.throughput --help``; results go to ``bench/results/throughput.json``.
 The benchmark reports; it asserts nothing about speed.
@@ -143,6 +148,7 @@ class EngineResult:
     us_per_event: float
     us_per_call: float
     decisions: dict[str, int]
+    revoke_reasons: dict[str, int]
     revocations: int
     audits: int
     stages_us_per_event: dict[str, float]
@@ -204,6 +210,8 @@ def bench_engine(work: Workload, *, profile: bool) -> EngineResult:
         us_per_event=seconds / n * 1e6,
         us_per_call=seconds / max(work.calls, 1) * 1e6,
         decisions=dict(Counter(v.decision for v in verdicts)),
+        revoke_reasons=dict(Counter(v.reasons[0].code if v.reasons else "-"
+                                    for v in verdicts if v.decision == "revoke").most_common(5)),
         revocations=len(revocations),
         audits=len(audits),
         stages_us_per_event={name: s / n * 1e6 for name, s in stages.items()},
@@ -277,6 +285,8 @@ ENGINE_FUNCTIONS: tuple[tuple[str, str, str], ...] = (
     ("Engine.process", "models/engine.py", "process"),
     ("  conformance (check_call)", "models/conformance.py", "check_call"),
     ("  Detector.assess", "models/detection.py", "assess"),
+    ("    behaviour components (Detector._components)", "models/detection.py", "_components"),
+    ("    explanations (Detector._reasons)", "models/detection.py", "_reasons"),
     ("    per-task observation (TaskContext.observe)", "models/baseline.py", "observe"),
     ("    intent alignment (intent.align)", "models/intent.py", "align"),
     ("    shared model score (raw_score_one)", "models/multivariate.py", "raw_score_one"),
@@ -293,13 +303,17 @@ ENGINE_FUNCTIONS: tuple[tuple[str, str, str], ...] = (
 def key_functions(
     stats: pstats.Stats, functions: Sequence[tuple[str, str, str]] = KEY_FUNCTIONS
 ) -> list[dict[str, Any]]:
-    """Calls and cumulative seconds of ``functions`` found in ``stats``."""
+    """Calls and cumulative seconds of ``functions`` found in ``stats``.
+
+    Where a file has several functions of that name (methods of different classes),
+    the one with the most cumulative time counts: the outermost, without double counting.
+    """
     rows = []
     for label, path, function in functions:
         calls, cumtime = 0, 0.0
         for (file, _line, name), (_cc, nc, _tt, ct, _callers) in stats.stats.items():  # type: ignore[attr-defined]
-            if name == function and file.endswith(path):
-                calls, cumtime = calls + nc, cumtime + ct
+            if name == function and file.endswith(path) and ct > cumtime:
+                calls, cumtime = nc, ct
         if calls:
             rows.append({"function": label, "calls": calls, "cumtime_s": cumtime})
     return rows
@@ -678,8 +692,11 @@ def run_intentwatch(broker: localkafka.LocalKafka, work: Workload, partitions: i
     verdicts = [msgspec.json.decode(value) for value in contents.values]
     ids = Counter(v["event_id"] for v in verdicts)
     dead = read_topic(broker.bootstrap, TOPICS["dlq"], partitions, keep_values=False)
+    revoke_reasons = Counter(v["reasons"][0]["code"] if v["reasons"] else "-"
+                             for v in verdicts if v["decision"] == "revoke")
     result.extra = {
         "decisions": dict(Counter(v["decision"] for v in verdicts)),
+        "revoke_reasons": dict(revoke_reasons.most_common(5)),
         "duplicate_verdicts": sum(c - 1 for c in ids.values() if c > 1),
         **{f"{name}_records": read_topic(broker.bootstrap, TOPICS[name], partitions,
                                          keep_values=False).count
@@ -776,7 +793,8 @@ def report(info: dict[str, Any], work: Workload, engine: EngineResult,
     )
     console.print(
         f"engine: {engine.us_per_call:.1f} µs per tool call (all engine time / tool calls); "
-        f"decisions {engine.decisions}, {engine.revocations} revocations, {engine.audits} audits"
+        f"decisions {engine.decisions}, revoke reasons {engine.revoke_reasons}, "
+        f"{engine.revocations} revocations, {engine.audits} audits"
     )
     for s in streams:
         line = (f"{s.name}, {s.partitions} partition(s): preload {s.preload_s:.1f}s, "
@@ -866,7 +884,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--attack-days", type=float, default=3.0)
     parser.add_argument("--limit", type=int, default=None, help="use the first N records only")
     parser.add_argument("--partitions", default="6,1",
-                        help="comma-separated partition counts, one pair of runs each")
+                        help="comma-separated partition counts, one set of runs each")
     parser.add_argument("--runs", default="bare,quiet,intentwatch",
                         help="stream runs per partition count: bare (faust defaults), quiet "
                              "(bare without faust's spinner), intentwatch")
@@ -875,7 +893,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--stall", type=float, default=30.0,
                         help="stop waiting after this many seconds without new output")
     parser.add_argument("--profile", action="store_true",
-                        help="also cProfile the engine and one extra intentwatch worker run")
+                        help="also cProfile the engine and one more run of each worker")
     parser.add_argument("--grants-as-generated", action="store_true",
                         help="keep the fleet's grant validity (most grants then go to the "
                              "worker's DLQ on a pre-loaded backlog); default: widen it")
@@ -919,10 +937,10 @@ def run_streams(args: argparse.Namespace, work: Workload, run_dir: Path,
         console.print(f"broker {broker.bootstrap} (pid {broker.pid}), work dir {run_dir}")
         run_id = uuid.uuid4().hex[:6]
         counts = [int(p) for p in args.partitions.split(",") if p.strip()]
+        chosen = {"bare": (run_bare, {}), "quiet": (run_bare, {"no_spinner": True}),
+                  "intentwatch": (run_intentwatch, {})}
         for partitions in counts:
             tag = f"p{partitions}-{run_id}"
-            chosen = {"bare": (run_bare, {}), "quiet": (run_bare, {"no_spinner": True}),
-                      "intentwatch": (run_intentwatch, {})}
             for which in args.runs:
                 run, options = chosen[which]
                 result = run(broker, work, partitions, run_dir, tag, args, **options)
@@ -944,7 +962,7 @@ def run_streams(args: argparse.Namespace, work: Workload, run_dir: Path,
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
-    info = machine()
+    info = {"started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **machine()}
     with console.status("generating the fleet"):
         spec = FleetSpec(seed=args.seed, agents_per_role=args.agents_per_role,
                          history_days=args.history_days, attack_days=args.attack_days)

@@ -145,32 +145,44 @@ class Engine:
         self.catalogue = catalogue or ToolCatalogue()
         self.detector = detector or Detector(self.config)
         self._tasks: dict[tuple[str, str], _Task] = {}
-        self._parked: dict[tuple[str, str], list[tuple[float, ToolCall]]] = {}
-        self._deadlines: list[tuple[float, str, str, str]] = []  # (when, what, agent, task)
+        self._parked: dict[tuple[str, str], list[ToolCall]] = {}
+        self._grace: list[tuple[float, str, str]] = []  # (deadline, agent, task), grants time
+        self._expiries: list[tuple[float, str, str]] = []  # (expires_at, agent, task)
         self._last_sweep = float("-inf")
 
     # -- events ---------------------------------------------------------------------------
 
-    def process(self, event: Event, now: float | None = None) -> Outcome:
-        """Take one event; ``now`` is the processing time (event time when omitted)."""
+    def process(
+        self, event: Event, now: float | None = None, *, grants_now: float | None = None
+    ) -> Outcome:
+        """Take one event.
+
+        ``now`` is the processing time (event time when omitted); ``grants_now`` is how
+        far the grants stream has been read (``now`` when omitted). A call whose grant
+        has not arrived waits until the grants stream is ``grace_seconds`` past the
+        call, so a backlog of calls read ahead of its grants is not judged grant-less.
+        """
         if isinstance(event, ToolCall):
-            return self._on_call(event, event.ts if now is None else now)
+            now = event.ts if now is None else now
+            return self._on_call(event, now if grants_now is None else grants_now)
         if isinstance(event, Grant):
             return self._on_grant(event, event.issued_at if now is None else now)
         if isinstance(event, TaskEvent):
             return self._on_task_event(event)
         raise TypeError(f"not an intentwatch event: {type(event).__name__}")
 
-    def tick(self, now: float) -> Outcome:
-        """Do what is due by ``now``: overdue parked calls, grant expiry, quiet tasks."""
+    def tick(self, now: float, *, grants_now: float | None = None) -> Outcome:
+        """Do what is due: calls whose grant never came (by ``grants_now``, default
+        ``now``), grant expiry and quiet tasks (by ``now``)."""
         outcome = Outcome()
-        while self._deadlines and self._deadlines[0][0] <= now:
-            when, what, agent_id, task_id = heapq.heappop(self._deadlines)
-            if what == "grace":
-                self._judge_parked(agent_id, task_id, outcome)
-            else:
-                self._expire(agent_id, task_id, when, outcome)
-        if now - self._last_sweep >= min(self.config.quiet_period_seconds, 60.0):
+        grants_now = now if grants_now is None else grants_now
+        while self._grace and self._grace[0][0] <= grants_now:
+            _, agent_id, task_id = heapq.heappop(self._grace)
+            self._judge_parked(agent_id, task_id, outcome)
+        while self._expiries and self._expiries[0][0] <= now:
+            when, agent_id, task_id = heapq.heappop(self._expiries)
+            self._expire(agent_id, task_id, when, outcome)
+        if now - self._last_sweep >= self.config.quiet_period_seconds / 4:
             self._last_sweep = now
             self._sweep(now)
         return outcome
@@ -181,22 +193,25 @@ class Engine:
         Tasks of restored grants count as open: one that ended just before a crash
         is revoked again at expiry, which receivers treat as a no-op.
         """
-        self._deadlines = [
-            (parked[0][0] + self.config.grace_seconds, "grace", *key)
-            for key, parked in self._parked.items()
+        self._grace = [
+            (calls[0].ts + self.config.grace_seconds, *key) for key, calls in self._parked.items()
         ]
+        heapq.heapify(self._grace)
+        self._expiries = []
         for agent_id, tasks in self.grants.items():
             for task_id, grant in tasks.items():
                 self._task(agent_id, task_id)
-                self._deadlines.append((grant.expires_at, "expiry", agent_id, task_id))
-        heapq.heapify(self._deadlines)
+                self._expiries.append((grant.expires_at, agent_id, task_id))
+        heapq.heapify(self._expiries)
 
     def forget_agents(self, keep: Callable[[str], bool]) -> None:
         """Drop in-memory state of agents this worker no longer owns."""
         self._tasks = {key: task for key, task in self._tasks.items() if keep(key[0])}
         self._parked = {key: calls for key, calls in self._parked.items() if keep(key[0])}
-        self._deadlines = [item for item in self._deadlines if keep(item[2])]
-        heapq.heapify(self._deadlines)
+        self._grace = [item for item in self._grace if keep(item[1])]
+        self._expiries = [item for item in self._expiries if keep(item[1])]
+        heapq.heapify(self._grace)
+        heapq.heapify(self._expiries)
 
     # -- grants and task events -----------------------------------------------------------
 
@@ -206,7 +221,7 @@ class Engine:
         self.grants[grant.agent_id] = tasks
         task = self._task(grant.agent_id, grant.task_id)
         task.last_seen = max(task.last_seen, now)
-        heapq.heappush(self._deadlines, (grant.expires_at, "expiry", grant.agent_id, grant.task_id))
+        heapq.heappush(self._expiries, (grant.expires_at, grant.agent_id, grant.task_id))
         outcome = Outcome()
         self._judge_parked(grant.agent_id, grant.task_id, outcome)
         return outcome
@@ -271,22 +286,22 @@ class Engine:
 
     # -- tool calls -----------------------------------------------------------------------
 
-    def _on_call(self, call: ToolCall, now: float) -> Outcome:
+    def _on_call(self, call: ToolCall, grants_now: float) -> Outcome:
         outcome = Outcome()
         key = (call.agent_id, call.task_id)
         task = self._tasks.get(key)
         if self._grant(*key) is None and (task is None or not task.is_over):
             parked = self._parked.setdefault(key, [])
-            parked.append((now, call))
+            parked.append(call)
             if len(parked) == 1:
-                deadline = now + self.config.grace_seconds
-                heapq.heappush(self._deadlines, (deadline, "grace", *key))
+                deadline = max(call.ts, grants_now) + self.config.grace_seconds
+                heapq.heappush(self._grace, (deadline, *key))
             return outcome
         self._judge(call, outcome)
         return outcome
 
     def _judge_parked(self, agent_id: str, task_id: str, outcome: Outcome) -> None:
-        for _, call in self._parked.pop((agent_id, task_id), []):
+        for call in self._parked.pop((agent_id, task_id), []):
             self._judge(call, outcome)
 
     def _judge(self, call: ToolCall, outcome: Outcome) -> None:

@@ -129,6 +129,8 @@ class Pipeline:
         ))
         self.engine = Engine(config or load_config(), grants=self.grants)
         self.clock = StreamClock()
+        self.grants_clock = StreamClock()
+        """How far the grants topic has been read: calls wait for it, not for the others."""
         self.decoder = Decoder(grant_verifier)
         self.publisher = Publisher(
             send or self._send, keyring.active, issuer=settings.issuer, audience=settings.audience
@@ -162,7 +164,12 @@ class Pipeline:
         self.received[topic] += 1
         try:
             event = self.decoder.decode(topic, key, value, timestamp)
-            outcome = self.engine.process(event, now=self.clock.observe(event_time(event)))
+            when = event_time(event)
+            if isinstance(event, Grant):
+                self.grants_clock.observe(when)
+            outcome = self.engine.process(
+                event, now=self.clock.observe(when), grants_now=self.grants_clock.now()
+            )
         except Exception as error:
             if not isinstance(error, ContractError):
                 log.exception("failed on %s/%d@%d", topic, partition, offset)
@@ -176,7 +183,7 @@ class Pipeline:
         if not self.ready or self.app.rebalancing:
             return
         try:
-            outcome = self.engine.tick(self.clock.now())
+            outcome = self.engine.tick(self.clock.now(), grants_now=self.grants_clock.now())
         except Exception:
             log.exception("engine tick failed")
             return

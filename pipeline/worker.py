@@ -61,7 +61,9 @@ def run_worker(settings: Settings) -> None:
             f"Cannot set up the topics on Kafka at {settings.bootstrap} ({error}). Is a broker "
             "running? `intentwatch kafka up` starts one; INTENTWATCH_BOOTSTRAP names another."
         ) from None
-    faust.Worker(pipeline.app, loglevel=settings.log_level.upper()).execute_from_commandline()
+    worker = faust.Worker(pipeline.app, loglevel=settings.log_level.upper())
+    worker.spinner = None  # else faust sets the root logger to DEBUG to spin on every record
+    worker.execute_from_commandline()
 
 
 if __name__ == "__main__":

@@ -285,3 +285,18 @@ def test_score_revocation_led_by_an_intent_reason_is_an_intent_violation():
     assert engine.process(call(tool="gmail.send_email")).revocations[0].reason_code == (
         "intent_violation"
     )
+
+
+def test_backlog_of_calls_read_ahead_of_their_grants_waits_for_the_grants_stream():
+    engine, _ = make_engine()
+    parked = engine.process(call(ts=200.0), now=5000.0, grants_now=50.0)
+    assert not parked
+    assert not engine.tick(5000.0, grants_now=150.0)  # grants stream not yet past the call
+    out = engine.process(grant(), now=5000.0, grants_now=100.0)
+    assert out.verdicts[0].decision == "allow"
+
+
+def test_grants_stream_past_the_grace_judges_the_call_without_grant():
+    engine, _ = make_engine()
+    engine.process(call(ts=200.0), now=5000.0, grants_now=50.0)
+    assert engine.tick(5000.0, grants_now=202.0).verdicts[0].reasons[0].code == "no_grant"
