@@ -23,7 +23,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -171,22 +170,12 @@ def _run(
 
 
 def _start_kafka(home: Path, console: Console, stack: contextlib.ExitStack) -> str:
-    port = 9092 if _port_is_free(9092) else localkafka.free_port()
+    port = 9092 if localkafka.port_is_free(9092) else localkafka.free_port()
     with console.status(f"Starting a local Kafka on 127.0.0.1:{port}..."):
         kafka = localkafka.up(port, home=home)
     stack.callback(_stop, console, f"Kafka (pid {kafka.pid})", lambda: localkafka.down(home))
     console.print(f"Kafka: started [bold]{kafka.bootstrap}[/bold] (pid {kafka.pid})")
     return kafka.bootstrap
-
-
-def _port_is_free(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def _stop(console: Console, what: str, stop: Any) -> None:

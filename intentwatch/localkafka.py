@@ -35,6 +35,7 @@ __all__ = [
     "LocalKafka",
     "down",
     "free_port",
+    "port_is_free",
     "resolve_jars",
     "server_properties",
     "status",
@@ -236,7 +237,7 @@ def up(
             f"The local Kafka broker of {home} already runs on {running.bootstrap}: "
             "stop it before starting it on another port."
         )
-    if not _port_is_free(port):
+    if not port_is_free(port):
         raise KafkaSetupError(
             f"Port {port} on 127.0.0.1 is already in use: stop what listens there or pick "
             "another port for the local Kafka broker."
@@ -343,7 +344,8 @@ def _format_storage(jvm: list[str], config: Path) -> None:
         )
 
 
-def _port_is_free(port: int) -> bool:
+def port_is_free(port: int) -> bool:
+    """Whether 127.0.0.1:``port`` can be bound now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         # Like the JVM, ignore connections of a previous broker lingering in TIME_WAIT.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
