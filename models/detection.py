@@ -11,13 +11,15 @@ The behaviour components (:data:`BEHAVIOUR`: rarities, volumes, counts, the
 shared model) say how unusual the call is for this agent; ``m`` grows with
 the call's harm potential, the action's risk or the sensitivity of the data it
 touches when higher (an unusual read of public data matters less than an
-unusual send, or an unusual read of credentials). The intent components
+unusual send, or an unusual read of credentials; a send of public data from a
+task that read nothing sensitive weighs as a write). The intent components
 (:data:`INTENT`) say how far the call leaves what was approved: an action the
 intent does not ask for (weighted by the action's risk, discounted when the
 agent habitually does so), a send to a recipient other than the ones the
-intent names, a flow of sensitive data to a sink. What the intent approves is
-no surprise: the rarity of a target it names, of a tool for an action it asks
-for, is discounted.
+intent names, a flow of sensitive data to a sink (code run straight on
+sensitive data the agent rarely reads counts as one, however usual running code
+on that label is). What the intent approves is no surprise: the rarity of a
+target it names, of a tool for an action it asks for, is discounted.
 
 Within a task, risks accumulate: each distinct behaviour (tool and target)
 keeps its highest risk, the part above ``risk_floor`` is combined by noisy-OR,
@@ -191,6 +193,10 @@ class _Task:
     """How unusual for the agent the most unusual sensitive read of the task so far was."""
     source: str | None = None
     """That read (tool and target), for explanations."""
+    previous_novelty: float = 0.0
+    """Source novelty of the task's previous call if it was a sensitive read, else 0."""
+    previous_source: str | None = None
+    """That read (tool and target), for explanations."""
 
 
 class Detector:
@@ -241,13 +247,21 @@ class Detector:
         # A sink (external send, code execution) after reading sensitive data this agent
         # rarely reads: the taint of an unusual source, not just of sensitive data.
         components["novel_source"] = task.source_novelty if x.sink is not None else 0.0
+        # Code run straight on sensitive data this agent rarely reads: a flow of unusual
+        # sensitive data into a sink with no destination to check, however usual running
+        # code after reading data of that label is for the agent.
+        if x.action == "execute" and task.previous_novelty > components["flow"]:
+            components["flow"] = task.previous_novelty
+            x.memo["direct_source"] = (task.previous_source, task.previous_novelty)
+        task.previous_novelty = 0.0
         if x.action == "read" and x.label_level >= _SENSITIVE_LEVEL:
             novelty = max(components["target_rarity"], components["tool_rarity"])
             low, high = _SOURCE_NOVELTY
             novelty = min(1.0, max(0.0, (novelty - low) / (high - low)))
+            source = f"{x.tool}{' on ' + x.target if x.target else ''}"
+            task.previous_novelty, task.previous_source = novelty, source
             if novelty > task.source_novelty:
-                task.source_novelty = novelty
-                task.source = f"{x.tool}{' on ' + x.target if x.target else ''}"
+                task.source_novelty, task.source = novelty, source
 
         features = self.shared.features_of(components)
         raw = self.shared.raw_score_one(features)
@@ -312,19 +326,25 @@ class Detector:
         )
         if check is not None:
             # What the intent approves is no surprise: a new tool for an action it asks
-            # for, a new target it names, an unusual order of approved steps. Volumes
-            # and counts are not approved by naming anything.
+            # for, a new target it names, an unusual order of approved steps (to a target
+            # or domain it names). Volumes and counts are not approved by naming anything.
             asked = 1.0 - self.fusion.named_discount * check.credit
             keep = 1.0 - self.fusion.named_discount
             components["tool_rarity"] *= asked
+            if check.target_named or check.domain_named:
+                components["transition_rarity"] *= asked
             if check.target_named:
                 for name in _TARGETED:
                     components[name] *= keep
-                components["transition_rarity"] *= asked
             if check.domain_named:
                 for name in _DOMAIN:
                     components[name] *= keep
-        components["action_risk"] = max(risk, self.fusion.sensitive_data_risk * x.label_level)
+        harm = risk
+        if x.action == "send" and x.label_level == 0.0 and not x.sensitive:
+            # a send of public data from a task that has read nothing sensitive has no
+            # sensitive data to leak: its harm potential is that of a write
+            harm = ACTION_RISK["write"]
+        components["action_risk"] = max(harm, self.fusion.sensitive_data_risk * x.label_level)
         components["label_level"] = x.label_level
         components["external"] = float(x.external)
         return components
@@ -367,6 +387,12 @@ class Detector:
             return (
                 f"{x.sink} ({x.tool}) after a sensitive read this agent rarely makes "
                 f"({task.source}; rarity {task.source_novelty:.2f})"
+            )
+        if name == "flow" and "direct_source" in x.memo:
+            source, novelty = x.memo["direct_source"]
+            return (
+                f"code execution ({x.tool}) straight after a sensitive read this agent rarely "
+                f"makes ({source}; rarity {novelty:.2f})"
             )
         if name == "unnamed_recipient":
             assert check is not None

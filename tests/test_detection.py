@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from models.catalogue import ToolCatalogue
+from models.catalogue import ACTION_RISK, ToolCatalogue
 from models.config import ScoringConfig
 from models.contracts import Grant, ToolCall
 from models.detection import (
@@ -198,3 +198,55 @@ def test_a_sink_after_an_unusual_sensitive_read_carries_its_novelty(trained: Det
     assert after_odd[0].components["novel_source"] == 0.0  # the read itself is no sink
     assert after_odd[-1].components["novel_source"] > 0.5
     assert after_odd[-1].components["call_risk"] > after_usual.components["call_risk"]
+
+
+def test_code_run_straight_on_an_unusual_sensitive_read_is_a_flow() -> None:
+    # This agent runs code on the confidential orders it reads: the flow of its label is usual.
+    usual = {**ROUTINE[0], "data_labels": ["confidential"]}
+    run = {"tool": "python.run_code", "bytes_out": 500}
+    detector = Detector(ScoringConfig(detectors={"multivariate": {"window_size": 50}}))
+    for k in range(150):
+        run_task(detector, f"warm-run-{k}", [usual, run])
+    odd = {"tool": "drive.get_file", "target": "https://drive.google.com/file/d/ops-keys",
+           "data_labels": ["confidential"]}
+    routine = run_task(detector, "run-usual", [usual, run], learn=False)[-1]
+    straight = run_task(detector, "run-odd", [odd, run], learn=False)
+    later = run_task(detector, "run-later", [odd, usual, run], learn=False)[-1]
+    assert routine.components["flow"] < 0.2
+    assert straight[0].components["flow"] == 0.0  # the read itself is no sink
+    assert straight[-1].components["flow"] > 0.5
+    # not straight after the unusual read: only the (usual) flow of its label
+    assert later.components["flow"] < straight[-1].components["flow"]
+    assert straight[-1].components["call_risk"] > routine.components["call_risk"]
+    flow = [r for r in straight[-1].reasons if r.code == "flow"]
+    assert flow and "straight after a sensitive read" in flow[0].detail
+
+
+POST = {"tool": "http.post", "target": "https://api.mailflow-marketing.com/v3/contacts",
+        "data_labels": ["public"], "bytes_out": 800}
+NEWSLETTER = "Look up the order of jane@customer.example and add her to the newsletter list"
+
+
+def test_naming_the_destination_domain_discounts_an_unusual_transition(
+    trained: Detector,
+) -> None:
+    unnamed = run_task(trained, "dom-unnamed", [ROUTINE[0], POST], learn=False,
+                       intent=NEWSLETTER)[-1]
+    named = run_task(trained, "dom-named", [ROUTINE[0], POST], learn=False,
+                     intent=NEWSLETTER + " on Mailflow-Marketing")[-1]
+    assert unnamed.components["transition_rarity"] > 0.9
+    assert named.components["transition_rarity"] < unnamed.components["transition_rarity"]
+    assert named.components["call_risk"] < unnamed.components["call_risk"]
+
+
+def test_an_external_send_of_public_data_only_weighs_as_a_write(trained: Detector) -> None:
+    public = run_task(trained, "pub-send", [ROUTINE[0], POST], learn=False)[-1]
+    after_sensitive = run_task(
+        trained, "pub-send-tainted",
+        [{**ROUTINE[0], "data_labels": ["confidential"]}, POST], learn=False,
+    )[-1]
+    labelled = run_task(trained, "pii-send", [ROUTINE[0], {**POST, "data_labels": ["pii"]}],
+                        learn=False)[-1]
+    assert public.components["action_risk"] == ACTION_RISK["write"]
+    assert after_sensitive.components["action_risk"] == ACTION_RISK["send"]
+    assert labelled.components["action_risk"] == ACTION_RISK["send"]
