@@ -745,69 +745,14 @@ class KeyedStats:
             stats.update(value, alpha)
 
 
-class Volume:
-    """A numeric quantity (bytes, rate, repeats) against its running statistics, on a log scale.
-
-    Statistics are kept per key (e.g. per tool); only values above the usual
-    count (one-sided): the z-score of ``log1p(value)`` is mapped to [0, 1].
-    """
+class _KeyedQuantity:
+    """A per-call quantity with running statistics per key (e.g. per tool), backing off
+    to role and fleet; subclasses say how a value compares with them."""
 
     def __init__(
         self,
         name: str,
-        value: Callable[[Observation], float | None],
-        config: BaselineConfig | None = None,
-        *,
-        key: Callable[[Observation], Hashable] = lambda x: None,
-        describe: Callable[[Observation, float, float], str],
-    ) -> None:
-        self.name = name
-        self.config = config = config or BaselineConfig()
-        self._value = value
-        self._key = key
-        self._describe = describe
-        self._stats = KeyedStats(config, config.max_tools)
-        self._floor = config.volume_floor
-        self._bounds = config.volume_z
-
-    def z(self, x: Observation) -> float:
-        value = self._value(x)
-        if value is None:
-            return 0.0
-        usual = self._stats.usual(x, self._key(x))
-        if usual is None:
-            return 0.0
-        return (math.log1p(value) - usual[0]) / max(math.sqrt(usual[1]), self._floor)
-
-    def score_one(self, x: Observation) -> float:
-        return _ramp(self.z(x), self._bounds)
-
-    def learn_one(self, x: Observation) -> None:
-        value = self._value(x)
-        if value is not None:
-            self._stats.learn_one(x, self._key(x), math.log1p(value))
-
-    def explain(self, x: Observation) -> str:
-        usual = self._stats.usual(x, self._key(x))
-        typical = math.expm1(usual[0]) if usual else 0.0
-        return self._describe(x, typical, self.z(x))
-
-
-class Count:
-    """How surprising a count within a task is (calls of a tool, calls on one target).
-
-    The agent's usual count per key has a running mean and variance (backing
-    off to role and fleet); the count is modelled as a negative binomial with
-    that mean and variance (Poisson when not overdispersed; some tasks loop
-    over many records, most do not). The score is its tail ``P(N ≥ n)`` in
-    decades, ``-log10(tail) / count_decades``, capped at 1: a burst, not a
-    second call, is what stands out.
-    """
-
-    def __init__(
-        self,
-        name: str,
-        value: Callable[[Observation], int],
+        value: Callable[[Observation], Any],
         config: BaselineConfig | None = None,
         *,
         key: Callable[[Observation], Hashable] = lambda x: None,
@@ -822,6 +767,53 @@ class Count:
 
     def _usual(self, x: Observation) -> tuple[float, float] | None:
         return self._stats.usual(x, self._key(x))
+
+
+class Volume(_KeyedQuantity):
+    """A numeric quantity (bytes, rate, repeats) against its running statistics, on a log scale.
+
+    Statistics are kept per key (e.g. per tool); only values above the usual
+    count (one-sided): the z-score of ``log1p(value)`` is mapped to [0, 1].
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._floor = self.config.volume_floor
+        self._bounds = self.config.volume_z
+
+    def z(self, x: Observation) -> float:
+        value = self._value(x)
+        if value is None:
+            return 0.0
+        usual = self._usual(x)
+        if usual is None:
+            return 0.0
+        return (math.log1p(value) - usual[0]) / max(math.sqrt(usual[1]), self._floor)
+
+    def score_one(self, x: Observation) -> float:
+        return _ramp(self.z(x), self._bounds)
+
+    def learn_one(self, x: Observation) -> None:
+        value = self._value(x)
+        if value is not None:
+            self._stats.learn_one(x, self._key(x), math.log1p(value))
+
+    def explain(self, x: Observation) -> str:
+        usual = self._usual(x)
+        typical = math.expm1(usual[0]) if usual else 0.0
+        return self._describe(x, typical, self.z(x))
+
+
+class Count(_KeyedQuantity):
+    """How surprising a count within a task is (calls of a tool, calls on one target).
+
+    The agent's usual count per key has a running mean and variance (backing
+    off to role and fleet); the count is modelled as a negative binomial with
+    that mean and variance (Poisson when not overdispersed; some tasks loop
+    over many records, most do not). The score is its tail ``P(N ≥ n)`` in
+    decades, ``-log10(tail) / count_decades``, capped at 1: a burst, not a
+    second call, is what stands out.
+    """
 
     def tail(self, x: Observation) -> float:
         """``P(N ≥ n)`` under the agent's usual count distribution; 1 without history."""
