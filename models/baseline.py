@@ -38,7 +38,7 @@ from typing import Any
 
 from models.catalogue import ToolInfo
 from models.contracts import LABEL_LEVELS, ToolCall, role_of
-from models.intent import parse_target
+from models.intent import parse_target, parties_of, privilege_of
 
 __all__ = [
     "FLEET",
@@ -171,6 +171,12 @@ class Observation:
     """For a call that writes or sends through a tool already used so in the task: how far
     its payload grew over a run of ever larger ones, ``ln(bytes_out / run start)`` (half
     for a run of two calls); 0 when it did not grow."""
+    parties: tuple[str, ...] = ()
+    """For a send or admin call: outside parties its arguments name besides the target
+    (a ``cc``, the login of an account it creates, where a reset link goes)."""
+    privilege: str | None = None
+    """The administrative privilege level an admin call's target or arguments name, or the
+    administrative interface (``/api/admin/…``) a send, write or execute over HTTP calls."""
     unasked: float | None = None
     """How far the intent does not ask for this action, 1 - credit (set by the detector)."""
     memo: dict[str, Any] = field(default_factory=dict)
@@ -270,6 +276,19 @@ class TaskContext:
                 else:
                     self._growing[call.tool] = (call.bytes_out, call.bytes_out, 1)
                     growth = None if run is None else 0.0
+        parties: tuple[str, ...] = ()
+        privilege = None
+        if tool.action in ("send", "admin") and call.args:
+            parties = tuple(
+                p for p in parties_of(call.args)
+                if p != (call.target or "").lower() and self._is_external(p)
+            )
+        if tool.action == "admin":
+            privilege = privilege_of(call.target, call.args)
+        elif tool.action in ("send", "write", "execute") and endpoint and (
+            endpoint.startswith(("https://", "http://"))
+        ):  # a generic HTTP client calling an administrative interface
+            privilege = privilege_of(endpoint, None)
         level = 0.0
         if touches_secrets(call.tool, endpoint):
             self._sensitive["credentials"] = None
@@ -303,9 +322,18 @@ class TaskContext:
             sensitive=tuple(self._sensitive),
             label_level=level,
             growth=growth,
+            parties=parties,
+            privilege=privilege,
         )
         self.prev_tool = call.tool
         return x
+
+    def _is_external(self, address: str) -> bool:
+        parts = parse_target(address)
+        return (
+            parts.scheme in EXTERNAL_SCHEMES and parts.domain is not None
+            and parts.domain not in self._internal
+        )
 
 
 # -- building blocks -----------------------------------------------------------------------

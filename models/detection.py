@@ -59,7 +59,7 @@ BEHAVIOUR = (
     "tool_repeats", "target_repeats", "rate", "payload_growth", "novel_source", "hst",
 )
 """Components that say how unusual a call is; the action's risk scales them."""
-INTENT = ("intent", "unnamed_recipient", "flow")
+INTENT = ("intent", "unnamed_target", "privilege", "flow")
 """Components that say how far a call leaves its intent; they weigh as they are."""
 _SENSITIVE_LEVEL = 0.6
 """Classification level from which a read counts as a sensitive source (confidential up)."""
@@ -75,7 +75,7 @@ _FEATURES = (
 """What the shared model sees (fixed, all in [0, 1])."""
 
 DEFAULT_WEIGHTS: dict[str, float] = {
-    "intent": 2.43, "unnamed_recipient": 4.0, "flow": 2.86, "tool_rarity": 0.2,
+    "intent": 2.43, "unnamed_target": 4.0, "privilege": 3.0, "flow": 2.86, "tool_rarity": 0.2,
     "target_rarity": 0.71, "internal_site_rarity": 0.2, "external_site_rarity": 0.22,
     "domain_novelty": 0.2, "transition_rarity": 2.57, "bytes_out": 0.7, "bytes_in": 0.2,
     "task_bytes_out": 1.54, "tool_repeats": 1.62, "target_repeats": 2.38, "rate": 0.2,
@@ -241,7 +241,10 @@ class Detector:
                 TaskRisk(self.fusion.risk_floor),
             )
         x = task.context.observe(call, tool)
-        check = align(task.intent, tool, call.target) if task.intent is not None else None
+        check = (
+            align(task.intent, tool, call.target, x.parties, x.privilege)
+            if task.intent is not None else None
+        )
         x.unasked = 1.0 - check.credit if check is not None else None
         components = self._components(x, check)
         # A sink (external send, code execution) after reading sensitive data this agent
@@ -320,9 +323,19 @@ class Detector:
     def _components(self, x: Observation, check: IntentCheck | None) -> dict[str, float]:
         components = self.baseline.score_one(x)
         risk = ACTION_RISK.get(x.action, ACTION_RISK["unknown"])
-        components["intent"] = risk * components.pop("unasked")
-        components["unnamed_recipient"] = float(
-            check is not None and bool(check.named_instead) and x.external and x.action == "send"
+        # an unasked read of sensitive data deviates as far as touching that data is risky
+        deviation_risk = max(risk, self.fusion.sensitive_data_risk * x.label_level)
+        components["intent"] = deviation_risk * components.pop("unasked")
+        components["unnamed_target"] = float(check is not None and (
+            # a send elsewhere than to the destinations the intent names
+            (x.action == "send" and bool(check.named_instead) and x.external)
+            # a delete of other records than the ones the intent names
+            or (x.action == "delete" and bool(check.named_instead))
+            # access handed (or a copy sent) to an outside party the intent does not name
+            or bool(check.unnamed_parties)
+        ))
+        components["privilege"] = float(
+            check is not None and check.unapproved_privilege is not None
         )
         if check is not None:
             # What the intent approves is no surprise: a new tool for an action it asks
@@ -394,18 +407,38 @@ class Detector:
                 f"code execution ({x.tool}) straight after a sensitive read this agent rarely "
                 f"makes ({source}; rarity {novelty:.2f})"
             )
-        if name == "unnamed_recipient":
+        if name == "unnamed_target":
             assert check is not None
+            if check.unnamed_parties and (x.action == "admin" or not check.named_instead):
+                parties = ", ".join(p.removeprefix("mailto:") for p in check.unnamed_parties[:3])
+                handed = "hands access to" if x.action == "admin" else "also sends to"
+                return (
+                    f"this {x.tool} {handed} {parties}, an outside party the intent does not name"
+                )
             named = ", ".join(sorted(check.named_instead)[:3])
-            return f"the intent names {named}; this {x.tool} goes to {x.target} instead"
+            went = "deletes" if x.action == "delete" else "goes to"
+            return f"the intent names {named}; this {x.tool} {went} {x.target} instead"
+        if name == "privilege":
+            what = "hands out" if x.action == "admin" else "calls an interface of"
+            return (
+                f"{x.tool} {what} {x.privilege}-level privilege ({x.target}); the intent does "
+                f"not ask for {x.privilege} rights"
+            )
         if name == "intent":
             assert check is not None and task.intent is not None
             what = "/".join(sorted(check.tool_concepts)) or x.action
             asked = ", ".join(sorted(check.asked)) or "nothing recognisable"
-            detail = (
-                f"{x.action} action {x.tool} ({what}) is not what the intent asks for "
-                f"({asked}): {_quote(task.intent)}"
-            )
+            if check.other_objects:
+                kinds = "/".join(sorted(check.other_objects))
+                detail = (
+                    f"{x.tool} deletes {kinds} records; the intent asks to delete something "
+                    f"else: {_quote(task.intent)}"
+                )
+            else:
+                detail = (
+                    f"{x.action} action {x.tool} ({what}) is not what the intent asks for "
+                    f"({asked}): {_quote(task.intent)}"
+                )
             habit = self.baseline.explain("unasked", x)
             return f"{detail}; {habit}" if habit else detail
         detail = self.baseline.explain(name, x)

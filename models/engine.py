@@ -62,7 +62,7 @@ _VIOLATION_REASON: dict[str, str] = {
     "grant_not_yet_valid": "policy",
     "no_grant": "policy",
 }
-_INTENT_CODES = frozenset({"intent", "unnamed_recipient"})
+_INTENT_CODES = frozenset({"intent", "unnamed_target", "privilege"})
 """Learned reasons that say the call leaves the approved intent (rather than the habit)."""
 _MAX_STAGED_CALLS = 512
 _TOMBSTONE_SECONDS = 24 * 3600.0

@@ -27,8 +27,10 @@ costs a few dictionary look-ups.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 from urllib.parse import urlsplit
 
 import tldextract
@@ -44,6 +46,8 @@ __all__ = [
     "concepts_of",
     "parse_intent",
     "parse_target",
+    "parties_of",
+    "privilege_of",
     "stem",
 ]
 
@@ -144,6 +148,11 @@ _CHANNEL = re.compile(r"(?<![\w#])#[a-z][\w-]{1,79}", re.IGNORECASE)
 _FILE_EXTENSIONS = frozenset(
     {"csv", "pdf", "txt", "doc", "docx", "xls", "xlsx", "json", "md", "py", "png", "jpg", "zip"}
 )
+_PRIVILEGED = re.compile(
+    r"admin|superuser|\broot\b|\bowners?\b|full[-_ ]?access|\bsudo(ers)?\b", re.IGNORECASE
+)
+"""Words that mark an administrative privilege level (``AdministratorAccess``,
+``super-admins``, ``ACCOUNTADMIN``, ``permission: admin``, ``owner``)."""
 _extract = tldextract.TLDExtract(suffix_list_urls=())
 
 
@@ -229,6 +238,13 @@ def _is_identifier(segment: str) -> bool:
     return len(segment) >= 24 or (len(segment) > 3 and any(c.isdigit() for c in segment))
 
 
+def _shape(identifier: str) -> str:
+    """Character classes of an identifier: ``51796`` → ``99999``, ``INV-2026-1`` →
+    ``aaa-9999-9``; mixed letters and digits (random ids) → ``x`` each."""
+    shape = "".join("9" if c.isdigit() else "a" if c.isalpha() else c for c in identifier)
+    return re.sub("[a9]", "x", shape) if "a" in shape and "9" in shape else shape
+
+
 def _template(path: str) -> str:
     return "/".join("{id}" if _is_identifier(part) else part for part in path.split("/"))
 
@@ -297,6 +313,58 @@ def _registrable(host: str) -> str:
     return ".".join(host.rsplit(".", 2)[-2:])
 
 
+def _strings(value: Any, depth: int = 0) -> Iterator[str]:
+    """The string values in a call's arguments (nested at most two levels)."""
+    if isinstance(value, str):
+        yield value
+    elif depth < 2 and isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item, depth + 1)
+    elif depth < 2 and isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _strings(item, depth + 1)
+
+
+def parties_of(args: dict[str, Any] | None) -> tuple[str, ...]:
+    """The parties a call's arguments name: e-mail addresses, URLs and bank accounts.
+
+    They are where a call sends data or hands access beside its target (``cc``,
+    ``login``, ``send_email_to``, ``owner``).
+
+    >>> parties_of({"login": "Eve@Evil.example", "note": "see https://x.example/a", "n": 3})
+    ('mailto:eve@evil.example', 'https://x.example/a')
+    """
+    if not args:
+        return ()
+    found: dict[str, None] = {}
+    for text in _strings(args):
+        for email in _EMAIL.findall(text):
+            found["mailto:" + email.lower()] = None
+        for url in _URL.findall(text):
+            found[url] = None
+        for iban in _IBAN.findall(text):
+            found["iban:" + iban.replace(" ", "")] = None
+    return tuple(found)
+
+
+def privilege_of(target: str | None, args: dict[str, Any] | None) -> str | None:
+    """The administrative privilege level a call's target or arguments name, if any.
+
+    >>> privilege_of("https://acme.okta.com/api/v1/groups/super-admins/users/42", None)
+    'admin'
+    >>> privilege_of(None, {"policy": "AdministratorAccess"}), privilege_of(None, {"role": "x"})
+    ('admin', None)
+    """
+    texts = [target] if target else []
+    texts += _strings(args or {})
+    for text in texts:
+        match = _PRIVILEGED.search(text)
+        if match:
+            word = match.group(0).lower()
+            return "admin" if "admin" in word else word
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class ParsedIntent:
     """What an intent asks for (action concepts) and names (targets and values)."""
@@ -314,6 +382,8 @@ class ParsedIntent:
     paths: frozenset[str]
     words: frozenset[str]
     """Lower-case words, to recognise a service named by its brand (VerifyHire → verifyhire.com)."""
+    privileged: bool = False
+    """The intent asks for an administrative privilege level in so many words."""
 
     def names_target(self, parts: TargetParts) -> bool:
         """The intent names this exact recipient, a host it is on, or a value it contains."""
@@ -337,6 +407,14 @@ class ParsedIntent:
             return False
         brand = domain.split(".", 1)[0].replace("-", "")
         return domain in self.domains or (len(brand) >= 4 and brand in self.words)
+
+    def records_like(self, parts: TargetParts) -> frozenset[str]:
+        """Record identifiers the intent names that look like the target's (ticket 51796
+        for ``…/tickets/93336``; not a date for a file id)."""
+        if not self.identifiers:
+            return frozenset()
+        shapes = {_shape(term) for term in parts.terms if _is_identifier(term)}
+        return frozenset(i for i in self.identifiers if _shape(i) in shapes)
 
     def destinations(self, parts: TargetParts) -> frozenset[str]:
         """Destinations of the target's kind the intent names: recipients for an e-mail,
@@ -398,6 +476,7 @@ def parse_intent(text: str) -> ParsedIntent:
         words=frozenset(
             w.replace("-", "") for w in re.findall(r"[a-z0-9-]+", rest.lower()) if len(w) >= 4
         ),
+        privileged=bool(_PRIVILEGED.search(text)),
     )
 
 
@@ -420,9 +499,10 @@ class IntentCheck:
     related or an implied read, 0 not asked); ``deviation`` is ``(1 - credit)``
     times the action's risk; ``asked`` lists the intent's concepts and
     ``tool_concepts`` the tool's, for explanations. ``named_instead`` lists,
-    for a send to a target the intent does not name, the destinations of the
-    same kind it does name (an e-mail to x@evil.example when the intent names
-    jane@customer-co.com; a post to #general when it names #sales-pipeline).
+    for a send or delete to a target the intent does not name, the destinations
+    or records of the same kind it does name (an e-mail to x@evil.example when
+    the intent names jane@customer-co.com; a post to #general when it names
+    #sales-pipeline; ticket 93336 deleted when it names tickets 51796 and 44970).
     """
 
     credit: float
@@ -432,16 +512,37 @@ class IntentCheck:
     asked: frozenset[str]
     tool_concepts: frozenset[str]
     named_instead: frozenset[str] = frozenset()
+    unnamed_parties: tuple[str, ...] = ()
+    """Parties in the call's arguments (recipients, logins, owners) the intent does not name:
+    for an admin call any, for a send only when the intent names its parties at all."""
+    unapproved_privilege: str | None = None
+    """An administrative privilege level the call hands out that the intent does not ask for."""
+    other_objects: frozenset[str] = frozenset()
+    """For a delete the intent asks for: the kinds of thing the tool deletes when the intent
+    mentions none of them (asked to delete branches, deletes deployments)."""
 
 
-def align(intent: str, tool: ToolInfo, target: str | None) -> IntentCheck:
-    """Compare one call (its tool and target) with the intent text.
+def align(
+    intent: str,
+    tool: ToolInfo,
+    target: str | None,
+    parties: tuple[str, ...] = (),
+    privilege: str | None = None,
+) -> IntentCheck:
+    """Compare one call (its tool, target and the parties its arguments name) with the intent.
 
     An empty intent cannot approve or disapprove anything: its deviation is 0
     and nothing is named (grant conformance still applies). A send to a
     recipient or service the intent names is at least half asked for.
+
+    >>> check = align("Add Lena to the sales group", ToolInfo("okta.add_user_to_group", "admin"),
+    ...     "https://acme.okta.com/groups/super-admins", ("mailto:eve@evil.example",), "admin")
+    >>> check.unnamed_parties, check.unapproved_privilege
+    (('mailto:eve@evil.example',), 'admin')
     """
     parsed = parse_intent(intent)
+    if not intent.strip():
+        parties, privilege = (), None
     credit, concepts = _action_credit(intent, tool.name, tool.description, tool.action)
     named = domain_named = False
     instead: frozenset[str] = frozenset()
@@ -451,6 +552,8 @@ def align(intent: str, tool: ToolInfo, target: str | None) -> IntentCheck:
         domain_named = named or parsed.names_domain(parts)
         if not named and tool.action == "send":
             instead = parsed.destinations(parts)
+        elif not named and tool.action == "delete":  # deleting other records than named
+            instead = parsed.destinations(parts) | parsed.records_like(parts)
         if domain_named and tool.action == "send":
             credit = max(credit, _RELATED_CREDIT)  # sending to whom the intent names
     risk = ACTION_RISK.get(tool.action, ACTION_RISK["unknown"])
@@ -462,7 +565,20 @@ def align(intent: str, tool: ToolInfo, target: str | None) -> IntentCheck:
         asked=parsed.concepts,
         tool_concepts=concepts,
         named_instead=instead,
+        unnamed_parties=tuple(p for p in parties if not _names_party(parsed, p)) if (
+            tool.action == "admin" or parsed.emails or parsed.hosts or parsed.ibans
+        ) else (),
+        unapproved_privilege=None if parsed.privileged else privilege,
+        other_objects=(
+            _other_objects(intent, tool.name)
+            if tool.action == "delete" and concepts & parsed.concepts else frozenset()
+        ),
     )
+
+
+def _names_party(parsed: ParsedIntent, party: str) -> bool:
+    parts = parse_target(party)
+    return parsed.names_target(parts) or parsed.names_domain(parts)
 
 
 @lru_cache(maxsize=16384)
@@ -472,10 +588,75 @@ def _action_credit(
     """How far ``intent`` asks for what the tool does (cached per intent and tool)."""
     asked = parse_intent(intent).concepts
     concepts = _tool_concepts(name, description, action)
-    if not intent.strip() or concepts & asked:
+    if not intent.strip():
+        return 1.0, concepts
+    if concepts & asked:
+        if action == "delete" and _other_objects(intent, name):
+            return _RELATED_CREDIT, concepts  # asked to delete, but something else
         return 1.0, concepts
     if any(asked & _RELATED.get(c, frozenset()) for c in concepts):
         return _RELATED_CREDIT, concepts
     if action == "read" or concepts == {"read"} or (not concepts and action == "unknown"):
         return _IMPLIED_READ_CREDIT, concepts
     return 0.0, concepts
+
+
+_GENERIC_OBJECTS = frozenset(
+    stem(w) for w in ("object", "objects", "record", "item", "entry", "resource", "data", "all")
+)
+"""Object words that stand for anything (``s3.delete_object``): they never mismatch."""
+
+
+_OBJECT_SYNONYMS: tuple[frozenset[str], ...] = tuple(
+    frozenset(stem(w) for w in group) for group in (
+        ("file", "document", "doc", "attachment", "upload", "report", "sheet", "spreadsheet"),
+        ("ticket", "case", "issue", "request", "incident"),
+        ("branch", "ref", "tag"),
+        ("user", "account", "member", "login", "identity", "employee", "person"),
+        ("message", "email", "mail"),
+        ("deployment", "workload"),
+        ("candidate", "applicant", "application"),
+        ("invoice", "bill"),
+        ("contact", "lead", "customer", "prospect"),
+        ("event", "meeting", "invite"),
+    )
+)
+"""Kinds of thing that an intent may name in other words (purge documents → delete_file)."""
+
+
+def _other_objects(intent: str, name: str) -> frozenset[str]:
+    """The kinds of thing a tool acts on (``k8s.delete_deployment`` → deployment) when the
+    intent mentions none of them; empty when it does or the tool names no specific kind.
+
+    >>> sorted(_other_objects("Delete merged branches in acme/app", "k8s.delete_deployment"))
+    ['deployment']
+    >>> _other_objects("Delete merged branches in acme/app", "github.delete_branch")
+    frozenset()
+    """
+    objects = _tool_objects(name)
+    if not objects:
+        return frozenset()
+    kinds = set(objects)
+    for group in _OBJECT_SYNONYMS:
+        if not group.isdisjoint(objects):
+            kinds |= group
+    return frozenset() if not kinds.isdisjoint(_intent_stems(intent)) else objects
+
+
+@lru_cache(maxsize=4096)
+def _tool_objects(name: str) -> frozenset[str]:
+    operation = name.rsplit(".", 1)[-1]
+    return frozenset(
+        stem(word) for word in _words(operation)
+        if len(word) >= 3 and not _STEM_CONCEPTS.get(stem(word))
+        and stem(word) not in _GENERIC_OBJECTS
+    )
+
+
+@lru_cache(maxsize=8192)
+def _intent_stems(intent: str) -> frozenset[str]:
+    stems = set()
+    for word in _words(intent):
+        stems.add(stem(word))
+        stems.update(stem(part) for part in word.split("-") if part)
+    return frozenset(stems)

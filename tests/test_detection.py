@@ -136,7 +136,7 @@ def test_a_recipient_the_intent_names_scores_lower_than_one_it_does_not(
     unnamed = run_task(trained, "unnamed", [named], learn=False,
                        intent="Reply to carol@other.example about the refund")[0]
     assert approved.score < unnamed.score
-    assert any(r.code == "unnamed_recipient" for r in unnamed.reasons)
+    assert any(r.code == "unnamed_target" for r in unnamed.reasons)
 
 
 def test_an_unasked_admin_action_outweighs_an_unasked_read(trained: Detector) -> None:
@@ -250,3 +250,43 @@ def test_an_external_send_of_public_data_only_weighs_as_a_write(trained: Detecto
     assert public.components["action_risk"] == ACTION_RISK["write"]
     assert after_sensitive.components["action_risk"] == ACTION_RISK["send"]
     assert labelled.components["action_risk"] == ACTION_RISK["send"]
+
+
+def test_admin_privilege_and_outside_parties_are_intent_violations(trained: Detector) -> None:
+    intent = "Onboard Lena Davis: create her account and add her to the sales group"
+    to_admins = run_task(trained, "admins", [{
+        "tool": "okta.add_user_to_group",
+        "target": "https://acme.okta.com/api/v1/groups/super-admins/users/00u1"}],
+        learn=False, intent=intent)[0]
+    to_sales = run_task(trained, "sales", [{
+        "tool": "okta.add_user_to_group",
+        "target": "https://acme.okta.com/api/v1/groups/sales/users/00u1"}],
+        learn=False, intent=intent)[0]
+    assert to_admins.components["privilege"] == 1.0 and to_sales.components["privilege"] == 0.0
+    assert to_admins.score > to_sales.score
+    assert "admin-level privilege" in next(
+        r.detail for r in to_admins.reasons if r.code == "privilege")
+
+    outsider = run_task(trained, "outsider", [{
+        "tool": "okta.create_user", "action": "admin", "target": "https://acme.okta.com/api/v1/users",
+        "args": {"login": "eve.h4x@gmail.com"}}], learn=False, intent=intent)[0]
+    colleague = run_task(trained, "colleague", [{
+        "tool": "okta.create_user", "action": "admin", "target": "https://acme.okta.com/api/v1/users",
+        "args": {"login": "lena.davis@acme.org"}}], learn=False, intent=intent)[0]
+    assert outsider.components["unnamed_target"] == 1.0
+    assert colleague.components["unnamed_target"] == 0.0  # inside the organisation
+    assert "eve.h4x@gmail.com" in next(
+        r.detail for r in outsider.reasons if r.code == "unnamed_target")
+
+
+def test_deleting_other_records_than_named_is_an_unnamed_target(trained: Detector) -> None:
+    intent = "Delete the spam tickets #51796 and #44970"
+    target = "https://acme.zendesk.com/api/v2/tickets/{}"
+    named = run_task(trained, "del-named", [{"tool": "zendesk.delete_ticket",
+                                             "target": target.format(51796)}],
+                     learn=False, intent=intent)[0]
+    other = run_task(trained, "del-other", [{"tool": "zendesk.delete_ticket",
+                                             "target": target.format(93336)}],
+                     learn=False, intent=intent)[0]
+    assert named.components["unnamed_target"] == 0.0
+    assert other.components["unnamed_target"] == 1.0 and other.score > named.score

@@ -279,7 +279,7 @@ def test_call_made_before_task_end_but_read_after_it_is_judged_normally():
 def test_score_revocation_led_by_an_intent_reason_is_an_intent_violation():
     engine, detector = make_engine()
     detector.assess = lambda call, grant, tool: ScriptedAssessment(
-        0.9, [Reason(code="unnamed_recipient", weight=0.9, detail="recipient not named")]
+        0.9, [Reason(code="unnamed_target", weight=0.9, detail="recipient not named")]
     )
     engine.process(grant())
     assert engine.process(call(tool="gmail.send_email")).revocations[0].reason_code == (

@@ -203,9 +203,28 @@ def test_decodes_and_agrees_with_conformance(events: list[dict]) -> None:
 def test_task_shape(tasks: dict[str, dict]) -> None:
     for task in tasks.values():
         grant = task["grant"]
-        assert 1 <= len(task["calls"]) <= 20
+        attacked = any(c["truth"]["attack"] for c in task["calls"])
+        # benign plans stop at 20 calls; a volume creep runs on after the task's own sinks
+        assert 1 <= len(task["calls"]) <= (32 if attacked else 20)
         assert 1 <= len(grant["credential_ids"]) <= 2
         assert grant["intent"] and grant["tools"] and grant["targets"]
         ttl = datetime.fromisoformat(grant["expires_at"]) - datetime.fromisoformat(
             grant["issued_at"])
         assert 15 * 60 <= ttl.total_seconds() <= 60 * 60
+
+
+def test_attacks_do_more_than_the_approved_task(tasks: dict[str, dict]) -> None:
+    """A destructive delete never deletes only what the task itself deletes, and a volume
+    creep starts with a repeat of one of the task's own sinks."""
+    for task in tasks.values():
+        calls = task["calls"]
+        kinds = {c["truth"]["attack_type"] for c in calls if c["truth"]["attack"]}
+        if "destructive_delete" in kinds:
+            own = {(c["tool"], c["target"]) for c in calls if not c["truth"]["attack"]}
+            deletes = [(c["tool"], c["target"]) for c in calls if c["truth"]["harmful"]]
+            assert not set(deletes) <= own
+        if "volume_creep" in kinds:
+            first = next(c for c in calls if c["truth"]["attack"])
+            before = calls[: calls.index(first)]
+            assert any(c["tool"] == first["tool"] and c["target"] == first["target"]
+                       for c in before)

@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 
 from models.catalogue import ToolInfo
-from models.intent import align, concepts_of, parse_intent, parse_target, stem
+from models.intent import (
+    align,
+    concepts_of,
+    parse_intent,
+    parse_target,
+    parties_of,
+    privilege_of,
+    stem,
+)
 
 SEND = ToolInfo("gmail.send_email", "send", "Send an email, optionally with attachments.")
 DELETE = ToolInfo("drive.delete_file", "delete", "Delete a Drive file.")
@@ -94,3 +102,45 @@ def test_targets_parse_into_routes_sites_and_domains() -> None:
 
 def test_intents_are_parsed_once() -> None:
     assert parse_intent(REPLY) is parse_intent(REPLY)
+
+
+def test_a_delete_of_other_records_than_the_intent_names_is_flagged() -> None:
+    intent = "Delete the spam tickets #51796, #44970 and #56436."
+    delete = ToolInfo("zendesk.delete_ticket", "delete", "Delete a ticket.")
+    named = align(intent, delete, "https://acme.zendesk.com/api/v2/tickets/51796")
+    other = align(intent, delete, "https://acme.zendesk.com/api/v2/tickets/93336")
+    assert named.target_named and not named.named_instead
+    assert not other.target_named and "51796" in other.named_instead
+    # an identifier of another shape (a date) is no record of the same kind
+    dated = align("Offboard lisa@acme.org (last day 2026-11-21)", delete,
+                  "https://acme.zendesk.com/api/v2/tickets/93336")
+    assert not dated.named_instead
+
+
+def test_a_delete_of_another_kind_of_thing_than_asked_gets_half_credit() -> None:
+    intent = "Delete merged branches older than 90 days in acme/app."
+    branch = align(intent, ToolInfo("github.delete_branch", "delete"), None)
+    deployment = align(intent, ToolInfo("k8s.delete_deployment", "delete"), None)
+    documents = align("Purge the stale draft documents", ToolInfo("drive.delete_file", "delete"),
+                      None)
+    assert branch.credit == 1.0 and not branch.other_objects
+    assert deployment.credit == 0.5 and deployment.other_objects == {"deployment"}
+    assert documents.credit == 1.0  # documents are files in other words
+
+
+def test_parties_in_arguments_and_privilege_levels() -> None:
+    args = {"login": "Eve.Outsider@gmail.com", "profile": {"manager": "bob@acme.org"}, "n": 1}
+    assert parties_of(args) == ("mailto:eve.outsider@gmail.com", "mailto:bob@acme.org")
+    assert parties_of(None) == ()
+    assert privilege_of("https://acme.okta.com/api/v1/groups/super-admins/users/1", None) == "admin"
+    assert privilege_of(None, {"permission": "admin"}) == "admin"
+    assert privilege_of("https://warehouse.acme.org/roles/ANALYST_READ", {"user": "u1"}) is None
+    create = ToolInfo("okta.create_user", "admin", "Create an Okta user.")
+    intent = "Onboard Lena Davis: create their Okta account and mail lena@proton.me"
+    outsider = align(intent, create, "https://acme.okta.com/api/v1/users",
+                     ("mailto:eve@gmail.com",), None)
+    invited = align(intent, create, "https://acme.okta.com/api/v1/users",
+                    ("mailto:lena@proton.me",), None)
+    assert outsider.unnamed_parties == ("mailto:eve@gmail.com",) and not invited.unnamed_parties
+    admin = align("Give Olga admin access to staging", create, None, (), "admin")
+    assert admin.unapproved_privilege is None  # asked for in so many words
