@@ -177,6 +177,9 @@ class Observation:
     privilege: str | None = None
     """The administrative privilege level an admin call's target or arguments name, or the
     administrative interface (``/api/admin/…``) a send, write or execute over HTTP calls."""
+    kind: str | None = None
+    """The kind of task, the verb its intent opens with (``refund``, ``triage``); None
+    without an intent."""
     unasked: float | None = None
     """How far the intent does not ask for this action, 1 - credit (set by the detector)."""
     memo: dict[str, Any] = field(default_factory=dict)
@@ -199,6 +202,21 @@ class Observation:
         return sink, top
 
 
+_KIND_WORD = re.compile(r"[a-z]{3,}")
+
+
+def task_kind(intent: str | None) -> str | None:
+    """The kind of a task: the first word of its intent, as people write intents as orders.
+
+    >>> task_kind("Refund EUR 25.48 for order ORD-1"), task_kind("  triage the inbox")
+    ('refund', 'triage')
+    """
+    if not intent:
+        return None
+    match = _KIND_WORD.search(intent.lower())
+    return match.group(0) if match else None
+
+
 class TaskContext:
     """What a task has done so far: previous tool, sensitive reads, rate, bytes sent.
 
@@ -217,6 +235,7 @@ class TaskContext:
         "_tools",
         "_window",
         "agent_id",
+        "kind",
         "prev_tool",
         "role",
     )
@@ -225,9 +244,14 @@ class TaskContext:
     """The previous tool of a task's first call."""
 
     def __init__(
-        self, agent_id: str, internal_domains: Iterable[str] = (), rate_window: float = 60.0
+        self,
+        agent_id: str,
+        internal_domains: Iterable[str] = (),
+        rate_window: float = 60.0,
+        intent: str | None = None,
     ) -> None:
         self.agent_id = agent_id
+        self.kind = task_kind(intent)
         self.role = role_of(agent_id)
         trust_domain = agent_id.split("/", 3)[2]
         self._internal = frozenset((parse_target(trust_domain).domain or trust_domain,
@@ -324,6 +348,7 @@ class TaskContext:
             growth=growth,
             parties=parties,
             privilege=privilege,
+            kind=self.kind,
         )
         self.prev_tool = call.tool
         return x
@@ -972,6 +997,11 @@ class Baseline:
                     "task start" if x.prev_tool == TaskContext.START else x.prev_tool
                 ) + f" → {x.tool}",
             ),
+            "kind_tool_rarity": Rarity(
+                "tool in this kind of task", lambda x: None if x.kind is None else (x.kind, x.tool),
+                c, max_values=c.max_transitions, context=lambda x: x.kind,
+                describe=lambda x: f"{x.tool} in a '{x.kind}' task",
+            ),
             "domain_novelty": FleetNovelty("domain", lambda x: x.domain, c),
             "bytes_out": Volume(
                 "bytes_out", lambda x: x.bytes_out, c, key=lambda x: x.tool,
@@ -1052,6 +1082,8 @@ class Baseline:
     def explain(self, name: str, x: Observation) -> str:
         return self.detectors[name].explain(x)
 
-    def task(self, agent_id: str) -> TaskContext:
-        """A fresh context for a new task of ``agent_id``."""
-        return TaskContext(agent_id, self.config.internal_domains, self.config.rate_window_seconds)
+    def task(self, agent_id: str, intent: str | None = None) -> TaskContext:
+        """A fresh context for a new task of ``agent_id`` (approved for ``intent``)."""
+        return TaskContext(
+            agent_id, self.config.internal_domains, self.config.rate_window_seconds, intent
+        )

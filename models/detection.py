@@ -54,7 +54,8 @@ __all__ = [
 ]
 
 BEHAVIOUR = (
-    "tool_rarity", "target_rarity", "internal_site_rarity", "external_site_rarity",
+    "tool_rarity", "kind_tool_rarity", "target_rarity", "internal_site_rarity",
+    "external_site_rarity",
     "domain_novelty", "transition_rarity", "bytes_out", "bytes_in", "task_bytes_out",
     "tool_repeats", "target_repeats", "rate", "payload_growth", "novel_source", "hst",
 )
@@ -75,13 +76,14 @@ _FEATURES = (
 """What the shared model sees (fixed, all in [0, 1])."""
 
 DEFAULT_WEIGHTS: dict[str, float] = {
-    "intent": 2.43, "unnamed_target": 4.0, "privilege": 3.0, "flow": 2.86, "tool_rarity": 0.2,
-    "target_rarity": 0.71, "internal_site_rarity": 0.2, "external_site_rarity": 0.22,
-    "domain_novelty": 0.2, "transition_rarity": 2.57, "bytes_out": 0.7, "bytes_in": 0.2,
-    "task_bytes_out": 1.54, "tool_repeats": 1.62, "target_repeats": 2.38, "rate": 0.2,
-    "hst": 1.34, "payload_growth": 1.5, "novel_source": 1.5,
+    "intent": 2.6, "unnamed_target": 7.99, "privilege": 7.99, "flow": 6.08,
+    "tool_rarity": 0.63, "kind_tool_rarity": 1.0, "target_rarity": 0.8,
+    "internal_site_rarity": 0.21, "external_site_rarity": 0.21, "domain_novelty": 0.21,
+    "transition_rarity": 4.18, "bytes_out": 0.21, "bytes_in": 0.2, "task_bytes_out": 1.87,
+    "tool_repeats": 0.98, "target_repeats": 5.99, "rate": 0.21, "payload_growth": 0.94,
+    "novel_source": 0.52, "hst": 0.68,
 }
-"""Log-odds per unit of each component (as tuned for config 2026.11.2), for any weight the
+"""Log-odds per unit of each component (as tuned for config 2026.11.4), for any weight the
 config leaves out."""
 
 
@@ -89,7 +91,7 @@ config leaves out."""
 class FusionConfig:
     """How components become a score (``detectors.fusion`` in the config)."""
 
-    bias: float = -1.9
+    bias: float = -2.5
     """Log-odds of a call with no signal at all."""
     action_floor: float = 0.3
     """``m(action)`` for an action of risk 0; it rises linearly to 1 at risk 1."""
@@ -237,7 +239,8 @@ class Detector:
         task = self._tasks.get(key)
         if task is None:
             task = self._tasks[key] = _Task(
-                self.baseline.task(call.agent_id), grant.intent if grant else None,
+                self.baseline.task(call.agent_id, grant.intent if grant else None),
+                grant.intent if grant else None,
                 TaskRisk(self.fusion.risk_floor),
             )
         x = task.context.observe(call, tool)
@@ -309,7 +312,7 @@ class Detector:
     def _rebuild(
         self, agent_id: str, intent: str | None, calls: Sequence[tuple[ToolCall, ToolInfo]]
     ) -> list[Observation]:
-        context = self.baseline.task(agent_id)
+        context = self.baseline.task(agent_id, intent)
         observations = []
         for call, tool in calls:
             x = context.observe(call, tool)

@@ -596,7 +596,10 @@ def _action_credit(
         return 1.0, concepts
     if any(asked & _RELATED.get(c, frozenset()) for c in concepts):
         return _RELATED_CREDIT, concepts
-    if action == "read" or concepts == {"read"} or (not concepts and action == "unknown"):
+    # every intent implies some reading, but not a bulk export nobody asked for
+    if concepts == {"read"} or (not concepts and action in ("read", "unknown")) or (
+        action == "read" and "export" not in concepts
+    ):
         return _IMPLIED_READ_CREDIT, concepts
     return 0.0, concepts
 

@@ -290,3 +290,19 @@ def test_deleting_other_records_than_named_is_an_unnamed_target(trained: Detecto
                      learn=False, intent=intent)[0]
     assert named.components["unnamed_target"] == 0.0
     assert other.components["unnamed_target"] == 1.0 and other.score > named.score
+
+
+def test_a_tool_foreign_to_this_kind_of_task_is_rare(trained: Detector) -> None:
+    """The warm-up tasks all open with 'Look up ...': a usual tool scores no kind rarity,
+    a tool the agent never used in such tasks does, and says so."""
+    usual, foreign = run_task(trained, "kind", [
+        {"tool": "orders.get_order", "target": "https://orders.acme.org/api/orders/ORD-2"},
+        {"tool": "crm.search_customers", "target": "https://crm.acme.org/api/customers/search"},
+    ], learn=False)
+    assert usual.components["kind_tool_rarity"] == 0.0
+    assert foreign.components["kind_tool_rarity"] > 0.5
+    call = ToolCall(event_id="k", ts=0.0, agent_id=AGENT, task_id="k",
+                    tool="crm.search_customers")
+    x = trained.baseline.task(AGENT, INTENT_TEXT).observe(call, CATALOGUE.resolve(call))
+    assert "crm.search_customers in a 'look' task" in trained.baseline.explain(
+        "kind_tool_rarity", x)
