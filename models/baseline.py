@@ -38,7 +38,7 @@ from typing import Any
 
 from models.catalogue import ToolInfo
 from models.contracts import LABEL_LEVELS, ToolCall, role_of
-from models.intent import parse_target, parties_of, privilege_of
+from models.intent import admin_interface, parse_target, parties_of, privilege_of
 
 __all__ = [
     "FLEET",
@@ -176,7 +176,7 @@ class Observation:
     (a ``cc``, the login of an account it creates, where a reset link goes)."""
     privilege: str | None = None
     """The administrative privilege level an admin call's target or arguments name, or the
-    administrative interface (``/api/admin/…``) a send, write or execute over HTTP calls."""
+    administrative interface (``/api/admin/…``) another call over HTTP reaches."""
     kind: str | None = None
     """The kind of task, the verb its intent opens with (``refund``, ``triage``); None
     without an intent."""
@@ -309,10 +309,8 @@ class TaskContext:
             )
         if tool.action == "admin":
             privilege = privilege_of(call.target, call.args)
-        elif tool.action in ("send", "write", "execute") and endpoint and (
-            endpoint.startswith(("https://", "http://"))
-        ):  # a generic HTTP client calling an administrative interface
-            privilege = privilege_of(endpoint, None)
+        elif endpoint and endpoint.startswith(("https://", "http://")):
+            privilege = admin_interface(endpoint)  # e.g. a generic HTTP client on /api/admin
         level = 0.0
         if touches_secrets(call.tool, endpoint):
             self._sensitive["credentials"] = None

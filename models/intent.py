@@ -42,6 +42,7 @@ __all__ = [
     "IntentCheck",
     "ParsedIntent",
     "TargetParts",
+    "admin_interface",
     "align",
     "concepts_of",
     "parse_intent",
@@ -153,6 +154,11 @@ _PRIVILEGED = re.compile(
 )
 """Words that mark an administrative privilege level (``AdministratorAccess``,
 ``super-admins``, ``ACCOUNTADMIN``, ``permission: admin``, ``owner``)."""
+_PRIVILEGED_SEGMENT = re.compile(
+    r"(super[-_]?)?admin(istrator)?s?|root|superuser|sudo(ers)?", re.IGNORECASE
+)
+"""A host label or path segment that is an administrative interface (``/api/admin/``,
+``admin.acme.org``, ``/acl/root``), as a whole word."""
 _extract = tldextract.TLDExtract(suffix_list_urls=())
 
 
@@ -363,6 +369,21 @@ def privilege_of(target: str | None, args: dict[str, Any] | None) -> str | None:
             word = match.group(0).lower()
             return "admin" if "admin" in word else word
     return None
+
+
+def admin_interface(url: str) -> str | None:
+    """``admin`` when a URL's host or path names an administrative interface, else None.
+
+    >>> admin_interface("https://grafana.acme.org/api/admin/users")
+    'admin'
+    >>> admin_interface("https://vault.acme.org/v1/sys/policies/acl/root")
+    'admin'
+    >>> admin_interface("https://news.example/2026/root-cause-of-the-outage") is None
+    True
+    """
+    parts = urlsplit(url)
+    segments = [*(parts.hostname or "").split("."), *parts.path.split("/")]
+    return "admin" if any(_PRIVILEGED_SEGMENT.fullmatch(s) for s in segments if s) else None
 
 
 @dataclass(frozen=True, slots=True)
