@@ -1070,6 +1070,21 @@ class Baseline:
         self._scorers = [(name, d.score_one) for name, d in self.detectors.items()]
         self._learners = [d.learn_one for d in self.detectors.values()]
 
+    def __getstate__(self) -> dict[str, Any]:
+        """What was learned (every detector's statistics), without the wiring that the
+        config rebuilds (value functions, sentences): a baseline pickles."""
+        return {
+            "config": self.config,
+            "learned": {name: _learned(d) for name, d in self.detectors.items()},
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.config = state["config"]
+        self.__post_init__()
+        for name, learned in state["learned"].items():
+            if name in self.detectors:
+                _restore(self.detectors[name], learned)
+
     def score_one(self, x: Observation) -> dict[str, float]:
         return {name: score_one(x) for name, score_one in self._scorers}
 
@@ -1085,3 +1100,29 @@ class Baseline:
         return TaskContext(
             agent_id, self.config.internal_domains, self.config.rate_window_seconds, intent
         )
+
+
+def _learned(detector: Any) -> dict[str, Any]:
+    """A detector's data attributes; its scopes (:class:`_Levels`) as their contents."""
+    learned: dict[str, Any] = {}
+    for name, value in vars(detector).items():
+        if callable(value) or isinstance(value, BaselineConfig):
+            continue
+        if isinstance(value, _Levels):
+            value = (value.agents, value.roles, value.fleet)
+        elif isinstance(value, KeyedStats):
+            value = _learned(value)
+        learned[name] = value
+    return learned
+
+
+def _restore(detector: Any, learned: dict[str, Any]) -> None:
+    """Put :func:`_learned` data back into a freshly wired detector of the same kind."""
+    for name, value in learned.items():
+        current = getattr(detector, name, None)
+        if isinstance(current, _Levels):
+            current.agents, current.roles, current.fleet = value
+        elif isinstance(current, KeyedStats):
+            _restore(current, value)
+        else:
+            setattr(detector, name, value)

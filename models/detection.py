@@ -32,6 +32,7 @@ Each reason's weight is its share of the score, so the weights sum to it.
 from __future__ import annotations
 
 import math
+import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -46,6 +47,7 @@ from models.multivariate import MultivariateConfig, SharedAnomalyModel
 __all__ = [
     "BEHAVIOUR",
     "DEFAULT_WEIGHTS",
+    "SNAPSHOT_FORMAT",
     "Assessment",
     "Detector",
     "FusionConfig",
@@ -74,6 +76,9 @@ _FEATURES = (
     *INTENT, "action_risk", "label_level", "external",
 )
 """What the shared model sees (fixed, all in [0, 1])."""
+
+SNAPSHOT_FORMAT = 1
+"""Version of :meth:`Detector.snapshot`'s layout."""
 
 DEFAULT_WEIGHTS: dict[str, float] = {
     "intent": 2.6, "unnamed_target": 7.99, "privilege": 7.99, "flow": 6.08,
@@ -229,6 +234,10 @@ class Detector:
         if unknown:
             raise ValueError(f"unknown component weights: {', '.join(unknown)}")
         self.weights = {**DEFAULT_WEIGHTS, **config.weights}
+        self.learned_calls = 0
+        """Calls learned since the detector was built or restored from a snapshot."""
+        self.restored_calls = 0
+        """Calls the restored snapshot had learned."""
         self._tasks: dict[tuple[str, str], _Task] = {}
 
     # -- the engine's interface ---------------------------------------------------------------
@@ -308,6 +317,50 @@ class Detector:
             shared = x.memo.get("shared")
             if shared is not None:
                 self.shared.learn_one(*shared)
+        self.learned_calls += len(observations)
+
+    # -- persistence --------------------------------------------------------------------------
+
+    def snapshot(self) -> bytes:
+        """What the detector has learned, to keep across restarts: the baselines and the
+        shared model. Open tasks are not included (their calls are judged and learned
+        afresh). It is a pickle: restore only snapshots this deployment wrote.
+
+        >>> detector = Detector(ScoringConfig())
+        >>> twin = Detector(ScoringConfig())
+        >>> twin.restore(detector.snapshot())
+        >>> twin.restored_calls
+        0
+        """
+        return pickle.dumps({
+            "format": SNAPSHOT_FORMAT,
+            "settings": self._learning_settings(),
+            "features": _FEATURES,
+            "calls": self.restored_calls + self.learned_calls,
+            "baseline": self.baseline,
+            "shared": self.shared,
+        }, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def restore(self, snapshot: bytes) -> None:
+        """Take over what a :meth:`snapshot` had learned.
+
+        Raises ``ValueError`` when it was taken with other baseline or shared-model
+        settings, or another layout: what it learned would not mean the same here.
+        """
+        state = pickle.loads(snapshot)  # only ever the deployment's own file
+        if not isinstance(state, dict) or state.get("format") != SNAPSHOT_FORMAT:
+            raise ValueError("not a detector snapshot of this version")
+        if state["settings"] != self._learning_settings():
+            raise ValueError("snapshot taken with other baseline or shared-model settings")
+        if tuple(state["features"]) != _FEATURES:
+            raise ValueError("snapshot taken with another set of shared-model features")
+        self.baseline, self.shared = state["baseline"], state["shared"]
+        self.restored_calls, self.learned_calls = state["calls"], 0
+        self._tasks.clear()
+
+    def _learning_settings(self) -> dict[str, Any]:
+        detectors = self.config.detectors
+        return {name: detectors.get(name, {}) for name in ("baseline", "multivariate")}
 
     def _rebuild(
         self, agent_id: str, intent: str | None, calls: Sequence[tuple[ToolCall, ToolInfo]]

@@ -31,6 +31,7 @@ from models.replay import event_time
 from pipeline.decoding import Decoder
 from pipeline.publishing import Headers, Publisher, Send
 from pipeline.settings import Settings
+from pipeline.snapshots import Snapshots
 from pipeline.topics import TopicSpec
 from pipeline.web import add_views
 
@@ -128,6 +129,8 @@ class Pipeline:
             beacon=self.app.tables.beacon, help="Active grants: agent id -> {task id: Grant}.",
         ))
         self.engine = Engine(config or load_config(), grants=self.grants)
+        self.snapshots = Snapshots(self.engine.detector, settings.data_dir)
+        self.snapshots.restore()
         self.clock = StreamClock()
         self.grants_clock = StreamClock()
         """How far the grants topic has been read: calls wait for it, not for the others."""
@@ -140,6 +143,10 @@ class Pipeline:
         self._owned: frozenset[int] = frozenset()
         self.agents = {topic: self._agent(topic) for topic in INPUT_TOPICS}
         self.app.timer(settings.tick_seconds, name="intentwatch.tick")(self.tick)
+        self.app.timer(settings.snapshot_seconds, name="intentwatch.snapshot")(
+            self.snapshots.save
+        )
+        self.app.on_before_shutdown.connect(self._on_shutdown)
         self.app.task(self._on_start)
         self.app.on_partitions_assigned.connect(self._on_partitions_assigned)
         self.grants.on_recover(self._on_recovered)
@@ -216,6 +223,7 @@ class Pipeline:
             "signing_kid": self.keyring.active.kid,
             "received": dict(self.received),
             "published": dict(self.publisher.counts),
+            "learned": self.snapshots.status(),
         }
 
     def _agent(self, topic: str) -> AgentT:
@@ -236,6 +244,10 @@ class Pipeline:
         settings = self.settings
         log.info("worker %s on %s: web %s:%d, signing key %s", settings.app_id,
                  settings.bootstrap, settings.web_bind, settings.web_port, self.keyring.active.kid)
+
+    async def _on_shutdown(self, sender: Any, **_: Any) -> None:
+        """The consumer has stopped: keep what was learned up to the last event."""
+        await self.snapshots.save()
 
     async def _on_partitions_assigned(self, sender: Any, assigned: set[TP], **_: Any) -> None:
         self._owned = frozenset(tp.partition for tp in assigned if tp.topic == TOPICS["toolcalls"])

@@ -36,6 +36,7 @@ class Settings:
     issuer: str = "urn:intentwatch"
     audience: str = "urn:intentwatch:credential-brokers"
     tick_seconds: float = 0.2
+    snapshot_seconds: float = 30.0
     log_level: str = "info"
 
     @classmethod
@@ -50,7 +51,9 @@ class Settings:
         signing keyring, created on first start), ``INTENTWATCH_GRANT_ISSUERS_JWKS``
         (JWKS file of the trusted grant issuers), ``INTENTWATCH_ALLOW_UNSIGNED_GRANTS``
         (development only), ``INTENTWATCH_ISSUER`` / ``INTENTWATCH_AUDIENCE`` (``iss``
-        and ``aud`` of revocations), ``INTENTWATCH_TICK_SECONDS``, ``INTENTWATCH_LOG_LEVEL``.
+        and ``aud`` of revocations), ``INTENTWATCH_TICK_SECONDS``,
+        ``INTENTWATCH_SNAPSHOT_SECONDS`` (how often what the detector learned is saved to
+        the data dir), ``INTENTWATCH_LOG_LEVEL``.
         """
         env = os.environ if env is None else env
         default = cls()
@@ -78,6 +81,9 @@ class Settings:
             issuer=get("ISSUER", default.issuer),
             audience=get("AUDIENCE", default.audience),
             tick_seconds=_positive_float("TICK_SECONDS", get("TICK_SECONDS", default.tick_seconds)),
+            snapshot_seconds=_positive_float(
+                "SNAPSHOT_SECONDS", get("SNAPSHOT_SECONDS", default.snapshot_seconds)
+            ),
             log_level=get("LOG_LEVEL", default.log_level).lower(),
         )
 

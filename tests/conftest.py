@@ -75,7 +75,8 @@ class TopicRecords:
 class RunningWorker:
     """A worker process and the clients the tests use to talk to it."""
 
-    def __init__(self, bootstrap: str, home: Path, issuer_key: Any) -> None:
+    def __init__(self, bootstrap: str, home: Path, issuer_key: Any,
+                 app_id: str | None = None) -> None:
         from intentwatch import RevocationSubscriber, TelemetryPublisher
         from intentwatch.localkafka import free_port
         from models.contracts import TOPICS
@@ -93,7 +94,7 @@ class RunningWorker:
         env.update({
             "PYTHONPATH": str(REPO),
             "INTENTWATCH_BOOTSTRAP": bootstrap,
-            "INTENTWATCH_APP_ID": f"iw-test-{uuid.uuid4().hex[:8]}",
+            "INTENTWATCH_APP_ID": app_id or f"iw-test-{uuid.uuid4().hex[:8]}",
             "INTENTWATCH_PARTITIONS": str(_partitions(bootstrap, TOPICS["toolcalls"])),
             "INTENTWATCH_WEB_PORT": self.url.rsplit(":", 1)[1],
             "INTENTWATCH_DATA_DIR": str(home / "data"),

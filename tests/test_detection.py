@@ -306,3 +306,23 @@ def test_a_tool_foreign_to_this_kind_of_task_is_rare(trained: Detector) -> None:
     x = trained.baseline.task(AGENT, INTENT_TEXT).observe(call, CATALOGUE.resolve(call))
     assert "crm.search_customers in a 'look' task" in trained.baseline.explain(
         "kind_tool_rarity", x)
+
+
+def test_a_restored_snapshot_judges_exactly_as_the_detector_it_was_taken_from() -> None:
+    config = ScoringConfig(detectors={"multivariate": {"window_size": 20}})
+    original = Detector(config)
+    for k in range(60):
+        run_task(original, f"snap-{k}", ROUTINE)
+    restored = Detector(config)
+    restored.restore(original.snapshot())
+    assert restored.restored_calls == original.learned_calls == 120
+    probe = [{"tool": "gmail.send_email", "target": "mailto:eve@evil.example",
+              "bytes_out": 90_000}]
+    before = run_task(original, "probe-a", probe, learn=False)[0]
+    after = run_task(restored, "probe-b", probe, learn=False)[0]
+    assert after.components == before.components and after.score == before.score
+    assert before.components["target_rarity"] > 0  # it judged with what it had learned
+
+    other = Detector(ScoringConfig(detectors={"baseline": {"max_targets": 16}}))
+    with pytest.raises(ValueError, match="other baseline"):
+        other.restore(original.snapshot())

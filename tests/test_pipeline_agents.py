@@ -226,3 +226,32 @@ def test_keyring_is_created_on_first_start_only(tmp_path: Path) -> None:
     first = load_keyring(tmp_path / "keys")
     assert load_keyring(tmp_path / "keys").active.kid == first.active.kid
     assert len(Keyring.load(tmp_path / "keys").keys) == 1
+
+
+async def test_what_was_learned_survives_a_restart(
+    pipeline: Pipeline, sent: Sent, tmp_path: Path
+) -> None:
+    agent = agent_id()
+    async with pipeline.agents[TOPICS["grants"]].test_context() as grants, \
+            pipeline.agents[TOPICS["toolcalls"]].test_context() as calls, \
+            pipeline.agents[TOPICS["tasks"]].test_context() as tasks:
+        await grants.put(grant_token(agent), key=agent.encode())
+        for _ in range(3):
+            await calls.put(call(agent), key=agent.encode())
+        await tasks.put(encode({"event_id": "done", "ts": time.time(), "agent_id": agent,
+                                "task_id": "t1", "status": "completed"}), key=agent.encode())
+    assert pipeline.status()["learned"]["learned_calls"] == 3
+    await pipeline.snapshots.save()
+
+    def restarted() -> Pipeline:
+        settings = pipeline.settings
+        return Pipeline(settings, keyring=load_keyring(settings.keys_dir),
+                        grant_verifier=GrantVerifier({"keys": [ISSUER_KEY.public_jwk()]}),
+                        send=Sent())
+
+    again = restarted()
+    assert again.status()["learned"] == {"restored_calls": 3, "learned_calls": 0,
+                                         "saved_at": None}
+    # a damaged snapshot is no reason not to start: the worker starts cold
+    pipeline.snapshots.path.write_bytes(b"not a snapshot")
+    assert restarted().status()["learned"]["restored_calls"] == 0
