@@ -25,6 +25,7 @@ is compared with the config's thresholds.
 from __future__ import annotations
 
 import heapq
+import math
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, MutableMapping
@@ -105,6 +106,8 @@ class _Task:
     out_of_grant: list[dict[str, str]] = field(default_factory=list)
     calls: int = 0
     max_score: float = 0.0
+    audit_pending: bool = False
+    """It ended before its grant was read: the audit waits for the grant."""
 
     @property
     def is_over(self) -> bool:
@@ -171,20 +174,28 @@ class Engine:
             return self._on_task_event(event)
         raise TypeError(f"not an intentwatch event: {type(event).__name__}")
 
-    def tick(self, now: float, *, grants_now: float | None = None) -> Outcome:
-        """Do what is due: calls whose grant never came (by ``grants_now``, default
-        ``now``), grant expiry and quiet tasks (by ``now``)."""
+    def tick(
+        self, now: float, *, grants_now: float | None = None, calls_now: float | None = None
+    ) -> Outcome:
+        """Do what is due: calls whose grant never came (by ``grants_now``, how far the
+        grants stream has been read), grant expiry (by ``now``), and quiet or long-finished
+        tasks (by ``calls_now``, how far the tool-call stream has been read: a finished
+        task is forgotten only once its calls cannot still be on their way; ``-inf``
+        before any call was read). Both default to ``now``."""
         outcome = Outcome()
         grants_now = now if grants_now is None else grants_now
+        calls_now = now if calls_now is None else calls_now
         while self._grace and self._grace[0][0] <= grants_now:
             _, agent_id, task_id = heapq.heappop(self._grace)
             self._judge_parked(agent_id, task_id, outcome)
         while self._expiries and self._expiries[0][0] <= now:
             when, agent_id, task_id = heapq.heappop(self._expiries)
             self._expire(agent_id, task_id, when, outcome)
-        if now - self._last_sweep >= self.config.quiet_period_seconds / 4:
-            self._last_sweep = now
-            self._sweep(now)
+        if calls_now != -math.inf and (
+            calls_now - self._last_sweep >= self.config.quiet_period_seconds / 4
+        ):
+            self._last_sweep = calls_now
+            self._sweep(calls_now, outcome)
         return outcome
 
     def restore(self) -> None:
@@ -224,6 +235,18 @@ class Engine:
         heapq.heappush(self._expiries, (grant.expires_at, grant.agent_id, grant.task_id))
         outcome = Outcome()
         self._judge_parked(grant.agent_id, grant.task_id, outcome)
+        if task.is_over and task.ended_at is not None:
+            # the task's end was read before its grant (the topics are read independently,
+            # e.g. on a backlog): its credentials end now, and its audit can be written
+            self._revoke(
+                task, grant, "task_completed", task.ended_at, outcome,
+                reason=f"task {task.task_id} {task.status} before its grant was read; its "
+                       "credentials end with it",
+                score=0.0, evidence=[grant.grant_id],
+            )
+            if task.audit_pending:
+                task.audit_pending = False
+                outcome.audits.append(self._audit(task, grant))
         return outcome
 
     def _on_task_event(self, event: TaskEvent) -> Outcome:
@@ -268,16 +291,22 @@ class Engine:
             task.agent_id, task.task_id, task.staged, learn=not task.revoked_for_cause
         )
         task.staged = []
-        outcome.audits.append(self._audit(task, grant))
+        if grant is None:
+            task.audit_pending = True
+        else:
+            outcome.audits.append(self._audit(task, grant))
 
-    def _sweep(self, now: float) -> None:
-        """End quiet open tasks (learning them) and forget long-finished or orphan ones."""
+    def _sweep(self, now: float, outcome: Outcome) -> None:
+        """End quiet open tasks (learning them) and forget long-finished or orphan ones
+        (writing the audit of a task whose grant never came)."""
         quiet = self.config.quiet_period_seconds
         for key, task in list(self._tasks.items()):
             idle = now - max(task.last_seen, task.ended_at or task.last_seen)
             if idle > _TOMBSTONE_SECONDS and (task.is_over or self._grant(*key) is None):
                 del self._tasks[key]
                 self._drop_grant(*key)
+                if task.audit_pending:
+                    outcome.audits.append(self._audit(task, None))
             elif task.staged and idle >= quiet:
                 self.detector.end_task(
                     task.agent_id, task.task_id, task.staged, learn=not task.revoked_for_cause

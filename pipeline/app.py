@@ -9,6 +9,7 @@ mapping), so they move with their partitions when workers join or leave.
 from __future__ import annotations
 
 import logging
+import math
 from collections import Counter
 from collections.abc import AsyncIterator
 from functools import lru_cache
@@ -23,7 +24,7 @@ from faust.types import TP, AgentT
 
 from models.clock import StreamClock
 from models.config import ScoringConfig, load_config
-from models.contracts import TOPICS, ContractError, Grant
+from models.contracts import TOPICS, ContractError, Grant, ToolCall
 from models.engine import Engine, Outcome
 from models.grant_tokens import GrantVerifier
 from models.keys import Keyring
@@ -134,6 +135,8 @@ class Pipeline:
         self.clock = StreamClock()
         self.grants_clock = StreamClock()
         """How far the grants topic has been read: calls wait for it, not for the others."""
+        self.calls_clock = StreamClock()
+        """How far the tool-call topic has been read: finished tasks are forgotten by it."""
         self.decoder = Decoder(grant_verifier)
         self.publisher = Publisher(
             send or self._send, keyring.active, issuer=settings.issuer, audience=settings.audience
@@ -174,6 +177,8 @@ class Pipeline:
             when = event_time(event)
             if isinstance(event, Grant):
                 self.grants_clock.observe(when)
+            elif isinstance(event, ToolCall):
+                self.calls_clock.observe(when)
             outcome = self.engine.process(
                 event, now=self.clock.observe(when), grants_now=self.grants_clock.now()
             )
@@ -190,7 +195,11 @@ class Pipeline:
         if not self.ready or self.app.rebalancing:
             return
         try:
-            outcome = self.engine.tick(self.clock.now(), grants_now=self.grants_clock.now())
+            calls = self.calls_clock
+            outcome = self.engine.tick(
+                self.clock.now(), grants_now=self.grants_clock.now(),
+                calls_now=calls.now() if calls.seen else -math.inf,
+            )
         except Exception:
             log.exception("engine tick failed")
             return

@@ -300,3 +300,31 @@ def test_grants_stream_past_the_grace_judges_the_call_without_grant():
     engine, _ = make_engine()
     engine.process(call(ts=200.0), now=5000.0, grants_now=50.0)
     assert engine.tick(5000.0, grants_now=202.0).verdicts[0].reasons[0].code == "no_grant"
+
+
+def test_task_end_read_before_its_grant_revokes_and_audits_when_the_grant_comes():
+    engine, _ = make_engine()
+    ended = engine.process(task_event("completed", ts=500.0))
+    assert not ended.revocations and not ended.audits  # nothing to revoke or compare yet
+    out = engine.process(grant())
+    (revocation,) = out.revocations
+    assert (revocation.reason_code, revocation.credential_ids) == ("task_completed", ["c-t1"])
+    (audit,) = out.audits
+    assert audit.granted["tools"] == ["crm.*", "gmail.*"]
+    assert not engine.process(grant()).revocations  # the same grant read again: said once
+
+
+def test_finished_tasks_are_kept_until_the_call_stream_has_passed_them():
+    """On a backlog the task-event topic can be read days ahead of the tool calls: a
+    finished task (and its grant) must still be there when its calls are read."""
+    engine, _ = make_engine()
+    engine.process(grant(expires_at=9e9))
+    engine.process(task_event("completed", ts=500.0))
+    days_later = 500.0 + 3 * 86400.0
+    engine.tick(days_later, calls_now=-float("inf"))  # no call read yet: nothing forgotten
+    engine.tick(days_later, calls_now=150.0)  # calls are still before the task's end
+    late = engine.process(call(ts=300.0), now=days_later)
+    assert late.verdicts[0].decision == "allow"
+    engine.tick(days_later, calls_now=days_later)  # the call stream has passed it
+    orphan = engine.process(call(ts=days_later + 1.0, n=2), now=days_later)
+    assert not orphan.verdicts  # forgotten: a new call waits for a grant again
