@@ -106,20 +106,18 @@ class Workload:
 def make_workload(spec: FleetSpec, limit: int | None, *, widen_grants: bool) -> Workload:
     """The fleet of ``spec`` (its first ``limit`` records); values without ``kind``/``truth``.
 
-    ``widen_grants`` makes every grant valid from before the first event to a day after
-    now. The worker consumes the three input topics independently and checks a grant
-    against its stream clock (the wall clock until it has seen an event), so on a
-    pre-loaded backlog most generated grants would be dead-lettered as expired or not
-    yet valid, and the run would measure the DLQ path instead of the normal one.
+    ``widen_grants`` makes every grant valid until a day after now (issued when it was).
+    The worker verifies a grant when its record was published, so on a pre-loaded
+    backlog of history most generated grants would be dead-lettered as expired, and the
+    run would measure the DLQ path instead of the normal one.
     """
     records = generate(spec)
     if limit is not None:
         records = records[:limit]
     if widen_grants and records:
         times = [event_time(decode_replay_record(record)) for record in records]
-        valid = {"issued_at": min(times) - 3600.0,
-                 "expires_at": max(*times, time.time()) + 86400.0}
-        records = [{**record, **valid} if record["kind"] == "grant" else record
+        until = {"expires_at": max(*times, time.time()) + 86400.0}
+        records = [{**record, **until} if record["kind"] == "grant" else record
                    for record in records]
     messages = [
         Message(

@@ -32,11 +32,6 @@ class StreamClock:
         self._anchor_event: float | None = None
         self._anchor_wall = 0.0
 
-    @property
-    def seen(self) -> bool:
-        """Whether any event has been observed."""
-        return self._anchor_event is not None
-
     def now(self) -> float:
         """The current stream time (the wall clock before any event is seen)."""
         return self._at(self._wall())

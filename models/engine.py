@@ -25,7 +25,6 @@ is compared with the config's thresholds.
 from __future__ import annotations
 
 import heapq
-import math
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, MutableMapping
@@ -175,27 +174,29 @@ class Engine:
         raise TypeError(f"not an intentwatch event: {type(event).__name__}")
 
     def tick(
-        self, now: float, *, grants_now: float | None = None, calls_now: float | None = None
+        self,
+        now: float,
+        *,
+        grants_now: float | None = None,
+        calls_now: Callable[[str], float] | None = None,
     ) -> Outcome:
         """Do what is due: calls whose grant never came (by ``grants_now``, how far the
-        grants stream has been read), grant expiry (by ``now``), and quiet or long-finished
-        tasks (by ``calls_now``, how far the tool-call stream has been read: a finished
-        task is forgotten only once its calls cannot still be on their way; ``-inf``
-        before any call was read). Both default to ``now``."""
+        grants stream has been read; default ``now``), grant expiry (by ``now``), and
+        quiet or long-finished tasks (by ``calls_now(agent_id)``, how far that agent's
+        tool calls have been read, ``-inf`` before any; default ``now``): a finished task
+        is forgotten only once its calls cannot still be on their way, however far other
+        partitions or topics have been read."""
         outcome = Outcome()
         grants_now = now if grants_now is None else grants_now
-        calls_now = now if calls_now is None else calls_now
         while self._grace and self._grace[0][0] <= grants_now:
             _, agent_id, task_id = heapq.heappop(self._grace)
             self._judge_parked(agent_id, task_id, outcome)
         while self._expiries and self._expiries[0][0] <= now:
             when, agent_id, task_id = heapq.heappop(self._expiries)
             self._expire(agent_id, task_id, when, outcome)
-        if calls_now != -math.inf and (
-            calls_now - self._last_sweep >= self.config.quiet_period_seconds / 4
-        ):
-            self._last_sweep = calls_now
-            self._sweep(calls_now, outcome)
+        if now - self._last_sweep >= self.config.quiet_period_seconds / 4:
+            self._last_sweep = now
+            self._sweep(calls_now or (lambda agent_id: now), outcome)
         return outcome
 
     def restore(self) -> None:
@@ -296,12 +297,12 @@ class Engine:
         else:
             outcome.audits.append(self._audit(task, grant))
 
-    def _sweep(self, now: float, outcome: Outcome) -> None:
+    def _sweep(self, calls_now: Callable[[str], float], outcome: Outcome) -> None:
         """End quiet open tasks (learning them) and forget long-finished or orphan ones
         (writing the audit of a task whose grant never came)."""
         quiet = self.config.quiet_period_seconds
         for key, task in list(self._tasks.items()):
-            idle = now - max(task.last_seen, task.ended_at or task.last_seen)
+            idle = calls_now(key[0]) - max(task.last_seen, task.ended_at or task.last_seen)
             if idle > _TOMBSTONE_SECONDS and (task.is_over or self._grant(*key) is None):
                 del self._tasks[key]
                 self._drop_grant(*key)

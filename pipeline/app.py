@@ -135,8 +135,9 @@ class Pipeline:
         self.clock = StreamClock()
         self.grants_clock = StreamClock()
         """How far the grants topic has been read: calls wait for it, not for the others."""
-        self.calls_clock = StreamClock()
-        """How far the tool-call topic has been read: finished tasks are forgotten by it."""
+        self.calls_clocks: dict[int, StreamClock] = {}
+        """How far each partition of the tool-call topic has been read: a finished task is
+        forgotten only once its partition's calls have moved past it."""
         self.decoder = Decoder(grant_verifier)
         self.publisher = Publisher(
             send or self._send, keyring.active, issuer=settings.issuer, audience=settings.audience
@@ -178,7 +179,7 @@ class Pipeline:
             if isinstance(event, Grant):
                 self.grants_clock.observe(when)
             elif isinstance(event, ToolCall):
-                self.calls_clock.observe(when)
+                self.calls_clocks.setdefault(partition, StreamClock()).observe(when)
             outcome = self.engine.process(
                 event, now=self.clock.observe(when), grants_now=self.grants_clock.now()
             )
@@ -195,10 +196,8 @@ class Pipeline:
         if not self.ready or self.app.rebalancing:
             return
         try:
-            calls = self.calls_clock
             outcome = self.engine.tick(
-                self.clock.now(), grants_now=self.grants_clock.now(),
-                calls_now=calls.now() if calls.seen else -math.inf,
+                self.clock.now(), grants_now=self.grants_clock.now(), calls_now=self.calls_read
             )
         except Exception:
             log.exception("engine tick failed")
@@ -218,6 +217,12 @@ class Pipeline:
     def changelog_topic(self) -> str:
         """The changelog topic of the grants table."""
         return self.grants.changelog_topic.get_topic_name()
+
+    def calls_read(self, agent_id: str) -> float:
+        """How far the tool calls of ``agent_id``'s partition have been read (``-inf``
+        before any)."""
+        clock = self.calls_clocks.get(agent_partition(agent_id, self.settings.partitions))
+        return clock.now() if clock is not None else -math.inf
 
     def owns(self, agent_id: str) -> bool:
         """Whether this worker holds the partition of ``agent_id``."""

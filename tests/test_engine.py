@@ -321,10 +321,10 @@ def test_finished_tasks_are_kept_until_the_call_stream_has_passed_them():
     engine.process(grant(expires_at=9e9))
     engine.process(task_event("completed", ts=500.0))
     days_later = 500.0 + 3 * 86400.0
-    engine.tick(days_later, calls_now=-float("inf"))  # no call read yet: nothing forgotten
-    engine.tick(days_later, calls_now=150.0)  # calls are still before the task's end
+    engine.tick(days_later, calls_now=lambda agent: -float("inf"))  # no call read yet
+    engine.tick(days_later + 1e4, calls_now=lambda agent: 150.0)  # still before the end
     late = engine.process(call(ts=300.0), now=days_later)
     assert late.verdicts[0].decision == "allow"
-    engine.tick(days_later, calls_now=days_later)  # the call stream has passed it
+    engine.tick(days_later + 2e4, calls_now=lambda agent: days_later)  # the calls passed it
     orphan = engine.process(call(ts=days_later + 1.0, n=2), now=days_later)
     assert not orphan.verdicts  # forgotten: a new call waits for a grant again
