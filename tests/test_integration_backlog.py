@@ -1,0 +1,81 @@
+"""A backlog read out of order is judged as it happened (real broker, real worker).
+
+Days of fleet history are on the topics before the worker starts. It reads the three
+input topics independently, so task ends and grants run far ahead of the calls; still
+every call gets one verdict, none is judged without its grant, and every task that
+ended gets its audit and the revocation of its credentials.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+from kafka import KafkaProducer
+
+from models.contracts import TOPICS
+from models.fleet import FleetSpec, generate
+from models.grant_tokens import sign_grant
+from tests.conftest import RunningWorker, wait_for
+
+pytestmark = pytest.mark.kafka
+
+_TOPIC = {"toolcall": TOPICS["toolcalls"], "grant": TOPICS["grants"], "task": TOPICS["tasks"]}
+
+
+def test_a_backlog_read_out_of_order_is_judged_as_it_happened(
+    kafka_bootstrap: str, issuer_key: Any, tmp_path: Path
+) -> None:
+    tag = uuid.uuid4().hex[:6]
+    records = generate(FleetSpec(seed=4, agents_per_role=1, history_days=1.5, attack_days=0.5))
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, linger_ms=20)
+    until = time.time() + 86400.0  # history: grants stay valid when read now
+    agents, calls, ended = set(), Counter(), set()
+    for record in records:
+        kind = record.pop("kind")
+        record.pop("truth", None)
+        # agents unique to this run, so other tests' records on the topics do not mix in
+        record["agent_id"] = agent = f"{record['agent_id']}-{tag}"
+        agents.add(agent)
+        if kind == "grant":
+            value = sign_grant({**record, "expires_at": until}, issuer_key).encode()
+        else:
+            value = msgspec.json.encode(record)
+        if kind == "toolcall":
+            calls[agent] += 1
+        if kind == "task" and record["status"] != "started":
+            ended.add((agent, record["task_id"]))
+        producer.send(_TOPIC[kind], key=agent.encode(), value=value)
+    producer.flush()
+    producer.close()
+
+    worker = RunningWorker(kafka_bootstrap, tmp_path, issuer_key)
+    try:
+        for agent, count in calls.items():
+            verdicts = [json.loads(record.value)
+                        for record in worker.topics["verdicts"].of(agent, count, timeout=180)]
+            assert len({v["event_id"] for v in verdicts}) == len(verdicts) == count
+            assert not [v for v in verdicts if v["reasons"][:1]
+                        and v["reasons"][0]["code"] == "no_grant"]
+
+        def audited() -> set[tuple[str, str]]:
+            return {(a["agent_id"], a["task_id"]) for agent in agents
+                    for a in (json.loads(r.value) for r in worker.topics["audit"].now(agent))}
+
+        wait_for(audited, lambda got: ended <= got, 60, "an audit for every task that ended")
+
+        def completed() -> set[tuple[str, str]]:
+            return {(r.agent_id, r.task_id) for agent in agents
+                    for r in worker.revocations(agent, 0) if r.reason_code == "task_completed"}
+
+        wait_for(completed, lambda got: ended <= got, 60,
+                 "the credentials of every task that ended revoked")
+    finally:
+        worker.close()
+        worker.stop()
