@@ -38,7 +38,13 @@ from typing import Any
 
 from models.catalogue import ToolInfo
 from models.contracts import LABEL_LEVELS, ToolCall, role_of
-from models.intent import admin_interface, parse_target, parties_of, privilege_of
+from models.intent import (
+    TargetParts,
+    admin_interface,
+    parse_target,
+    parties_of,
+    privilege_of,
+)
 
 __all__ = [
     "FLEET",
@@ -274,10 +280,7 @@ class TaskContext:
         if call.target:
             parts = parse_target(call.target)
             endpoint, site, domain = parts.endpoint, parts.site, parts.domain
-            external = (
-                parts.scheme in EXTERNAL_SCHEMES and domain is not None
-                and domain not in self._internal
-            )
+            external = self._outside(parts)
         repeats = self._tools[call.tool] = self._tools.get(call.tool, 0) + 1
         same = (call.tool, call.target)
         target_repeats = self._targets[same] = self._targets.get(same, 0) + 1
@@ -305,7 +308,7 @@ class TaskContext:
         if tool.action in ("send", "admin") and call.args:
             parties = tuple(
                 p for p in parties_of(call.args)
-                if p != (call.target or "").lower() and self._is_external(p)
+                if p != (call.target or "").lower() and self._outside(parse_target(p))
             )
         if tool.action == "admin":
             privilege = privilege_of(call.target, call.args)
@@ -351,8 +354,8 @@ class TaskContext:
         self.prev_tool = call.tool
         return x
 
-    def _is_external(self, address: str) -> bool:
-        parts = parse_target(address)
+    def _outside(self, parts: TargetParts) -> bool:
+        """Whether a target points outside the organisation."""
         return (
             parts.scheme in EXTERNAL_SCHEMES and parts.domain is not None
             and parts.domain not in self._internal

@@ -15,8 +15,10 @@ unusual send, or an unusual read of credentials; a send of public data from a
 task that read nothing sensitive weighs as a write). The intent components
 (:data:`INTENT`) say how far the call leaves what was approved: an action the
 intent does not ask for (weighted by the action's risk, discounted when the
-agent habitually does so), a send to a recipient other than the ones the
-intent names, a flow of sensitive data to a sink (code run straight on
+agent habitually does so), a send or delete to another target than the ones
+the intent names or access handed to an outside party it does not name, an
+administrative privilege it does not ask for, a flow of sensitive data to a
+sink (code run straight on
 sensitive data the agent rarely reads counts as one, however usual running code
 on that label is). What the intent approves is no surprise: the rarity of a
 target it names, of a tool for an action it asks for, is discounted.
@@ -57,9 +59,9 @@ __all__ = [
 
 BEHAVIOUR = (
     "tool_rarity", "kind_tool_rarity", "target_rarity", "internal_site_rarity",
-    "external_site_rarity",
-    "domain_novelty", "transition_rarity", "bytes_out", "bytes_in", "task_bytes_out",
-    "tool_repeats", "target_repeats", "rate", "payload_growth", "novel_source", "hst",
+    "external_site_rarity", "domain_novelty", "transition_rarity", "bytes_out", "bytes_in",
+    "task_bytes_out", "tool_repeats", "target_repeats", "rate", "payload_growth",
+    "novel_source", "hst",
 )
 """Components that say how unusual a call is; the action's risk scales them."""
 INTENT = ("intent", "unnamed_target", "privilege", "flow")
