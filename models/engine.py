@@ -177,28 +177,20 @@ class Engine:
         self,
         now: float,
         *,
-        grants_now: float | Callable[[str], float] | None = None,
+        grants_now: float | None = None,
         calls_now: Callable[[str], float] | None = None,
     ) -> Outcome:
         """Do what is due: calls whose grant never came (by ``grants_now``, how far the
-        grants have been read, for all agents or per agent; default ``now``), grant
-        expiry (by ``now``), and quiet or long-finished tasks (by ``calls_now(agent_id)``,
-        how far that agent's tool calls have been read, ``-inf`` before any; default
-        ``now``). Per agent, because on a backlog one partition or topic can be read far
-        ahead of another: a call is judged grant-less only once its own partition's
-        grants have been read past it, and a finished task is forgotten only once its
-        calls cannot still be on their way."""
+        grants stream has been read; default ``now``), grant expiry (by ``now``), and
+        quiet or long-finished tasks (by ``calls_now(agent_id)``, how far that agent's
+        tool calls have been read, ``-inf`` before any; default ``now``): a finished task
+        is forgotten only once its calls cannot still be on their way, however far other
+        partitions or topics have been read."""
         outcome = Outcome()
-        read = grants_now if callable(grants_now) else (
-            lambda agent_id, at=now if grants_now is None else grants_now: at
-        )
-        if self._grace:
-            due = [item for item in self._grace if item[0] <= read(item[1])]
-            if due:
-                self._grace = [item for item in self._grace if item[0] > read(item[1])]
-                heapq.heapify(self._grace)
-                for _, agent_id, task_id in sorted(due):
-                    self._judge_parked(agent_id, task_id, outcome)
+        grants_now = now if grants_now is None else grants_now
+        while self._grace and self._grace[0][0] <= grants_now:
+            _, agent_id, task_id = heapq.heappop(self._grace)
+            self._judge_parked(agent_id, task_id, outcome)
         while self._expiries and self._expiries[0][0] <= now:
             when, agent_id, task_id = heapq.heappop(self._expiries)
             self._expire(agent_id, task_id, when, outcome)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from functools import lru_cache
@@ -134,9 +133,8 @@ class Pipeline:
         self.snapshots = Snapshots(self.engine.detector, settings.data_dir)
         self.snapshots.restore()
         self.clock = StreamClock()
-        self.grants_clocks: dict[int, StreamClock] = {}
-        """How far each partition of the grants topic has been read: a call waits for its
-        own partition's grants, not for the other topics or partitions."""
+        self.grants_clock = StreamClock()
+        """How far the grants topic has been read: calls wait for it, not for the others."""
         self.calls_clocks: dict[int, StreamClock] = {}
         """How far each partition of the tool-call topic has been read: a finished task is
         forgotten only once its partition's calls have moved past it."""
@@ -179,11 +177,11 @@ class Pipeline:
             event = self.decoder.decode(topic, key, value, timestamp)
             when = event_time(event)
             if isinstance(event, Grant):
-                self.grants_clocks.setdefault(partition, StreamClock()).observe(when)
+                self.grants_clock.observe(when)
             elif isinstance(event, ToolCall):
                 self.calls_clocks.setdefault(partition, StreamClock()).observe(when)
             outcome = self.engine.process(
-                event, now=self.clock.observe(when), grants_now=self.grants_read(event.agent_id)
+                event, now=self.clock.observe(when), grants_now=self.grants_clock.now()
             )
         except Exception as error:
             if not isinstance(error, ContractError):
@@ -199,7 +197,7 @@ class Pipeline:
             return
         try:
             outcome = self.engine.tick(
-                self.clock.now(), grants_now=self.grants_read, calls_now=self.calls_read
+                self.clock.now(), grants_now=self.grants_clock.now(), calls_now=self.calls_read
             )
         except Exception:
             log.exception("engine tick failed")
@@ -219,12 +217,6 @@ class Pipeline:
     def changelog_topic(self) -> str:
         """The changelog topic of the grants table."""
         return self.grants.changelog_topic.get_topic_name()
-
-    def grants_read(self, agent_id: str) -> float:
-        """How far the grants of ``agent_id``'s partition have been read (the wall clock
-        before any)."""
-        clock = self.grants_clocks.get(agent_partition(agent_id, self.settings.partitions))
-        return clock.now() if clock is not None else time.time()
 
     def calls_read(self, agent_id: str) -> float:
         """How far the tool calls of ``agent_id``'s partition have been read (``-inf``

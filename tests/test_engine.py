@@ -329,13 +329,3 @@ def test_finished_tasks_are_kept_until_the_call_stream_has_passed_them():
     orphan = engine.process(call(ts=days_later + 1.0, n=2), now=days_later)
     assert not orphan.verdicts  # forgotten: a new call waits for a grant again
 
-
-def test_a_call_waits_for_its_own_partitions_grants_not_the_fastest():
-    engine, _ = make_engine()
-    engine.process(call(ts=200.0), now=5000.0, grants_now=50.0)
-    engine.process(call(ts=200.0, agent=OTHER), now=5000.0, grants_now=50.0)
-    read = {AGENT: 4000.0, OTHER: 150.0}.__getitem__  # OTHER's partition lags behind
-    (verdict,) = engine.tick(5000.0, grants_now=read).verdicts
-    assert (verdict.agent_id, verdict.reasons[0].code) == (AGENT, "no_grant")
-    out = engine.process(grant(agent=OTHER), now=5000.0, grants_now=160.0)
-    assert out.verdicts[0].decision == "allow"
