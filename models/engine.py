@@ -196,7 +196,7 @@ class Engine:
             self._expire(agent_id, task_id, when, outcome)
         if now - self._last_sweep >= self.config.quiet_period_seconds / 4:
             self._last_sweep = now
-            self._sweep(calls_now or (lambda agent_id: now), outcome)
+            self._sweep(calls_now or (lambda agent_id: now), grants_now, outcome)
         return outcome
 
     def restore(self) -> None:
@@ -297,12 +297,18 @@ class Engine:
         else:
             outcome.audits.append(self._audit(task, grant))
 
-    def _sweep(self, calls_now: Callable[[str], float], outcome: Outcome) -> None:
+    def _sweep(
+        self, calls_now: Callable[[str], float], grants_now: float, outcome: Outcome
+    ) -> None:
         """End quiet open tasks (learning them) and forget long-finished or orphan ones
-        (writing the audit of a task whose grant never came)."""
+        (writing the audit of a task whose grant never came, once the grants have been
+        read that far too)."""
         quiet = self.config.quiet_period_seconds
         for key, task in list(self._tasks.items()):
-            idle = calls_now(key[0]) - max(task.last_seen, task.ended_at or task.last_seen)
+            last = max(task.last_seen, task.ended_at or task.last_seen)
+            idle = calls_now(key[0]) - last
+            if task.audit_pending and grants_now - last <= _TOMBSTONE_SECONDS:
+                continue  # its grant may still be on its way
             if idle > _TOMBSTONE_SECONDS and (task.is_over or self._grant(*key) is None):
                 del self._tasks[key]
                 self._drop_grant(*key)

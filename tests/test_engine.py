@@ -329,3 +329,15 @@ def test_finished_tasks_are_kept_until_the_call_stream_has_passed_them():
     orphan = engine.process(call(ts=days_later + 1.0, n=2), now=days_later)
     assert not orphan.verdicts  # forgotten: a new call waits for a grant again
 
+
+
+def test_a_task_that_ended_before_its_grant_waits_for_the_grants_stream():
+    """Calls read far ahead must not make the engine forget a task whose grant is late."""
+    engine, _ = make_engine()
+    engine.process(task_event("completed", ts=500.0))
+    days_later = 500.0 + 3 * 86400.0
+    swept = engine.tick(days_later, grants_now=400.0, calls_now=lambda agent: days_later)
+    assert not swept.audits  # the grants stream is still before the task's end
+    out = engine.process(grant(expires_at=9e9), now=days_later, grants_now=450.0)
+    assert [r.reason_code for r in out.revocations] == ["task_completed"]
+    assert len(out.audits) == 1
