@@ -801,7 +801,8 @@ class KeyedStats:
 
 class _KeyedQuantity:
     """A per-call quantity with running statistics per key (e.g. per tool), backing off
-    to role and fleet; subclasses say how a value compares with them."""
+    to role and fleet; subclasses say how a value compares with them (and what
+    ``describe`` is given to explain it)."""
 
     def __init__(
         self,
@@ -810,7 +811,7 @@ class _KeyedQuantity:
         config: BaselineConfig | None = None,
         *,
         key: Callable[[Observation], Hashable] = lambda x: None,
-        describe: Callable[[Observation, float, float], str],
+        describe: Callable[..., str],
     ) -> None:
         self.name = name
         self.config = config = config or BaselineConfig()
@@ -901,7 +902,7 @@ class Count(_KeyedQuantity):
         return self._describe(x, usual[0] if usual else 0.0, self.tail(x))
 
 
-class Habit:
+class Habit(_KeyedQuantity):
     """A behaviour that is suspicious unless this agent habitually shows it.
 
     ``value(x)`` in [0, 1] is how much a call shows the behaviour (None: not
@@ -913,26 +914,9 @@ class Habit:
     flagged for doing its job.
     """
 
-    def __init__(
-        self,
-        name: str,
-        value: Callable[[Observation], float | None],
-        config: BaselineConfig | None = None,
-        *,
-        key: Callable[[Observation], Hashable] = lambda x: None,
-        max_keys: int | None = None,
-        describe: Callable[[Observation, float], str],
-    ) -> None:
-        self.name = name
-        self.config = config = config or BaselineConfig()
-        self._value = value
-        self._key = key
-        self._describe = describe
-        self._stats = KeyedStats(config, max_keys or config.max_tools)
-
     def usual(self, x: Observation) -> float:
         """How much this agent's learned calls of this kind showed the behaviour."""
-        usual = self._stats.usual(x, self._key(x))
+        usual = self._usual(x)
         return min(1.0, max(0.0, usual[0])) if usual else 0.0
 
     def score_one(self, x: Observation) -> float:

@@ -371,6 +371,7 @@ def privilege_of(target: str | None, args: dict[str, Any] | None) -> str | None:
     return None
 
 
+@lru_cache(maxsize=16384)
 def admin_interface(url: str) -> str | None:
     """``admin`` when a URL's host or path names an administrative interface, else None.
 
@@ -564,7 +565,7 @@ def align(
     parsed = parse_intent(intent)
     if not intent.strip():
         parties, privilege = (), None
-    credit, concepts = _action_credit(intent, tool.name, tool.description, tool.action)
+    credit, concepts, others = _action_credit(intent, tool.name, tool.description, tool.action)
     named = domain_named = False
     instead: frozenset[str] = frozenset()
     if target:
@@ -590,10 +591,7 @@ def align(
             tool.action == "admin" or parsed.emails or parsed.hosts or parsed.ibans
         ) else (),
         unapproved_privilege=None if parsed.privileged else privilege,
-        other_objects=(
-            _other_objects(intent, tool.name)
-            if tool.action == "delete" and concepts & parsed.concepts else frozenset()
-        ),
+        other_objects=others,
     )
 
 
@@ -605,24 +603,27 @@ def _names_party(parsed: ParsedIntent, party: str) -> bool:
 @lru_cache(maxsize=16384)
 def _action_credit(
     intent: str, name: str, description: str, action: str
-) -> tuple[float, frozenset[str]]:
-    """How far ``intent`` asks for what the tool does (cached per intent and tool)."""
+) -> tuple[float, frozenset[str], frozenset[str]]:
+    """How far ``intent`` asks for what the tool does, the tool's concepts, and the kinds
+    of thing a delete it asks for acts on when the intent names others (cached per
+    intent and tool)."""
     asked = parse_intent(intent).concepts
     concepts = _tool_concepts(name, description, action)
+    none: frozenset[str] = frozenset()
     if not intent.strip():
-        return 1.0, concepts
+        return 1.0, concepts, none
     if concepts & asked:
-        if action == "delete" and _other_objects(intent, name):
-            return _RELATED_CREDIT, concepts  # asked to delete, but something else
-        return 1.0, concepts
+        others = _other_objects(intent, name) if action == "delete" else none
+        # asked to delete, but something else: half credit
+        return (_RELATED_CREDIT if others else 1.0), concepts, others
     if any(asked & _RELATED.get(c, frozenset()) for c in concepts):
-        return _RELATED_CREDIT, concepts
+        return _RELATED_CREDIT, concepts, none
     # every intent implies some reading, but not a bulk export nobody asked for
     if concepts == {"read"} or (not concepts and action in ("read", "unknown")) or (
         action == "read" and "export" not in concepts
     ):
-        return _IMPLIED_READ_CREDIT, concepts
-    return 0.0, concepts
+        return _IMPLIED_READ_CREDIT, concepts, none
+    return 0.0, concepts, none
 
 
 _GENERIC_OBJECTS = frozenset(
