@@ -13,7 +13,7 @@ COPY pyproject.toml README.md ./
 COPY intentwatch ./intentwatch
 COPY models ./models
 COPY pipeline ./pipeline
-RUN pip install .
+RUN pip install ".[worker]"
 
 USER intentwatch
 # faust keeps its table state under the working directory

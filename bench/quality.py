@@ -1,15 +1,15 @@
 """Detection quality of the engine on held-out synthetic fleets.
 
-What is measured: the verdicts of :class:`~models.engine.Engine` (grant
+What is measured: the verdicts of :class:`~intentwatch.models.engine.Engine` (grant
 conformance, intent alignment, per-agent baselines, the shared model and
 their fusion, with the shipped scoring config) replayed over labelled fleets
-from :mod:`models.fleet`, one fresh engine per seed, each fleet starting
+from :mod:`intentwatch.simulation.fleet`, one fresh engine per seed, each fleet starting
 cold and learning from its own benign history. Weights and thresholds were
 fitted on seeds 0-5; the default report seeds (10-12) were never fitted on
 (their figures were looked at between development steps, so seeds 20 and up
 are the ones no decision has seen).
 
-Figures (:mod:`models.evaluation`): per-call ROC AUC and recall at 0.1 % and
+Figures (:mod:`intentwatch.evaluation.metrics`): per-call ROC AUC and recall at 0.1 % and
 1 % false-positive rate (over calls judged before their task was revoked);
 the share of attack tasks revoked at or before their first harmful call; the
 share of benign tasks revoked or alerted; the same per attack type; and the
@@ -35,12 +35,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from models.config import load_config
-from models.contracts import ToolCall, decode_replay_record
-from models.engine import Engine
-from models.evaluation import CallTruth, QualityReport, evaluate, truths_of
-from models.fleet import FleetSpec, generate
-from models.replay import replay
+from intentwatch.contracts import ToolCall, decode_replay_record
+from intentwatch.evaluation.metrics import CallTruth, QualityReport, evaluate, truths_of
+from intentwatch.models.config import load_config
+from intentwatch.models.engine import Engine
+from intentwatch.models.replay import replay
+from intentwatch.simulation.fleet import FleetSpec, generate
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "quality.json"
@@ -198,8 +198,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     print_report(console, pooled, throughput, cpu_throughput, args.seeds)
 
     result = {
-        "what": "detection quality of models.engine.Engine on labelled synthetic fleets "
-                "(models.fleet), against the issue-3 targets",
+        "what": "detection quality of intentwatch.models.engine.Engine on labelled synthetic "
+                "fleets (intentwatch.simulation.fleet), against the issue-3 targets",
         "how": HOW,
         "machine": info,
         "config_version": config.version,

@@ -3,7 +3,7 @@
 1. **engine**: ``Engine`` over a generated fleet, in process, no Kafka (the ceiling);
    also what each step of the worker costs without Kafka (decode, engine, encode, sign).
 2. **bare stream**: :mod:`bench.bare_stream`, a faust agent that forwards raw records.
-3. **intentwatch worker**: ``python -m pipeline.worker`` over the same fleet.
+3. **intentwatch worker**: ``python -m intentwatch.pipeline.worker`` over the same fleet.
 
 Both stream runs get the same records, pre-loaded (keyed by agent id) before their
 worker starts, so processing is measured, not producing. The rate is the input count
@@ -50,15 +50,15 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from intentwatch import localkafka
-from models.contracts import DLQ_HEADERS, TOPICS, Event, decode_replay_record, encode
-from models.engine import Engine, Outcome
-from models.fleet import FleetSpec, generate
-from models.grant_tokens import GrantVerifier
-from models.keys import generate_key
-from models.replay import event_time, replay
-from models.revocation_tokens import encode_revocation
-from pipeline.decoding import Decoder
+from intentwatch.contracts import DLQ_HEADERS, TOPICS, Event, decode_replay_record, encode
+from intentwatch.local import kafka_broker as localkafka
+from intentwatch.models.engine import Engine, Outcome
+from intentwatch.models.replay import event_time, replay
+from intentwatch.pipeline.decoding import Decoder
+from intentwatch.simulation.fleet import FleetSpec, generate
+from intentwatch.tokens.grants import GrantVerifier
+from intentwatch.tokens.keys import generate_key
+from intentwatch.tokens.revocations import encode_revocation
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "throughput.json"
@@ -663,7 +663,7 @@ def run_bare(broker: localkafka.LocalKafka, work: Workload, partitions: int, run
 def run_intentwatch(broker: localkafka.LocalKafka, work: Workload, partitions: int,
                     run_dir: Path, tag: str, args: argparse.Namespace, *,
                     profile_to: Path | None = None) -> StreamResult:
-    """``python -m pipeline.worker`` over the fleet on freshly made intentwatch topics."""
+    """``python -m intentwatch.pipeline.worker`` over the fleet on freshly made topics."""
     admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
     topics = {TOPICS[name]: (LOG_APPEND if name in OUTPUT_TOPICS else {}) for name in TOPICS}
     try:
@@ -681,7 +681,7 @@ def run_intentwatch(broker: localkafka.LocalKafka, work: Workload, partitions: i
         "INTENTWATCH_ALLOW_UNSIGNED_GRANTS": "1",
         "INTENTWATCH_LOG_LEVEL": "warning",
     }
-    worker = WorkerProcess(f"{IW} ({tag})", "pipeline.worker", env,
+    worker = WorkerProcess(f"{IW} ({tag})", "intentwatch.pipeline.worker", env,
                            run_dir / f"iw-{tag}.log", profile_to=profile_to,
                            faust_env=args.faust_env)
     label = f"{IW}, {partitions} partition(s)" + (", cProfile" if profile_to else "")

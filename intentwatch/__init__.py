@@ -15,10 +15,10 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from intentwatch.instrument import TaskScope, ToolCallRecord
-    from intentwatch.publisher import PublishError, TelemetryPublisher
-    from intentwatch.subscriber import RejectedRevocation, RevocationSubscriber
-    from models.contracts import ContractError, Revocation
+    from intentwatch.contracts import ContractError, Revocation
+    from intentwatch.sdk.instrument import TaskScope, ToolCallRecord
+    from intentwatch.sdk.publisher import PublishError, TelemetryPublisher
+    from intentwatch.sdk.subscriber import RejectedRevocation, RevocationSubscriber
 
 __all__ = [
     "ContractError",
@@ -32,14 +32,14 @@ __all__ = [
 ]
 
 _HOMES = {
-    "ContractError": "models.contracts",
-    "PublishError": "intentwatch.publisher",
-    "RejectedRevocation": "intentwatch.subscriber",
-    "Revocation": "models.contracts",
-    "RevocationSubscriber": "intentwatch.subscriber",
-    "TaskScope": "intentwatch.instrument",
-    "TelemetryPublisher": "intentwatch.publisher",
-    "ToolCallRecord": "intentwatch.instrument",
+    "ContractError": "intentwatch.contracts",
+    "PublishError": "intentwatch.sdk.publisher",
+    "RejectedRevocation": "intentwatch.sdk.subscriber",
+    "Revocation": "intentwatch.contracts",
+    "RevocationSubscriber": "intentwatch.sdk.subscriber",
+    "TaskScope": "intentwatch.sdk.instrument",
+    "TelemetryPublisher": "intentwatch.sdk.publisher",
+    "ToolCallRecord": "intentwatch.sdk.instrument",
 }
 
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import msgspec
 from kafka import KafkaConsumer, TopicPartition
 
-from models.contracts import TOPICS, AuditRecord
+from intentwatch.contracts import TOPICS, AuditRecord
 
 __all__ = ["read_audit_records"]
 

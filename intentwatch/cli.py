@@ -53,7 +53,7 @@ def kafka_up(
     home: KafkaHome = None,
 ) -> None:
     """Start the broker (first use resolves the Kafka jars with Maven into a cache)."""
-    from intentwatch import localkafka
+    from intentwatch.local import kafka_broker as localkafka
 
     try:
         broker = localkafka.up(port, home=home)
@@ -67,7 +67,7 @@ def kafka_up(
 @kafka_app.command("down")
 def kafka_down(home: KafkaHome = None) -> None:
     """Stop the broker started by `intentwatch kafka up`."""
-    from intentwatch import localkafka
+    from intentwatch.local import kafka_broker as localkafka
 
     console.print("Kafka stopped." if localkafka.down(home) else "No local Kafka was running.")
 
@@ -75,7 +75,7 @@ def kafka_down(home: KafkaHome = None) -> None:
 @kafka_app.command("status")
 def kafka_status(home: KafkaHome = None) -> None:
     """Say whether the local broker runs, and where."""
-    from intentwatch import localkafka
+    from intentwatch.local import kafka_broker as localkafka
 
     broker = localkafka.status(home)
     if broker is None:
@@ -90,8 +90,8 @@ def kafka_status(home: KafkaHome = None) -> None:
 @app.command()
 def worker() -> None:
     """Run a stream worker (configured by INTENTWATCH_* environment variables)."""
-    from pipeline.settings import Settings
-    from pipeline.worker import run_worker
+    from intentwatch.pipeline.settings import Settings
+    from intentwatch.pipeline.worker import run_worker
 
     run_worker(Settings.from_env())
 
@@ -124,7 +124,7 @@ def fleet(
     days: Annotated[float, typer.Option(help="Days of benign history before attacks.")] = 7.0,
 ) -> None:
     """Write a labelled synthetic fleet in the replay format."""
-    from models.fleet import FleetSpec, generate, write_jsonl
+    from intentwatch.simulation.fleet import FleetSpec, generate, write_jsonl
 
     events = generate(FleetSpec(seed=seed, agents_per_role=agents, history_days=days))
     write_jsonl(events, out)
@@ -143,12 +143,12 @@ def replay(
     """Run the engine offline over recorded telemetry and write one verdict per tool call."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-    from models.config import load_config
-    from models.contracts import encode
-    from models.engine import Engine
-    from models.fleet import read_jsonl
-    from models.replay import ReplaySummary
-    from models.replay import replay as run_replay
+    from intentwatch.contracts import encode
+    from intentwatch.models.config import load_config
+    from intentwatch.models.engine import Engine
+    from intentwatch.models.replay import ReplaySummary
+    from intentwatch.models.replay import replay as run_replay
+    from intentwatch.simulation.fleet import read_jsonl
 
     records = list(read_jsonl(events))
     engine = Engine(load_config(config))
@@ -192,7 +192,7 @@ def audit(
 ) -> None:
     """Right-sizing advice from the audit topic: privileges granted but never used."""
     from intentwatch.audit_reader import read_audit_records
-    from models.rightsizing import advise
+    from intentwatch.models.rightsizing import advise
 
     if by not in ("agent", "role"):
         raise typer.BadParameter("--by must be `agent` or `role`")
@@ -223,7 +223,7 @@ def keys_init(
     alg: Annotated[str, typer.Option(help="ES256, EdDSA or RS256.")] = "ES256",
 ) -> None:
     """Create a keyring with one signing key."""
-    from models.keys import Keyring
+    from intentwatch.tokens.keys import Keyring
 
     keyring = Keyring.create(keys_dir, alg)
     console.print(f"created keyring {keys_dir} with active key {keyring.active.kid}")
@@ -235,7 +235,7 @@ def keys_rotate(
     alg: Annotated[str | None, typer.Option(help="Algorithm of the new key.")] = None,
 ) -> None:
     """Make a new active key; older keys stay in the JWKS until pruned."""
-    from models.keys import Keyring
+    from intentwatch.tokens.keys import Keyring
 
     key = Keyring.load(keys_dir).rotate(alg)
     console.print(f"new active key {key.kid}; restart workers to sign with it")
@@ -251,7 +251,7 @@ def keys_prune(
     ] = 7 * 86400.0,
 ) -> None:
     """Drop retired keys once no token they signed can still be on the revocation topic."""
-    from models.keys import Keyring
+    from intentwatch.tokens.keys import Keyring
 
     dropped = Keyring.load(keys_dir).prune(older_than)
     console.print(f"pruned {len(dropped)} key(s): {', '.join(dropped) or '-'}")
@@ -260,6 +260,6 @@ def keys_prune(
 @keys_app.command("jwks")
 def keys_jwks(keys_dir: KeysDir = DEFAULT_KEYS_DIR) -> None:
     """Print the public JWKS that receivers verify revocations with."""
-    from models.keys import Keyring
+    from intentwatch.tokens.keys import Keyring
 
     print(json.dumps(Keyring.load(keys_dir).jwks(), indent=2))

@@ -2,10 +2,10 @@
 
 1. **Kafka**: the one named by ``--bootstrap`` (or ``$INTENTWATCH_BOOTSTRAP``), else a
    local broker started for the demo on port 9092 (a free port if 9092 is taken).
-2. **Worker**: ``python -m pipeline.worker``, trusting the grant key of the reference
+2. **Worker**: ``python -m intentwatch.pipeline.worker``, trusting the grant key of the reference
    credential broker; signed grants only.
-3. **Warm-up**: days of benign history of a simulated fleet (:mod:`models.fleet`), fed at
-   the pace the worker takes it, so every agent has a learned baseline.
+3. **Warm-up**: days of benign history of a simulated fleet (:mod:`intentwatch.simulation.fleet`),
+   fed at the pace the worker takes it, so every agent has a learned baseline.
 4. **Live**: each agent runs one task through the reference credential broker and tool
    gateway (:mod:`intentwatch.reference`); some tasks are hijacked. Revocations appear as
    they reach the broker, and the gateway denies the revoked tasks' next calls.
@@ -45,15 +45,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from intentwatch import localkafka
-from intentwatch.publisher import PublishError, TelemetryPublisher
+from intentwatch.contracts import TOPICS, Revocation, Verdict, format_ts
+from intentwatch.local import kafka_broker as localkafka
+from intentwatch.pipeline.settings import Settings
+from intentwatch.pipeline.topics import ensure_topics
 from intentwatch.reference import AccessDenied, CredentialBroker, GatewayCall, ToolGateway
-from intentwatch.subscriber import RevocationSubscriber
-from models.contracts import TOPICS, Revocation, Verdict, format_ts
-from models.fleet import TOOL_CATALOGUE, FleetSpec, generate
-from models.grant_tokens import sign_grant
-from pipeline.settings import Settings
-from pipeline.topics import ensure_topics
+from intentwatch.sdk.publisher import PublishError, TelemetryPublisher
+from intentwatch.sdk.subscriber import RevocationSubscriber
+from intentwatch.simulation.fleet import TOOL_CATALOGUE, FleetSpec, generate
+from intentwatch.tokens.grants import sign_grant
 
 __all__ = ["DemoError", "WorkerProcess", "create_topics", "run_demo"]
 
@@ -192,7 +192,7 @@ def create_topics(bootstrap: str, partitions: int) -> None:
 
 @dataclass
 class WorkerProcess:
-    """A stream worker subprocess (``python -m pipeline.worker``) with its own folder.
+    """A stream worker subprocess (``python -m intentwatch.pipeline.worker``) with its own folder.
 
     Its keyring, data and log live in ``folder``; it gets a free web port and a fresh
     app id (consumer group), so several can share a Kafka. Stop it with :meth:`stop`.
@@ -230,7 +230,7 @@ class WorkerProcess:
         log_file = folder / "worker.log"
         with log_file.open("wb") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "pipeline.worker"],
+                [sys.executable, "-m", "intentwatch.pipeline.worker"],
                 env={**os.environ, **settings},
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True,  # Ctrl-C reaches the demo, which stops the worker

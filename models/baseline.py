@@ -11,8 +11,8 @@ the one above it, so a brand-new agent is judged by its peers. Counts decay
 exponentially per learned call, and every table has a cap on tracked values
 (the least-weighted values are evicted), so memory per agent is bounded.
 
->>> from models.catalogue import ToolInfo
->>> from models.contracts import ToolCall
+>>> from intentwatch.models.catalogue import ToolInfo
+>>> from intentwatch.contracts import ToolCall
 >>> rarity = Rarity("tool", lambda x: x.tool)
 >>> agent = "spiffe://acme.org/agents/support/a1"
 >>> lookup = ToolInfo("crm.lookup", "read")
@@ -36,9 +36,9 @@ from dataclasses import dataclass, field, fields
 from functools import lru_cache
 from typing import Any
 
-from models.catalogue import ToolInfo
-from models.contracts import LABEL_LEVELS, ToolCall, role_of
-from models.intent import (
+from intentwatch.contracts import LABEL_LEVELS, ToolCall, role_of
+from intentwatch.models.catalogue import ToolInfo
+from intentwatch.models.intent import (
     TargetParts,
     admin_interface,
     parse_target,

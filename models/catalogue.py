@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 
-from models.contracts import ToolCall
+from intentwatch.contracts import ToolCall
 
 __all__ = ["ACTION_RISK", "ToolCatalogue", "ToolInfo", "guess_action"]
 

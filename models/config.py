@@ -28,7 +28,7 @@ DEFAULT_CONFIG_PATH = Path(__file__).with_name("scoring_config.json")
 class ScoringConfig:
     """Everything that turns signals into decisions.
 
-    ``weights`` and ``detectors`` belong to :mod:`models.detection`; the engine
+    ``weights`` and ``detectors`` belong to :mod:`intentwatch.models.detection`; the engine
     itself reads only the thresholds and timings.
     """
 

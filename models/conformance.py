@@ -2,7 +2,7 @@
 
 A violation decides on its own: the call is outside what a human approved.
 
->>> from models.contracts import Grant
+>>> from intentwatch.contracts import Grant
 >>> grant = Grant(grant_id="g1", agent_id="spiffe://acme.org/agents/a1", task_id="t1",
 ...               credential_ids=["c1"], tools=["gmail.*"], targets=["mailto:*@acme.org"],
 ...               data_labels=["internal"], issued_at=0.0, expires_at=600.0, issuer="broker")
@@ -21,7 +21,7 @@ from fnmatch import fnmatchcase
 from functools import lru_cache
 from urllib.parse import urlsplit
 
-from models.contracts import LABEL_LEVELS, Grant, Reason, ToolCall
+from intentwatch.contracts import LABEL_LEVELS, Grant, Reason, ToolCall
 
 __all__ = [
     "CLOCK_SKEW_SECONDS",

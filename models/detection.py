@@ -39,12 +39,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from models.baseline import Baseline, BaselineConfig, Observation, TaskContext
-from models.catalogue import ACTION_RISK, ToolInfo
-from models.config import ScoringConfig
-from models.contracts import Grant, Reason, ToolCall
-from models.intent import IntentCheck, align
-from models.multivariate import MultivariateConfig, SharedAnomalyModel
+from intentwatch.contracts import Grant, Reason, ToolCall
+from intentwatch.models.baseline import Baseline, BaselineConfig, Observation, TaskContext
+from intentwatch.models.catalogue import ACTION_RISK, ToolInfo
+from intentwatch.models.config import ScoringConfig
+from intentwatch.models.intent import IntentCheck, align
+from intentwatch.models.multivariate import MultivariateConfig, SharedAnomalyModel
 
 __all__ = [
     "BEHAVIOUR",
@@ -211,7 +211,7 @@ class _Task:
 class Detector:
     """Intent alignment, per-agent baselines, the shared multivariate model, and their fusion.
 
-    >>> from models.catalogue import ToolInfo
+    >>> from intentwatch.models.catalogue import ToolInfo
     >>> agent = "spiffe://acme.org/agents/support/a1"
     >>> detector = Detector(ScoringConfig())
     >>> grant = Grant(grant_id="g", agent_id=agent, task_id="t1", credential_ids=["c"],

@@ -6,11 +6,11 @@ records to publish. ``Engine.tick(now)`` does the time-driven work: judging
 calls whose grant never came, revoking expired grants, ending quiet tasks.
 
 The engine owns the facts (grant conformance, task lifecycle, credentials,
-staged learning); the :class:`~models.detection.Detector` owns the learned
+staged learning); the :class:`~intentwatch.models.detection.Detector` owns the learned
 scores. A grant violation decides on its own; otherwise the detector's score
 is compared with the config's thresholds.
 
->>> from models.contracts import Grant, ToolCall
+>>> from intentwatch.contracts import Grant, ToolCall
 >>> engine = Engine()
 >>> agent = "spiffe://acme.org/agents/support/a1"
 >>> _ = engine.process(Grant(grant_id="g1", agent_id=agent, task_id="t1", credential_ids=["c1"],
@@ -31,10 +31,7 @@ from collections.abc import Callable, Iterable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from models.catalogue import ToolCatalogue, ToolInfo
-from models.config import ScoringConfig, load_config
-from models.conformance import Violation, check_call, target_allowed, tool_allowed
-from models.contracts import (
+from intentwatch.contracts import (
     AuditRecord,
     Event,
     Grant,
@@ -45,7 +42,10 @@ from models.contracts import (
     Verdict,
     format_ts,
 )
-from models.detection import Detector
+from intentwatch.models.catalogue import ToolCatalogue, ToolInfo
+from intentwatch.models.config import ScoringConfig, load_config
+from intentwatch.models.conformance import Violation, check_call, target_allowed, tool_allowed
+from intentwatch.models.detection import Detector
 
 __all__ = ["Engine", "Outcome"]
 

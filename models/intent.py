@@ -35,7 +35,7 @@ from urllib.parse import urlsplit
 
 import tldextract
 
-from models.catalogue import ACTION_RISK, ToolInfo
+from intentwatch.models.catalogue import ACTION_RISK, ToolInfo
 
 __all__ = [
     "CONCEPTS",

@@ -1,13 +1,13 @@
 """Offline replay: recorded telemetry through the same engine as the stream.
 
-Records are the replay format of DESIGN.md: one dict per event in time order,
+Records are the replay format of docs/contracts.md: one dict per event in time order,
 each with ``kind`` (``toolcall``, ``grant`` or ``task``) plus that contract's
 fields; a grant may be its plain unsigned payload. Time is event time: before
 each event the engine's clock is advanced to it, so grace periods, expiry and
 quiet periods behave as they did live.
 
->>> from models.engine import Engine
->>> from models.fleet import FleetSpec, generate
+>>> from intentwatch.models.engine import Engine
+>>> from intentwatch.simulation.fleet import FleetSpec, generate
 >>> fleet = generate(FleetSpec(seed=1, agents_per_role=1, history_days=0.2))
 >>> outcomes = list(replay(fleet, Engine()))
 >>> sum(len(o.verdicts) for o in outcomes) > 0
@@ -21,8 +21,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from models.contracts import Event, Grant, decode_replay_record
-from models.engine import Engine, Outcome
+from intentwatch.contracts import Event, Grant, decode_replay_record
+from intentwatch.models.engine import Engine, Outcome
 
 __all__ = ["ReplaySummary", "event_time", "replay"]
 
@@ -35,7 +35,7 @@ def event_time(event: Event) -> float:
 def replay(records: Iterable[dict[str, Any] | Event], engine: Engine) -> Iterator[Outcome]:
     """Yield the engine's outcome for each record, then one for the end of the recording.
 
-    Raises :class:`~models.contracts.ContractError` on a record that breaks its
+    Raises :class:`~intentwatch.contracts.ContractError` on a record that breaks its
     contract (the stream sends those to the dead-letter topic instead).
     """
     last = None

@@ -4,7 +4,7 @@ Each audit record puts one task's grant beside what it used. Across many
 tasks of an agent (or of a role), a privilege that is granted again and again
 but never used is one to remove from the grant template.
 
->>> from models.contracts import AuditRecord
+>>> from intentwatch.contracts import AuditRecord
 >>> record = AuditRecord(agent_id="spiffe://acme.org/agents/hr/a1", task_id="t1", grant_id="g1",
 ...     intent="", granted={"tools": ["hr.*", "gmail.*"], "targets": ["*"], "data_labels": []},
 ...     used={"tools": {"hr.get_employee": 2}, "targets": {}, "data_labels": {}},
@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from models.contracts import AuditRecord, role_of
+from intentwatch.contracts import AuditRecord, role_of
 
 __all__ = ["GroupAdvice", "advise"]
 

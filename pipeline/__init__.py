@@ -1,0 +1,1 @@
+"""The faust worker: decode, call the engine, publish. Thin by design."""

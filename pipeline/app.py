@@ -1,7 +1,7 @@
 """One worker's faust app: decode → engine → publish, for the partitions it owns.
 
 Three agents (grants, tool calls, task events; ``concurrency=1``) feed one shared
-:class:`~models.engine.Engine`; a timer runs ``engine.tick`` for grace periods and
+:class:`~intentwatch.models.engine.Engine`; a timer runs ``engine.tick`` for grace periods and
 grant expiry. Active grants live in a faust table (the engine's ``grants``
 mapping), so they move with their partitions when workers join or leave.
 """
@@ -22,19 +22,19 @@ from faust.serializers import codecs
 from faust.streams import current_event
 from faust.types import TP, AgentT
 
-from models.clock import StreamClock
-from models.config import ScoringConfig, load_config
-from models.contracts import TOPICS, ContractError, Grant, ToolCall
-from models.engine import Engine, Outcome
-from models.grant_tokens import GrantVerifier
-from models.keys import Keyring
-from models.replay import event_time
-from pipeline.decoding import Decoder
-from pipeline.publishing import Headers, Publisher, Send
-from pipeline.settings import Settings
-from pipeline.snapshots import Snapshots
-from pipeline.topics import TopicSpec
-from pipeline.web import add_views
+from intentwatch.contracts import TOPICS, ContractError, Grant, ToolCall
+from intentwatch.models.clock import StreamClock
+from intentwatch.models.config import ScoringConfig, load_config
+from intentwatch.models.engine import Engine, Outcome
+from intentwatch.models.replay import event_time
+from intentwatch.pipeline.decoding import Decoder
+from intentwatch.pipeline.publishing import Headers, Publisher, Send
+from intentwatch.pipeline.settings import Settings
+from intentwatch.pipeline.snapshots import Snapshots
+from intentwatch.pipeline.topics import TopicSpec
+from intentwatch.pipeline.web import add_views
+from intentwatch.tokens.grants import GrantVerifier
+from intentwatch.tokens.keys import Keyring
 
 __all__ = ["INPUT_TOPICS", "GrantsTable", "Pipeline", "agent_partition"]
 

@@ -1,7 +1,7 @@
 """Input records to trusted engine events, or an exception that says why not.
 
-Tool calls and task events are decoded strictly (:mod:`models.contracts`); grants
-are verified JWS (:class:`~models.grant_tokens.GrantVerifier`). Every record must
+Tool calls and task events are decoded strictly (:mod:`intentwatch.contracts`); grants
+are verified JWS (:class:`~intentwatch.tokens.grants.GrantVerifier`). Every record must
 be keyed by its agent's SPIFFE ID: the key decides the partition, and with it the
 worker that holds the agent's state.
 """
@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from models.contracts import (
+from intentwatch.contracts import (
     TOPICS,
     ContractError,
     Event,
     decode_task_event,
     decode_toolcall,
 )
-from models.grant_tokens import GrantVerifier
+from intentwatch.tokens.grants import GrantVerifier
 
 __all__ = ["Decoder", "RecordRejected", "reason_of"]
 

@@ -1,10 +1,10 @@
 """Dead letters: a record the worker cannot use, kept with where it came from and why.
 
 The value is the original bytes and the key the original key; the headers
-(:class:`~models.contracts.DeadLetterHeaders`) name the source topic, partition,
+(:class:`~intentwatch.contracts.DeadLetterHeaders`) name the source topic, partition,
 offset, the reason (a rejection's ``code``, else the error class) and the message.
 
->>> from models.contracts import ContractError
+>>> from intentwatch.contracts import ContractError
 >>> dict(dead_letter_headers("intentwatch.toolcalls.v1", 3, 17, ContractError("tool call: bad")))
 ... # doctest: +NORMALIZE_WHITESPACE
 {'dlq.source.topic': b'intentwatch.toolcalls.v1', 'dlq.source.partition': b'3',
@@ -14,8 +14,8 @@ offset, the reason (a rejection's ``code``, else the error class) and the messag
 
 from __future__ import annotations
 
-from models.contracts import DeadLetterHeaders
-from pipeline.decoding import reason_of
+from intentwatch.contracts import DeadLetterHeaders
+from intentwatch.pipeline.decoding import reason_of
 
 __all__ = ["dead_letter_headers"]
 

@@ -7,12 +7,12 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 
-from models.contracts import TOPICS, encode
-from models.engine import Outcome
-from models.keys import SigningKey
-from models.revocation_tokens import encode_revocation
-from pipeline.decoding import reason_of
-from pipeline.dlq import dead_letter_headers
+from intentwatch.contracts import TOPICS, encode
+from intentwatch.models.engine import Outcome
+from intentwatch.pipeline.decoding import reason_of
+from intentwatch.pipeline.dlq import dead_letter_headers
+from intentwatch.tokens.keys import SigningKey
+from intentwatch.tokens.revocations import encode_revocation
 
 __all__ = ["Headers", "Publisher", "Send"]
 

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from models.detection import Detector
+from intentwatch.models.detection import Detector
 
 __all__ = ["Snapshots"]
 

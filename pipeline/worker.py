@@ -1,6 +1,7 @@
-"""Run one stream worker: ``python -m pipeline.worker`` or ``intentwatch worker``.
+"""Run one stream worker: ``python -m intentwatch.pipeline.worker`` or ``intentwatch worker``.
 
-Configured by ``INTENTWATCH_*`` environment variables (:class:`~pipeline.settings.Settings`).
+Configured by ``INTENTWATCH_*`` environment variables
+(:class:`~intentwatch.pipeline.settings.Settings`).
 """
 
 from __future__ import annotations
@@ -11,11 +12,11 @@ from pathlib import Path
 import faust
 from kafka.errors import KafkaError
 
-from models.grant_tokens import GrantVerifier
-from models.keys import Keyring
-from pipeline.app import INPUT_TOPICS, Pipeline
-from pipeline.settings import Settings
-from pipeline.topics import ensure_topics
+from intentwatch.pipeline.app import INPUT_TOPICS, Pipeline
+from intentwatch.pipeline.settings import Settings
+from intentwatch.pipeline.topics import ensure_topics
+from intentwatch.tokens.grants import GrantVerifier
+from intentwatch.tokens.keys import Keyring
 
 __all__ = ["grant_verifier", "load_keyring", "run_worker"]
 

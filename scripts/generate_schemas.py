@@ -7,7 +7,7 @@ suite fails while a schema file differs from what this writes.
 import json
 from pathlib import Path
 
-from models.schemas import SCHEMA_FILES, json_schema
+from intentwatch.schemas import SCHEMA_FILES, json_schema
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
 

@@ -1,6 +1,6 @@
 """Shared pytest fixtures.
 
-``worker`` (module scope) runs a real ``python -m pipeline.worker`` process against the
+``worker`` (module scope) runs a real ``python -m intentwatch.pipeline.worker`` process against the
 session's broker, trusting a grant issuer key made for the test session, and reads the
 output topics for the tests. Tests isolate themselves by unique agent ids.
 """
@@ -78,8 +78,8 @@ class RunningWorker:
     def __init__(self, bootstrap: str, home: Path, issuer_key: Any,
                  app_id: str | None = None) -> None:
         from intentwatch import RevocationSubscriber, TelemetryPublisher
-        from intentwatch.localkafka import free_port
-        from models.contracts import TOPICS
+        from intentwatch.contracts import TOPICS
+        from intentwatch.local.kafka_broker import free_port
 
         self.bootstrap = bootstrap
         self.issuer_key = issuer_key
@@ -106,7 +106,7 @@ class RunningWorker:
         })
         with self.log_file.open("wb") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "pipeline.worker"], cwd=home, env=env,
+                [sys.executable, "-m", "intentwatch.pipeline.worker"], cwd=home, env=env,
                 stdout=log, stderr=subprocess.STDOUT,
             )
         try:
@@ -140,7 +140,7 @@ class RunningWorker:
     def grant(self, agent: str, task: str = "t1", *, ttl: float = 900.0, key: Any = None,
               **changes: Any) -> str:
         """A signed grant for ``agent``'s ``task``: CRM tools and targets, internal data."""
-        from models.grant_tokens import sign_grant
+        from intentwatch.tokens.grants import sign_grant
 
         now = time.time()
         payload = {
@@ -191,7 +191,7 @@ def _partitions(bootstrap: str, topic: str) -> int:
     """The partition count of an existing ``topic`` (the worker must match it), or the default."""
     from kafka import KafkaConsumer
 
-    from pipeline.settings import Settings
+    from intentwatch.pipeline.settings import Settings
 
     consumer = KafkaConsumer(bootstrap_servers=bootstrap)
     try:
@@ -204,7 +204,7 @@ def _partitions(bootstrap: str, topic: str) -> int:
 @pytest.fixture(scope="session")
 def issuer_key() -> Any:
     """The trusted grant issuer's signing key."""
-    from models.keys import generate_key
+    from intentwatch.tokens.keys import generate_key
 
     return generate_key("EdDSA")
 

@@ -4,7 +4,7 @@ Register it in ``tests/conftest.py`` with ``pytest_plugins = ["tests.kafka_broke
 
 ``kafka_bootstrap`` is the broker's ``host:port``, one broker per test session: the one
 named by ``$INTENTWATCH_TEST_BOOTSTRAP`` if set, else a local broker (see
-``intentwatch.localkafka``) started on a free port in a temporary folder and stopped by
+``intentwatch.local.kafka_broker``) started on a free port in a temporary folder and stopped by
 pid when the session ends. ``topic_prefix`` gives each test its own topic names.
 """
 
@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from intentwatch.localkafka import down, free_port, up
+from intentwatch.local.kafka_broker import down, free_port, up
 
 
 @pytest.fixture(scope="session")

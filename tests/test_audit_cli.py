@@ -8,10 +8,10 @@ from kafka import KafkaProducer
 from typer.testing import CliRunner
 
 from intentwatch.cli import app
+from intentwatch.contracts import TOPICS, AuditRecord, encode
 from intentwatch.demo import create_topics
-from models.contracts import TOPICS, AuditRecord, encode
-from models.rightsizing import advise
-from pipeline.settings import Settings
+from intentwatch.models.rightsizing import advise
+from intentwatch.pipeline.settings import Settings
 
 
 def audit(agent: str, task: str, *, used_tools: dict[str, int], revoked: bool = False):

@@ -7,7 +7,8 @@ import math
 
 import pytest
 
-from models.baseline import (
+from intentwatch.contracts import ToolCall
+from intentwatch.models.baseline import (
     Baseline,
     BaselineConfig,
     DecayingCounts,
@@ -16,8 +17,7 @@ from models.baseline import (
     Rarity,
     TaskContext,
 )
-from models.catalogue import ToolCatalogue
-from models.contracts import ToolCall
+from intentwatch.models.catalogue import ToolCatalogue
 
 CATALOGUE = ToolCatalogue()
 SUPPORT = "spiffe://acme.org/agents/support"

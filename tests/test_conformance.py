@@ -1,6 +1,6 @@
 import pytest
 
-from models.conformance import labels_outside, target_allowed, target_host, tool_allowed
+from intentwatch.models.conformance import labels_outside, target_allowed, target_host, tool_allowed
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ import jsonschema
 import msgspec
 import pytest
 
-from models.contracts import (
+from intentwatch.contracts import (
     ContractError,
     decode_grant_payload,
     decode_replay_record,
@@ -15,7 +15,7 @@ from models.contracts import (
     format_ts,
     role_of,
 )
-from models.schemas import SCHEMA_FILES, json_schema
+from intentwatch.schemas import SCHEMA_FILES, json_schema
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
 AGENT = "spiffe://acme.org/agents/support/agent-3"

@@ -7,10 +7,10 @@ import random
 
 import pytest
 
-from models.catalogue import ACTION_RISK, ToolCatalogue
-from models.config import ScoringConfig
-from models.contracts import Grant, ToolCall
-from models.detection import (
+from intentwatch.contracts import Grant, ToolCall
+from intentwatch.models.catalogue import ACTION_RISK, ToolCatalogue
+from intentwatch.models.config import ScoringConfig
+from intentwatch.models.detection import (
     BEHAVIOUR,
     DEFAULT_WEIGHTS,
     INTENT,

@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from models.config import ScoringConfig
-from models.contracts import Grant, Reason, TaskEvent, ToolCall
-from models.engine import Engine
+from intentwatch.contracts import Grant, Reason, TaskEvent, ToolCall
+from intentwatch.models.config import ScoringConfig
+from intentwatch.models.engine import Engine
 
 AGENT = "spiffe://acme.org/agents/support/a1"
 OTHER = "spiffe://acme.org/agents/support/a2"

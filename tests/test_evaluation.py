@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from models.contracts import Verdict
-from models.evaluation import CallTruth, evaluate, truths_of
+from intentwatch.contracts import Verdict
+from intentwatch.evaluation.metrics import CallTruth, evaluate, truths_of
 
 
 def verdict(event_id: str, score: float, decision: str = "allow") -> dict:

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from models.fleet import (
+from intentwatch.simulation.fleet import (
     ATTACK_TYPES,
     TOOL_CATALOGUE,
     FleetSpec,
@@ -185,8 +185,8 @@ def test_print_summary(events: list[dict], tasks: dict[str, dict]) -> None:
 def test_decodes_and_agrees_with_conformance(events: list[dict]) -> None:
     """Every record meets its contract; the project's conformance check sees no violation
     in benign tasks or in the attack types designed to stay inside the grant."""
-    from models.conformance import check_call
-    from models.contracts import Grant, TaskEvent, decode_replay_record
+    from intentwatch.contracts import Grant, TaskEvent, decode_replay_record
+    from intentwatch.models.conformance import check_call
 
     grants, attack = {}, {}
     for record in events:

@@ -5,9 +5,9 @@ import pytest
 from joserfc import jws
 from joserfc.jwk import JWKRegistry
 
-from models.contracts import ContractError, Grant
-from models.grant_tokens import GRANT_TYPE, GrantRejected, GrantVerifier, sign_grant
-from models.keys import generate_key
+from intentwatch.contracts import ContractError, Grant
+from intentwatch.tokens.grants import GRANT_TYPE, GrantRejected, GrantVerifier, sign_grant
+from intentwatch.tokens.keys import generate_key
 from tests import forge
 
 AGENT = "spiffe://acme.org/agents/support/a1"

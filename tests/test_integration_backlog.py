@@ -21,9 +21,9 @@ import msgspec
 import pytest
 from kafka import KafkaProducer
 
-from models.contracts import TOPICS
-from models.fleet import FleetSpec, generate
-from models.grant_tokens import sign_grant
+from intentwatch.contracts import TOPICS
+from intentwatch.simulation.fleet import FleetSpec, generate
+from intentwatch.tokens.grants import sign_grant
 from tests.conftest import RunningWorker, wait_for
 
 pytestmark = pytest.mark.kafka

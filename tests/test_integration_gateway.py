@@ -8,8 +8,8 @@ import pytest
 
 from intentwatch import RevocationSubscriber, TelemetryPublisher
 from intentwatch.demo import WorkerProcess, create_topics
+from intentwatch.pipeline.settings import Settings
 from intentwatch.reference import AccessDenied, CredentialBroker, ToolGateway
-from pipeline.settings import Settings
 
 pytestmark = pytest.mark.kafka
 

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from kafka import KafkaProducer
 
-from models.contracts import TOPICS, DeadLetterHeaders, encode
+from intentwatch.contracts import TOPICS, DeadLetterHeaders, encode
 
 pytestmark = pytest.mark.kafka
 

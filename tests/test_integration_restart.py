@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.snapshots import FILE_NAME
+from intentwatch.pipeline.snapshots import FILE_NAME
 from tests.conftest import RunningWorker, wait_for
 
 pytestmark = pytest.mark.kafka

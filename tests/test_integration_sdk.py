@@ -8,11 +8,11 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
 from intentwatch import RevocationSubscriber, TelemetryPublisher
+from intentwatch.contracts import TOPICS, Revocation, decode_task_event, decode_toolcall
 from intentwatch.demo import create_topics
-from models.contracts import TOPICS, Revocation, decode_task_event, decode_toolcall
-from models.keys import generate_key
-from models.revocation_tokens import encode_revocation
-from pipeline.settings import Settings
+from intentwatch.pipeline.settings import Settings
+from intentwatch.tokens.keys import generate_key
+from intentwatch.tokens.revocations import encode_revocation
 from tests import forge
 
 pytestmark = pytest.mark.kafka

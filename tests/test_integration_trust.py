@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 from kafka import KafkaProducer
 
-from models.contracts import TOPICS, DeadLetterHeaders, encode
-from models.grant_tokens import GRANT_TYPE
-from models.keys import generate_key
-from models.revocation_tokens import CONTENT_TYPE, SESSION_REVOKED, RevocationVerifier
+from intentwatch.contracts import TOPICS, DeadLetterHeaders, encode
+from intentwatch.tokens.grants import GRANT_TYPE
+from intentwatch.tokens.keys import generate_key
+from intentwatch.tokens.revocations import CONTENT_TYPE, SESSION_REVOKED, RevocationVerifier
 from tests.forge import hmac_with_public_key, segments, unsecured, with_payload
 
 pytestmark = pytest.mark.kafka

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from models.catalogue import ToolInfo
-from models.intent import (
+from intentwatch.models.catalogue import ToolInfo
+from intentwatch.models.intent import (
     align,
     concepts_of,
     parse_intent,

@@ -5,7 +5,7 @@ import stat
 import pytest
 from joserfc.jwk import KeySet, thumbprint
 
-from models.keys import (
+from intentwatch.tokens.keys import (
     JwsVerifier,
     Keyring,
     SigningKey,

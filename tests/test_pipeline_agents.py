@@ -15,14 +15,14 @@ import pytest
 from faust.serializers import codecs
 from kafka.partitioner.default import murmur2
 
-from models.clock import StreamClock
-from models.contracts import TOPICS, DeadLetterHeaders, Grant, encode
-from models.grant_tokens import GrantVerifier, sign_grant
-from models.keys import Keyring, generate_key
-from models.revocation_tokens import RevocationVerifier
-from pipeline.app import Pipeline, agent_partition
-from pipeline.settings import Settings
-from pipeline.worker import load_keyring
+from intentwatch.contracts import TOPICS, DeadLetterHeaders, Grant, encode
+from intentwatch.models.clock import StreamClock
+from intentwatch.pipeline.app import Pipeline, agent_partition
+from intentwatch.pipeline.settings import Settings
+from intentwatch.pipeline.worker import load_keyring
+from intentwatch.tokens.grants import GrantVerifier, sign_grant
+from intentwatch.tokens.keys import Keyring, generate_key
+from intentwatch.tokens.revocations import RevocationVerifier
 
 ISSUER_KEY = generate_key("EdDSA")
 OTHER_KEY = generate_key("EdDSA")

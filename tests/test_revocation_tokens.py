@@ -5,9 +5,9 @@ import jsonschema
 import msgspec
 import pytest
 
-from models.contracts import ContractError, Revocation
-from models.keys import generate_key
-from models.revocation_tokens import (
+from intentwatch.contracts import ContractError, Revocation
+from intentwatch.tokens.keys import generate_key
+from intentwatch.tokens.revocations import (
     CONTENT_TYPE,
     SESSION_REVOKED,
     RevocationClaims,
@@ -206,7 +206,7 @@ def test_malformed(key, verifier):
 
 
 def test_verifying_our_own_keyring(tmp_path):
-    from models.keys import Keyring
+    from intentwatch.tokens.keys import Keyring
 
     ring = Keyring.create(tmp_path / "keys")
     old = sign(ring.active)

@@ -9,13 +9,13 @@ from typing import ClassVar
 
 import pytest
 
-import intentwatch.publisher
-import intentwatch.subscriber
+import intentwatch.sdk.publisher
+import intentwatch.sdk.subscriber
 from intentwatch import ContractError, PublishError, RevocationSubscriber, TelemetryPublisher
+from intentwatch.contracts import TOPICS, Revocation, decode_task_event, decode_toolcall
 from intentwatch.reference import AccessDenied, CredentialBroker, ToolGateway
-from models.contracts import TOPICS, Revocation, decode_task_event, decode_toolcall
-from models.keys import generate_key
-from models.revocation_tokens import encode_revocation
+from intentwatch.tokens.keys import generate_key
+from intentwatch.tokens.revocations import encode_revocation
 from tests import forge
 
 AGENT = "spiffe://acme.org/agents/support/a1"
@@ -90,7 +90,7 @@ class FakeConsumer:
 
 @pytest.fixture
 def publisher(monkeypatch):
-    monkeypatch.setattr(intentwatch.publisher, "KafkaProducer", FakeProducer)
+    monkeypatch.setattr(intentwatch.sdk.publisher, "KafkaProducer", FakeProducer)
     return TelemetryPublisher("kafka.invalid:9092")
 
 
@@ -108,7 +108,7 @@ def test_producer_is_idempotent_and_waits_for_all_replicas(publisher):
 
 
 def test_bootstrap_comes_from_the_environment(monkeypatch):
-    monkeypatch.setattr(intentwatch.publisher, "KafkaProducer", FakeProducer)
+    monkeypatch.setattr(intentwatch.sdk.publisher, "KafkaProducer", FakeProducer)
     monkeypatch.setenv("INTENTWATCH_BOOTSTRAP", "10.0.0.7:9092")
     assert TelemetryPublisher().bootstrap == "10.0.0.7:9092"
     monkeypatch.delenv("INTENTWATCH_BOOTSTRAP")
@@ -302,7 +302,7 @@ def key():
 
 @pytest.fixture
 def subscriber(monkeypatch, key):
-    monkeypatch.setattr(intentwatch.subscriber, "KafkaConsumer", FakeConsumer)
+    monkeypatch.setattr(intentwatch.sdk.subscriber, "KafkaConsumer", FakeConsumer)
     rejected = []
     subscriber = RevocationSubscriber(
         "kafka.invalid:9092", jwks={"keys": [key.public_jwk()]}, audience=AUDIENCE,
@@ -346,7 +346,7 @@ def test_subscriber_drops_and_reports_forgeries(subscriber, key, caplog):
 
 
 def test_subscriber_keeps_only_its_agents(monkeypatch, key):
-    monkeypatch.setattr(intentwatch.subscriber, "KafkaConsumer", FakeConsumer)
+    monkeypatch.setattr(intentwatch.sdk.subscriber, "KafkaConsumer", FakeConsumer)
     subscriber = RevocationSubscriber("kafka.invalid:9092", jwks={"keys": [key.public_jwk()]},
                                       agents={OTHER})
     deliver(record(signed(key)), record(signed(key, revocation_id="r2", agent_id=OTHER), OTHER))
@@ -394,7 +394,7 @@ def issue(broker, task_id="t1", **changes):
 
 
 def test_broker_publishes_a_grant_signed_with_its_key(broker, publisher):
-    from models.grant_tokens import GrantVerifier
+    from intentwatch.tokens.grants import GrantVerifier
 
     credential = issue(broker)
     [record_] = sent(publisher, "grants")

@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.config import load_config
-from models.detection import Detector
-from models.engine import Engine
-from models.evaluation import evaluate, truths_of
-from models.fleet import FleetSpec, generate
-from models.replay import replay
-from models.tuning import FIT_COMPONENTS, TuningData
+from intentwatch.evaluation.metrics import evaluate, truths_of
+from intentwatch.evaluation.tuning import FIT_COMPONENTS, TuningData
+from intentwatch.models.config import load_config
+from intentwatch.models.detection import Detector
+from intentwatch.models.engine import Engine
+from intentwatch.models.replay import replay
+from intentwatch.simulation.fleet import FleetSpec, generate
 
 
 @pytest.fixture(scope="module")

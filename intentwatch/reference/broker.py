@@ -40,11 +40,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from intentwatch.publisher import TelemetryPublisher
-from intentwatch.subscriber import RevocationSubscriber
-from models.contracts import Revocation
-from models.grant_tokens import sign_grant
-from models.keys import SigningKey, generate_key
+from intentwatch.contracts import Revocation
+from intentwatch.sdk.publisher import TelemetryPublisher
+from intentwatch.sdk.subscriber import RevocationSubscriber
+from intentwatch.tokens.grants import sign_grant
+from intentwatch.tokens.keys import SigningKey, generate_key
 
 __all__ = ["CredentialBroker", "CredentialCheck", "RevokedCredential", "TaskCredential"]
 

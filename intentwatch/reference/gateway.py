@@ -27,10 +27,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from intentwatch.instrument import size_of
-from intentwatch.publisher import TelemetryPublisher
+from intentwatch.contracts import format_ts
 from intentwatch.reference.broker import CredentialBroker, CredentialCheck
-from models.contracts import format_ts
+from intentwatch.sdk.instrument import size_of
+from intentwatch.sdk.publisher import TelemetryPublisher
 
 __all__ = ["AccessDenied", "GatewayCall", "ToolGateway"]
 

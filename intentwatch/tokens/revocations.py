@@ -1,6 +1,6 @@
 """Signed revocations: OpenID CAEP ``session-revoked`` Security Event Tokens.
 
-A :class:`~models.contracts.Revocation` decided by the engine becomes a Security
+A :class:`~intentwatch.contracts.Revocation` decided by the engine becomes a Security
 Event Token (RFC 8417) signed by intentwatch's active key: a compact JWS with
 ``typ: secevent+jwt``, published on ``intentwatch.revocations.v1`` with
 CloudEvents Kafka binary-mode headers. Credential brokers and gateways verify it
@@ -19,8 +19,8 @@ with :class:`RevocationVerifier` and intentwatch's JWKS. The claims
 
 Times are whole epoch seconds, so ``event_ts`` comes back truncated.
 
->>> from models.contracts import Revocation
->>> from models.keys import generate_key
+>>> from intentwatch.contracts import Revocation
+>>> from intentwatch.tokens.keys import generate_key
 >>> key = generate_key("ES256")
 >>> rev = Revocation(revocation_id="r1", agent_id="spiffe://acme.org/agents/a1",
 ...     task_id="t1", credential_ids=["c1"], reason_code="intent_violation",
@@ -43,8 +43,14 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta, Struct
 
-from models.contracts import ReasonCode, Revocation, format_ts
-from models.keys import DEFAULT_ALGORITHMS, JwksSource, JwsVerifier, SigningKey, TokenRejected
+from intentwatch.contracts import ReasonCode, Revocation, format_ts
+from intentwatch.tokens.keys import (
+    DEFAULT_ALGORITHMS,
+    JwksSource,
+    JwsVerifier,
+    SigningKey,
+    TokenRejected,
+)
 
 __all__ = [
     "CONTENT_TYPE",
@@ -210,7 +216,7 @@ class RevocationVerifier:
     ----------
     jwks
         intentwatch's public keys (``/.well-known/jwks.json``, or
-        ``intentwatch keys jwks``); see :func:`models.keys.load_jwks`.
+        ``intentwatch keys jwks``); see :func:`intentwatch.tokens.keys.load_jwks`.
     audience
         If given, ``aud`` must name it.
     issuer

@@ -1,7 +1,7 @@
 """A real single-node Apache Kafka broker on this machine, for development and tests.
 
 The broker jars come from Maven Central (resolved once with ``mvn`` into a cache folder,
-see ``kafka/pom.xml``, which also sets the Kafka version) and run on the local Java 17+
+see ``kafka-pom.xml``, which also sets the Kafka version) and run on the local Java 17+
 as one combined broker+controller node in KRaft mode, listening on 127.0.0.1 only.
 
 Each broker has a home folder holding its ``server.properties``, data, log file and pid
@@ -42,7 +42,7 @@ __all__ = [
     "up",
 ]
 
-POM = Path(__file__).with_name("kafka") / "pom.xml"
+POM = Path(__file__).with_name("kafka-pom.xml")
 MIN_JAVA = 17
 _POM_NS = {"m": "http://maven.apache.org/POM/4.0.0"}
 
@@ -68,7 +68,7 @@ def _pom_kafka_version() -> str:
 
 
 KAFKA_VERSION = _pom_kafka_version()
-"""Apache Kafka version of the local broker, read from ``kafka/pom.xml``."""
+"""Apache Kafka version of the local broker, read from ``kafka-pom.xml``."""
 
 
 @dataclass(frozen=True)

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import minimize
 
-from models.contracts import Verdict
-from models.detection import BEHAVIOUR, INTENT, FusionConfig
-from models.evaluation import CallTruth
+from intentwatch.contracts import Verdict
+from intentwatch.evaluation.metrics import CallTruth
+from intentwatch.models.detection import BEHAVIOUR, INTENT, FusionConfig
 
 __all__ = ["FIT_COMPONENTS", "Fit", "TuningData"]
 

@@ -1,7 +1,7 @@
 """Publish an agent's telemetry to intentwatch: tool calls, grants and task events.
 
 Every record is checked against its v1 contract *before* it is sent, so a
-mistake raises :class:`~models.contracts.ContractError` at the call site
+mistake raises :class:`~intentwatch.contracts.ContractError` at the call site
 instead of landing in the dead-letter topic. Records are keyed by the agent's
 SPIFFE ID and timestamped with the event's time; the producer is idempotent
 with ``acks=all``.
@@ -33,15 +33,7 @@ from typing import Any, TypeVar
 import msgspec
 from kafka import KafkaProducer
 
-from intentwatch.instrument import (
-    TaskScope,
-    ToolCallRecord,
-    encode_checked,
-    instrument,
-    task_scope,
-    tool_call,
-)
-from models.contracts import (
+from intentwatch.contracts import (
     TOPICS,
     ContractError,
     Grant,
@@ -52,13 +44,21 @@ from models.contracts import (
     decode_toolcall,
     encode,
 )
+from intentwatch.sdk.instrument import (
+    TaskScope,
+    ToolCallRecord,
+    encode_checked,
+    instrument,
+    task_scope,
+    tool_call,
+)
 
 __all__ = ["BOOTSTRAP_ENV", "PublishError", "TelemetryPublisher", "default_bootstrap"]
 
 BOOTSTRAP_ENV = "INTENTWATCH_BOOTSTRAP"
 """Environment variable naming the Kafka bootstrap servers (``host:port[,host:port]``)."""
 
-log = logging.getLogger("intentwatch.publisher")
+log = logging.getLogger("intentwatch.sdk.publisher")
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -1,7 +1,7 @@
 """Signed grants: a task's approved intent, as a compact JWS from a trusted issuer.
 
 A credential broker signs each grant's JSON payload (the fields of
-:class:`~models.contracts.Grant`) and publishes it on ``intentwatch.grants.v1``
+:class:`~intentwatch.contracts.Grant`) and publishes it on ``intentwatch.grants.v1``
 keyed by the agent's SPIFFE ID. The pipeline checks it with
 :class:`GrantVerifier` before the grant enters state.
 
@@ -10,7 +10,7 @@ Header: ``{"alg", "kid", "typ": "intentwatch-grant+jwt"}``. The explicit type
 grant; ``typ: JWT`` and no ``typ`` are accepted too, as most brokers send
 those. Every token must name its key with ``kid``.
 
->>> from models.keys import generate_key
+>>> from intentwatch.tokens.keys import generate_key
 >>> key = generate_key("EdDSA")
 >>> payload = {"grant_id": "g1", "agent_id": "spiffe://acme.org/agents/support/a1",
 ...     "task_id": "t1", "credential_ids": ["c1"], "tools": ["gmail.*"],
@@ -35,8 +35,14 @@ from typing import Any
 
 import msgspec
 
-from models.contracts import ContractError, Grant, decode_grant_payload, format_ts
-from models.keys import DEFAULT_ALGORITHMS, JwksSource, JwsVerifier, SigningKey, TokenRejected
+from intentwatch.contracts import ContractError, Grant, decode_grant_payload, format_ts
+from intentwatch.tokens.keys import (
+    DEFAULT_ALGORITHMS,
+    JwksSource,
+    JwsVerifier,
+    SigningKey,
+    TokenRejected,
+)
 
 __all__ = ["GRANT_TYPE", "GrantRejected", "GrantVerifier", "sign_grant"]
 
@@ -67,7 +73,7 @@ class GrantVerifier:
     Parameters
     ----------
     jwks
-        Public keys of the trusted issuers (see :func:`models.keys.load_jwks`);
+        Public keys of the trusted issuers (see :func:`intentwatch.tokens.keys.load_jwks`);
         ``None`` only with ``allow_unsigned``.
     algorithms
         Accepted ``alg`` values; asymmetric only.

@@ -1,6 +1,6 @@
 """Turn an agent's tool calls into published telemetry: a task scope, a block, a decorator.
 
-Use them through a :class:`~intentwatch.publisher.TelemetryPublisher`::
+Use them through a :class:`~intentwatch.sdk.publisher.TelemetryPublisher`::
 
     publisher = TelemetryPublisher(agent_id="spiffe://acme.org/agents/support/a1")
 
@@ -15,7 +15,7 @@ Use them through a :class:`~intentwatch.publisher.TelemetryPublisher`::
             mailer.send(body)
 
 The record is validated when the call *starts*, so a missing task or a bad field
-raises :class:`~models.contracts.ContractError` before the tool runs; it is
+raises :class:`~intentwatch.contracts.ContractError` before the tool runs; it is
 published when the call ends, with its outcome (``ok``, ``error``, or
 ``denied`` if the caller set it), duration and sizes.
 """
@@ -35,10 +35,10 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import msgspec
 
-from models.contracts import ContractError, ToolCall, decode_toolcall, encode
+from intentwatch.contracts import ContractError, ToolCall, decode_toolcall, encode
 
 if TYPE_CHECKING:
-    from intentwatch.publisher import TelemetryPublisher
+    from intentwatch.sdk.publisher import TelemetryPublisher
 
 __all__ = [
     "TaskScope",

@@ -38,13 +38,13 @@ from typing import Any, Literal
 from kafka import KafkaConsumer
 from kafka.consumer.fetcher import ConsumerRecord
 
-from intentwatch.publisher import default_bootstrap
-from models.contracts import TOPICS, Revocation
-from models.revocation_tokens import RevocationRejected, RevocationVerifier
+from intentwatch.contracts import TOPICS, Revocation
+from intentwatch.sdk.publisher import default_bootstrap
+from intentwatch.tokens.revocations import RevocationRejected, RevocationVerifier
 
 __all__ = ["RejectedRevocation", "RevocationSubscriber", "fetch_jwks"]
 
-log = logging.getLogger("intentwatch.subscriber")
+log = logging.getLogger("intentwatch.sdk.subscriber")
 
 JWKS_REFRESH_SECONDS = 10.0
 """Least time between two JWKS downloads prompted by an unknown ``kid`` (a rotated key)."""

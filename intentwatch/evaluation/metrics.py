@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from models.contracts import Verdict
+from intentwatch.contracts import Verdict
 
 __all__ = ["FPR_LEVELS", "CallTruth", "QualityReport", "TypeReport", "evaluate", "truths_of"]
 

@@ -11,8 +11,8 @@ from typing import Any
 import msgspec
 from msgspec import Struct
 
-from models.contracts import AuditRecord, Grant, TaskEvent, ToolCall, Verdict
-from models.revocation_tokens import RevocationClaims
+from intentwatch.contracts import AuditRecord, Grant, TaskEvent, ToolCall, Verdict
+from intentwatch.tokens.revocations import RevocationClaims
 
 __all__ = ["SCHEMA_FILES", "json_schema"]
 

@@ -6,7 +6,7 @@ share of tasks is hijacked (by a prompt injection in a ticket, email or fetched
 page) into one of :data:`ATTACK_TYPES`. Each task is a grant (the approved
 intent as a plain unsigned payload, issued just before the task), a ``started``
 event, 2-20 tool calls and a ``completed`` / ``failed`` / ``cancelled`` event,
-all in the DESIGN.md replay format and in time order.
+all in the replay format (docs/contracts.md) and in time order.
 
 Ground truth rides along in a ``truth`` field the decoders ignore: tool calls
 carry ``{"attack", "attack_type", "harmful"}`` (harmful = a damaging step:
@@ -18,7 +18,7 @@ Benign tasks never break their grant. Attacks of every type except
 ``credential_reuse``, ``use_after_task_end`` and ``out_of_grant`` stay inside
 it; those grants are drawn like any other but kept only when broad enough for
 the attack, so attacks sit in broad grants somewhat more often than benign tasks.
-Target patterns follow :mod:`models.conformance`: ``*`` matches everything, a
+Target patterns follow :mod:`intentwatch.models.conformance`: ``*`` matches everything, a
 pattern with a scheme matches the whole target, a bare host pattern matches the
 target's host. Everything is drawn from one ``numpy.random.default_rng(seed)``:
 the same spec gives the same events.
@@ -2011,7 +2011,7 @@ _LEVELS = ("public", "internal", "confidential", "restricted")
 
 
 def _covers(scope: _Scope, call: _Call) -> bool:
-    """Whether the grant allows the call's tool, target and data labels (DESIGN.md rules)."""
+    """Whether the grant allows the call's tool, target and data labels (docs/contracts.md)."""
     if not any(fnmatchcase(call.tool, p) for p in scope.tools):
         return False
     if call.target is not None:

@@ -33,7 +33,7 @@ from joserfc.errors import DecodeError, JoseError, UnsupportedAlgorithmError
 from joserfc.jwk import JWKRegistry, Key, KeySet
 from joserfc.jws import JWSAlgModel
 
-from models.contracts import ContractError, format_ts
+from intentwatch.contracts import ContractError, format_ts
 
 __all__ = [
     "DEFAULT_ALGORITHMS",

@@ -1,4 +1,4 @@
-"""intentwatch.localkafka: setup errors and config without a broker, lifecycle with a real one."""
+"""intentwatch.local.kafka_broker: setup errors and config without a broker; a real lifecycle."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
-from intentwatch.localkafka import (
+from intentwatch.local.kafka_broker import (
     KAFKA_VERSION,
     KafkaSetupError,
     LocalKafka,

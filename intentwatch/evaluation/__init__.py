@@ -1,0 +1,1 @@
+"""Measuring and tuning detection on labelled replays."""

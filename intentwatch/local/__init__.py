@@ -1,0 +1,1 @@
+"""Real services on this machine for development, the demo and the tests (Kafka, workers)."""

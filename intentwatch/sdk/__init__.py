@@ -1,0 +1,1 @@
+"""The client SDK: publish telemetry from agents, receive verified revocations."""

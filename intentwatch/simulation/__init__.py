@@ -1,0 +1,1 @@
+"""A labelled synthetic agent fleet: benign tasks and attacks, deterministic per seed."""

@@ -1,0 +1,1 @@
+"""Signed tokens: intentwatch's keyring, grant tokens (JWS) and revocation tokens (SETs)."""

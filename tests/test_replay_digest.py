@@ -1,0 +1,36 @@
+"""A short fixture fleet's replay, pinned: a change meant to keep behaviour keeps it.
+
+The digest covers every verdict, revocation and audit, encoded as published. A change
+that is *meant* to alter detection updates :data:`DIGEST` in the same commit and says
+why; any other change must leave it as it is (the layout move of issue 8 did).
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import msgspec
+
+from intentwatch.models.engine import Engine
+from intentwatch.models.replay import replay
+from intentwatch.simulation.fleet import FleetSpec, generate
+
+SPEC = FleetSpec(seed=4, agents_per_role=1, history_days=1.0, attack_days=1.0, attack_rate=0.3)
+DIGEST = "97a56540ba4374a4a1b424ac82b901c7a73fc5196ea8160f76ea9e0125c6e85e"
+"""sha256 of the outputs of the engine of config 2026.11.4 (unchanged by the layout move)."""
+
+
+def replay_digest(spec: FleetSpec) -> tuple[int, str]:
+    """How many outputs the replay of ``spec``'s fleet gives, and their sha256."""
+    digest, count = hashlib.sha256(), 0
+    for outcome in replay(generate(spec), Engine()):
+        for item in (*outcome.verdicts, *outcome.revocations, *outcome.audits):
+            digest.update(msgspec.json.encode(item) + b"\n")
+            count += 1
+    return count, digest.hexdigest()
+
+
+def test_the_fixture_fleet_replays_to_the_pinned_outputs() -> None:
+    count, digest = replay_digest(SPEC)
+    assert count > 300
+    assert digest == DIGEST
