@@ -30,6 +30,7 @@ __all__ = [
     "ACTIONS",
     "DLQ_HEADERS",
     "LABEL_LEVELS",
+    "LIMITS",
     "REASON_CODES",
     "TOPICS",
     "Action",
@@ -39,19 +40,24 @@ __all__ = [
     "Decision",
     "Event",
     "Grant",
+    "Limits",
     "Reason",
     "ReasonCode",
+    "RecordRejected",
     "Revocation",
     "TaskEvent",
     "ToolCall",
     "Verdict",
+    "check_size",
     "decode_grant_payload",
     "decode_replay_record",
     "decode_task_event",
     "decode_toolcall",
     "encode",
     "format_ts",
+    "is_spiffe_id",
     "role_of",
+    "shorten",
 ]
 
 TOPICS = {
@@ -65,21 +71,67 @@ TOPICS = {
 }
 """Logical topic name -> Kafka topic name."""
 
-_SPIFFE_PATTERN = r"^spiffe://[a-z0-9._-]+(/[A-Za-z0-9._-]*[A-Za-z0-9_-][A-Za-z0-9._-]*)+$"
-_spiffe_re = re.compile(_SPIFFE_PATTERN)
+
+
+class Limits:
+    """The caps every contract enforces: a record past one is rejected, naming it.
+
+    They keep one record from filling memory, state or an output record (a verdict,
+    revocation or dead letter must stay far below the broker's 1 MB message limit).
+    """
+
+    RECORD_BYTES = 64 * 1024
+    """Bytes of one encoded input record (a grant's JWS included)."""
+    ID_CHARS = 1024
+    """Characters of an id, a tool name or a grant pattern."""
+    TEXT_CHARS = 4096
+    """Characters of a tool description or a target."""
+    INTENT_CHARS = 16 * 1024
+    """Characters of a grant's intent."""
+    LABELS = 32
+    """Data labels on one call."""
+    LABEL_CHARS = 64
+    """Characters of one data label."""
+    ARGS = 64
+    """Top-level arguments of one call (their values count towards ``RECORD_BYTES``)."""
+    GRANT_ITEMS = 256
+    """Tools, targets or data labels of one grant."""
+    GRANT_CREDENTIALS = 64
+    """Credential ids of one grant (a revocation names every one)."""
+    DETAIL_CHARS = 1000
+    """Characters of a reason's detail or a revocation's reason (longer ones are shortened)."""
+    EARLIEST, LATEST = 0.0, 253402300799.0
+    """Epoch seconds a timestamp may take: 1970-01-01 to 9999-12-31T23:59:59Z."""
+
+
+LIMITS = Limits
+
+# SPIFFE ID (github.com/spiffe/spiffe standards/SPIFFE-ID.md, 2): scheme `spiffe`, a trust
+# domain of [a-z0-9._-], and for a workload a path of segments of [A-Za-z0-9._-], none empty,
+# `.` or `..`, no trailing slash, no query, fragment, port or user info; at most 2048 bytes.
+_SPIFFE_PATTERN = r"^spiffe://[a-z0-9._-]+(/(?!\.\.?(/|$))[A-Za-z0-9._-]+)+$"
+_spiffe_re = re.compile(_SPIFFE_PATTERN.removeprefix("^").removesuffix("$").replace("$", r"\Z"))
+_SPIFFE_MAX_BYTES, _TRUST_DOMAIN_MAX = 2048, 255
 SpiffeId = Annotated[
     str,
     Meta(
-        max_length=2048,
+        max_length=_SPIFFE_MAX_BYTES,
         description="SPIFFE ID of the agent workload: spiffe://trust-domain/path",
         extra_json_schema={"pattern": _SPIFFE_PATTERN},
     ),
 ]
-NonEmpty = Annotated[str, Meta(min_length=1, max_length=1024)]
+NonEmpty = Annotated[str, Meta(min_length=1, max_length=Limits.ID_CHARS)]
+Text = Annotated[str, Meta(max_length=Limits.TEXT_CHARS)]
+Label = Annotated[str, Meta(min_length=1, max_length=Limits.LABEL_CHARS)]
+HexId = Annotated[str, Meta(max_length=64)]
 Count = Annotated[int, Meta(ge=0)]
 Probability = Annotated[float, Meta(ge=0.0, le=1.0)]
-Timestamp = Annotated[datetime, Meta(tz=True)] | float
-"""RFC 3339 with a time zone, or epoch seconds; decoded to epoch seconds."""
+Timestamp = (
+    Annotated[datetime, Meta(tz=True)]
+    | Annotated[float, Meta(ge=Limits.EARLIEST, le=Limits.LATEST)]
+)
+"""RFC 3339 with a time zone, or epoch seconds (1970 to 9999); decoded to epoch seconds."""
+GrantItems = Annotated[list[NonEmpty], Meta(max_length=Limits.GRANT_ITEMS)]
 
 Action = Literal["read", "write", "delete", "send", "execute", "admin"]
 ACTIONS: tuple[str, ...] = ("read", "write", "delete", "send", "execute", "admin")
@@ -95,15 +147,59 @@ class ContractError(ValueError):
     """A record does not meet its contract; the message names the field and the problem."""
 
 
-def _epoch(value: datetime | float) -> float:
-    return value.timestamp() if isinstance(value, datetime) else float(value)
+class RecordRejected(ContractError):
+    """A record is refused by a rule rather than for its shape; ``code`` names the rule.
+
+    >>> str(RecordRejected("too_large", "70,000 bytes"))
+    'too_large: 70,000 bytes'
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+
+
+def _epoch(value: datetime | float, name: str) -> float:
+    epoch = value.timestamp() if isinstance(value, datetime) else float(value)
+    if not Limits.EARLIEST <= epoch <= Limits.LATEST:
+        raise ValueError(f"`{name}` must be between 1970 and 9999, got {value}")
+    return epoch
+
+
+def is_spiffe_id(value: str) -> bool:
+    """Whether ``value`` is a workload SPIFFE ID, exactly as the SPIFFE specification says.
+
+    >>> is_spiffe_id("spiffe://acme.org/agents/a1"), is_spiffe_id("spiffe://acme.org/a1\\n")
+    (True, False)
+    >>> is_spiffe_id("spiffe://acme.org/a/../b"), is_spiffe_id("spiffe://Acme.org/a")
+    (False, False)
+    """
+    return (
+        _spiffe_re.fullmatch(value) is not None
+        and len(value.encode()) <= _SPIFFE_MAX_BYTES
+        and len(value[len("spiffe://"):].split("/", 1)[0]) <= _TRUST_DOMAIN_MAX
+    )
 
 
 def _check_spiffe_id(value: str) -> None:
-    if not _spiffe_re.match(value):
+    if not is_spiffe_id(value):
         raise ValueError(
-            f"`agent_id` must be a SPIFFE ID (spiffe://trust-domain/path), got {value!r}"
+            "`agent_id` must be a SPIFFE ID (spiffe://trust-domain/path), "
+            f"got {shorten(value, 200)!r}"
         )
+
+
+def shorten(text: str, limit: int = Limits.DETAIL_CHARS) -> str:
+    """``text``, cut to at most ``limit`` characters with a count of what was left out.
+
+    >>> shorten("a" * 50, 30)
+    'aaaaaaaaaaaa… (+38 characters)'
+    """
+    if len(text) <= limit:
+        return text
+    suffix_room = len(f"… (+{len(text):,} characters)")
+    kept = max(limit - suffix_room, 0)
+    return f"{text[:kept]}… (+{len(text) - kept:,} characters)"
 
 
 def format_ts(epoch: float) -> str:
@@ -125,22 +221,22 @@ class ToolCall(Struct, kw_only=True):
     agent_id: SpiffeId
     task_id: NonEmpty
     tool: NonEmpty
-    credential_id: str | None = None
-    tool_description: str | None = None
+    credential_id: NonEmpty | None = None
+    tool_description: Text | None = None
     action: Action | None = None
-    target: str | None = None
-    args: dict[str, Any] | None = None
-    data_labels: list[str] = []
+    target: Text | None = None
+    args: Annotated[dict[str, Any], Meta(max_length=Limits.ARGS)] | None = None
+    data_labels: Annotated[list[Label], Meta(max_length=Limits.LABELS)] = []
     bytes_out: Count | None = None
     bytes_in: Count | None = None
     outcome: Literal["ok", "error", "denied"] | None = None
-    trace_id: str | None = None
-    span_id: str | None = None
-    parent_span_id: str | None = None
+    trace_id: HexId | None = None
+    span_id: HexId | None = None
+    parent_span_id: HexId | None = None
 
     def __post_init__(self) -> None:
         _check_spiffe_id(self.agent_id)
-        self.ts = _epoch(self.ts)
+        self.ts = _epoch(self.ts, "ts")
 
 
 class Grant(Struct, kw_only=True):
@@ -149,19 +245,19 @@ class Grant(Struct, kw_only=True):
     grant_id: NonEmpty
     agent_id: SpiffeId
     task_id: NonEmpty
-    credential_ids: list[NonEmpty]
-    tools: list[NonEmpty]
-    targets: list[NonEmpty]
-    data_labels: list[NonEmpty]
+    credential_ids: Annotated[list[NonEmpty], Meta(max_length=Limits.GRANT_CREDENTIALS)]
+    tools: GrantItems
+    targets: GrantItems
+    data_labels: GrantItems
     issued_at: Timestamp
     expires_at: Timestamp
     issuer: NonEmpty
-    intent: str = ""
+    intent: Annotated[str, Meta(max_length=Limits.INTENT_CHARS)] = ""
 
     def __post_init__(self) -> None:
         _check_spiffe_id(self.agent_id)
-        self.issued_at = _epoch(self.issued_at)
-        self.expires_at = _epoch(self.expires_at)
+        self.issued_at = _epoch(self.issued_at, "issued_at")
+        self.expires_at = _epoch(self.expires_at, "expires_at")
         if self.expires_at <= self.issued_at:
             raise ValueError("`expires_at` must be later than `issued_at`")
 
@@ -177,7 +273,7 @@ class TaskEvent(Struct, kw_only=True):
 
     def __post_init__(self) -> None:
         _check_spiffe_id(self.agent_id)
-        self.ts = _epoch(self.ts)
+        self.ts = _epoch(self.ts, "ts")
 
 
 Event = ToolCall | Grant | TaskEvent
@@ -262,13 +358,25 @@ _task_decoder = msgspec.json.Decoder(TaskEvent)
 _encoder = msgspec.json.Encoder()
 
 
+def check_size(data: bytes | str, what: str) -> None:
+    """Raise :class:`RecordRejected` (``too_large``) if ``data`` is past ``RECORD_BYTES``."""
+    size = len(data.encode() if isinstance(data, str) else data)
+    if size > Limits.RECORD_BYTES:
+        raise RecordRejected(
+            "too_large", f"{what}: {size:,} bytes, more than the {Limits.RECORD_BYTES:,} allowed"
+        )
+
+
 def _decode(decoder: msgspec.json.Decoder, data: bytes | str, what: str):
+    check_size(data, what)
     try:
         return decoder.decode(data)
     except msgspec.ValidationError as exc:
         raise ContractError(f"{what}: {exc}") from None
     except msgspec.DecodeError as exc:
         raise ContractError(f"{what}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise ContractError(f"{what}: nested too deeply") from None
 
 
 def decode_toolcall(data: bytes | str) -> ToolCall:

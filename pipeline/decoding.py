@@ -12,22 +12,14 @@ from collections.abc import Callable
 
 from intentwatch.contracts import (
     TOPICS,
-    ContractError,
     Event,
+    RecordRejected,
     decode_task_event,
     decode_toolcall,
 )
 from intentwatch.tokens.grants import GrantVerifier
 
-__all__ = ["Decoder", "RecordRejected", "reason_of"]
-
-
-class RecordRejected(ContractError):
-    """A record breaks a rule of the topic rather than of its value; ``code`` names the rule."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
+__all__ = ["Decoder", "reason_of"]
 
 
 def reason_of(error: BaseException) -> str:

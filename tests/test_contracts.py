@@ -6,7 +6,9 @@ import msgspec
 import pytest
 
 from intentwatch.contracts import (
+    LIMITS,
     ContractError,
+    RecordRejected,
     decode_grant_payload,
     decode_replay_record,
     decode_task_event,
@@ -108,3 +110,90 @@ def test_encode_round_trips():
 
 def test_role_is_spiffe_id_without_last_segment():
     assert role_of(AGENT) == "spiffe://acme.org/agents/support"
+
+
+@pytest.mark.parametrize(
+    "agent_id",
+    [
+        "spiffe://acme.org/agents/a1\n",  # re's `$` matches before a final newline
+        "spiffe://acme.org/agents/a1/",
+        "spiffe://acme.org//a1",
+        "spiffe://acme.org/./a1",
+        "spiffe://acme.org/agents/..",
+        "spiffe://Acme.org/a1",
+        "SPIFFE://acme.org/a1",
+        "spiffe://acme.org:443/a1",
+        "spiffe://user@acme.org/a1",
+        "spiffe://acme.org/a1?x=1",
+        "spiffe://acme.org/a1#x",
+        "spiffe://acme.org/a%201",
+        "spiffe://acme.org/agents/ä",
+        "spiffe://" + "a" * 256 + "/a1",
+        "spiffe://acme.org/" + "a" * 2048,
+    ],
+)
+def test_spiffe_ids_are_checked_exactly_as_the_specification_says(agent_id):
+    with pytest.raises(ContractError, match="agent_id"):
+        decode_toolcall(toolcall(agent_id=agent_id))
+
+
+@pytest.mark.parametrize(
+    "agent_id", ["spiffe://acme.org/agents/...", "spiffe://a-b_c.d/A.b-C_9", "spiffe://x/y"]
+)
+def test_spiffe_ids_the_specification_allows_are_accepted(agent_id):
+    assert decode_toolcall(toolcall(agent_id=agent_id)).agent_id == agent_id
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"data_labels": [f"l{i}" for i in range(33)]}, "$.data_labels"),
+        ({"data_labels": ["x" * 65]}, "$.data_labels[0]"),
+        ({"data_labels": [""]}, "$.data_labels[0]"),
+        ({"args": {f"a{i}": i for i in range(65)}}, "$.args"),
+        ({"target": "x" * 4097}, "$.target"),
+        ({"tool_description": "x" * 4097}, "$.tool_description"),
+        ({"tool": "x" * 1025}, "$.tool"),
+        ({"credential_id": "x" * 1025}, "$.credential_id"),
+        ({"trace_id": "a" * 65}, "$.trace_id"),
+        ({"ts": 253402300800}, "$.ts"),
+        ({"ts": -1}, "$.ts"),
+        ({"ts": "0001-01-01T00:00:00Z"}, "between 1970 and 9999"),
+    ],
+)
+def test_tool_call_caps_reject_with_the_field(changes, field):
+    with pytest.raises(ContractError, match="tool call") as error:
+        decode_toolcall(toolcall(**changes))
+    assert field in str(error.value)
+
+
+def test_a_record_past_the_byte_cap_is_rejected_as_too_large():
+    big = toolcall(args={"body": "x" * LIMITS.RECORD_BYTES})
+    with pytest.raises(RecordRejected) as error:
+        decode_toolcall(big)
+    assert error.value.code == "too_large" and f"{len(big):,} bytes" in str(error.value)
+
+
+def test_deep_nesting_and_huge_numbers_are_contract_errors_not_crashes():
+    deep = toolcall()[:-1] + b', "args": {"x": ' + b"[" * 20000 + b"]" * 20000 + b"}}"
+    with pytest.raises(ContractError, match="nested too deeply"):
+        decode_toolcall(deep)
+    with pytest.raises(ContractError, match="out of range"):
+        decode_toolcall(toolcall().replace(b'"2026-11-02T09:00:00Z"', b"1e400"))
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("credential_ids", [f"c{i}" for i in range(65)]),
+        ("tools", [f"t{i}" for i in range(257)]),
+        ("targets", [f"t{i}" for i in range(257)]),
+        ("data_labels", [f"l{i}" for i in range(257)]),
+        ("intent", "x" * (16 * 1024 + 1)),
+        ("expires_at", 253402300800),
+    ],
+)
+def test_grant_caps_reject_with_the_field(field, value):
+    payload = json.loads((SCHEMAS / "examples" / "grant.json").read_text())
+    with pytest.raises(ContractError, match=rf"\$\.{field}"):
+        decode_grant_payload({**payload, field: value})

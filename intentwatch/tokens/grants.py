@@ -35,7 +35,7 @@ from typing import Any
 
 import msgspec
 
-from intentwatch.contracts import ContractError, Grant, decode_grant_payload, format_ts
+from intentwatch.contracts import ContractError, Grant, check_size, decode_grant_payload, format_ts
 from intentwatch.tokens.keys import (
     DEFAULT_ALGORITHMS,
     JwksSource,
@@ -117,6 +117,7 @@ class GrantVerifier:
         validity at (default: the clock).
         """
         data = value.encode() if isinstance(value, str) else value
+        check_size(data, "grant")
         if data.lstrip()[:1] == b"{":
             if not self.allow_unsigned:
                 raise GrantRejected("unsigned", "grant is plain JSON, not a signed JWS")
