@@ -348,6 +348,12 @@ class DeadLetterHeaders:
     SOURCE_OFFSET = "dlq.source.offset"
     ERROR_CLASS = "dlq.error.class"
     ERROR_MESSAGE = "dlq.error.message"
+    ORIGINAL_SIZE = "dlq.original.size"
+    """Bytes of the original value (the dead letter keeps at most ``RECORD_BYTES`` of it)."""
+    ORIGINAL_SHA256 = "dlq.original.sha256"
+    """Hex SHA-256 of the original value."""
+    ORIGINAL_KEY_SIZE = "dlq.original.key.size"
+    """Bytes of the original key; present only when the key was cut."""
 
 
 DLQ_HEADERS = DeadLetterHeaders

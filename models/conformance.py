@@ -21,7 +21,7 @@ from fnmatch import fnmatchcase
 from functools import lru_cache
 from urllib.parse import urlsplit
 
-from intentwatch.contracts import LABEL_LEVELS, Grant, Reason, ToolCall
+from intentwatch.contracts import LABEL_LEVELS, Grant, Reason, ToolCall, shorten
 
 __all__ = [
     "CLOCK_SKEW_SECONDS",
@@ -96,41 +96,48 @@ def labels_outside(allowed: Iterable[str], labels: Iterable[str]) -> list[str]:
     return outside
 
 
+def _violation(code: str, detail: str) -> Violation:
+    return Violation(code=code, weight=1.0, detail=shorten(detail))
+
+
 def check_call(call: ToolCall, grant: Grant) -> list[Violation]:
-    """Every way ``call`` leaves ``grant`` (empty when it conforms)."""
+    """Every way ``call`` leaves ``grant`` (empty when it conforms).
+
+    Details are cut to :attr:`~intentwatch.contracts.Limits.DETAIL_CHARS` with a count of
+    what was left out, however many labels or patterns they would name.
+    """
     violations: list[Violation] = []
     if call.ts > grant.expires_at:
-        violations.append(Violation(
-            code="grant_expired", weight=1.0,
-            detail=f"call made {call.ts - grant.expires_at:,.0f} s after grant "
-                   f"{grant.grant_id} expired",
+        violations.append(_violation(
+            "grant_expired",
+            f"call made {call.ts - grant.expires_at:,.0f} s after grant {grant.grant_id} expired",
         ))
     elif call.ts < grant.issued_at - CLOCK_SKEW_SECONDS:
-        violations.append(Violation(
-            code="grant_not_yet_valid", weight=1.0,
-            detail=f"call made before grant {grant.grant_id} was issued",
+        violations.append(_violation(
+            "grant_not_yet_valid",
+            f"call made before grant {grant.grant_id} was issued",
         ))
     if call.credential_id is not None and call.credential_id not in grant.credential_ids:
-        violations.append(Violation(
-            code="credential_not_issued", weight=1.0,
-            detail=f"credential {call.credential_id} was not issued for task {grant.task_id} "
-                   f"of this agent",
+        violations.append(_violation(
+            "credential_not_issued",
+            f"credential {call.credential_id} was not issued for task {grant.task_id} "
+            "of this agent",
         ))
     if not tool_allowed(grant.tools, call.tool):
-        violations.append(Violation(
-            code="tool_not_granted", weight=1.0,
-            detail=f"tool {call.tool} is outside the grant's tools {grant.tools}",
+        violations.append(_violation(
+            "tool_not_granted",
+            f"tool {call.tool} is outside the grant's tools {grant.tools}",
         ))
     if call.target is not None and not target_allowed(grant.targets, call.target):
-        violations.append(Violation(
-            code="target_not_granted", weight=1.0,
-            detail=f"target {call.target} is outside the grant's targets {grant.targets}",
+        violations.append(_violation(
+            "target_not_granted",
+            f"target {call.target} is outside the grant's targets {grant.targets}",
         ))
     outside = labels_outside(grant.data_labels, call.data_labels)
     if outside:
-        violations.append(Violation(
-            code="label_not_granted", weight=1.0,
-            detail=f"data labelled {', '.join(outside)} is outside the grant's labels "
-                   f"{grant.data_labels}",
+        violations.append(_violation(
+            "label_not_granted",
+            f"data labelled {', '.join(outside)} is outside the grant's labels "
+            f"{grant.data_labels}",
         ))
     return violations

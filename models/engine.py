@@ -41,6 +41,7 @@ from intentwatch.contracts import (
     ToolCall,
     Verdict,
     format_ts,
+    shorten,
 )
 from intentwatch.models.catalogue import ToolCatalogue, ToolInfo
 from intentwatch.models.config import ScoringConfig, load_config
@@ -443,9 +444,17 @@ class Engine:
         credentials += [c for c in extra_credentials if c is not None and c not in credentials]
         outcome.revocations.append(Revocation(
             revocation_id=revocation_id, agent_id=task.agent_id, task_id=task.task_id,
-            credential_ids=credentials, reason_code=code, reason=reason, score=score,
+            credential_ids=credentials, reason_code=code, reason=shorten(reason), score=score,
             evidence=evidence, event_ts=ts,
         ))
+
+    def revocation_lost(self, revocation: Revocation) -> None:
+        """``revocation`` could not be published: its task is not revoked for that cause,
+        so the next violation revokes again (with the same revocation id)."""
+        task = self._tasks.get((revocation.agent_id, revocation.task_id))
+        code = revocation.reason_code
+        if task is not None and task.revoked.get(code) == revocation.revocation_id:
+            del task.revoked[code]
 
     def _audit(self, task: _Task, grant: Grant | None) -> AuditRecord:
         granted = {

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from functools import lru_cache
 from typing import Any
 
@@ -28,6 +28,7 @@ from intentwatch.models.config import ScoringConfig, load_config
 from intentwatch.models.engine import Engine, Outcome
 from intentwatch.models.replay import event_time
 from intentwatch.pipeline.decoding import Decoder
+from intentwatch.pipeline.dlq import DeadLetterLog
 from intentwatch.pipeline.publishing import Headers, Publisher, Send
 from intentwatch.pipeline.settings import Settings
 from intentwatch.pipeline.snapshots import Snapshots
@@ -143,6 +144,8 @@ class Pipeline:
             send or self._send, keyring.active, issuer=settings.issuer, audience=settings.audience
         )
         self.received: Counter[str] = Counter()
+        self._errors = DeadLetterLog()
+        """Tracebacks of unexpected errors, one per error class a minute."""
         self.ready = False
         self._owned: frozenset[int] = frozenset()
         self.agents = {topic: self._agent(topic) for topic in INPUT_TOPICS}
@@ -184,11 +187,13 @@ class Pipeline:
                 event, now=self.clock.observe(when), grants_now=self.grants_clock.now()
             )
         except Exception as error:
-            if not isinstance(error, ContractError):
+            if not isinstance(error, ContractError) and self._errors.line(
+                type(error).__name__, str(error)
+            ):
                 log.exception("failed on %s/%d@%d", topic, partition, offset)
             await self.publisher.dead_letter(topic, partition, offset, key, value, error)
             return None
-        await self.publisher.publish(outcome)
+        await self._publish(outcome)
         return outcome
 
     async def tick(self) -> None:
@@ -203,7 +208,11 @@ class Pipeline:
             log.exception("engine tick failed")
             return
         if outcome:
-            await self.publisher.publish(outcome)
+            await self._publish(outcome)
+
+    async def _publish(self, outcome: Outcome) -> None:
+        for revocation in await self.publisher.publish(outcome):
+            self.engine.revocation_lost(revocation)
 
     def kafka_topics(self) -> dict[str, TopicSpec]:
         """The topics the worker needs: intentwatch's and the grants table's changelog."""
@@ -251,8 +260,11 @@ class Pipeline:
 
         return self.app.agent(self.topics[topic], name=topic, concurrency=1)(consume)
 
-    async def _send(self, topic: str, key: bytes | None, value: bytes, headers: Headers) -> None:
-        await self.topics[topic].send(key=key, value=value, headers=list(headers))
+    async def _send(
+        self, topic: str, key: bytes | None, value: bytes, headers: Headers
+    ) -> Awaitable[object]:
+        """Hand the record to the producer; the result resolves once the broker has it."""
+        return await self.topics[topic].send(key=key, value=value, headers=list(headers))
 
     async def _on_start(self) -> None:
         settings = self.settings

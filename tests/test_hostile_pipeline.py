@@ -1,0 +1,187 @@
+"""Hostile input through the faust agents (``test_context``, no Kafka): every bad record
+is dead-lettered exactly once whatever its size, and a revocation is never lost to its
+own detail or to a failing publish (issue 10, rows 2 and 10)."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from intentwatch.contracts import LIMITS, TOPICS, DeadLetterHeaders, ToolCall, encode
+from intentwatch.models.engine import Engine
+from intentwatch.pipeline.app import Pipeline
+from intentwatch.pipeline.publishing import Publisher
+from intentwatch.pipeline.settings import Settings
+from intentwatch.pipeline.worker import load_keyring
+from intentwatch.tokens.grants import GrantVerifier
+from intentwatch.tokens.keys import generate_key
+from intentwatch.tokens.revocations import RevocationVerifier
+from tests.test_pipeline_agents import ISSUER_KEY, Sent, agent_id, call, grant_token
+
+
+@pytest.fixture
+def sent() -> Sent:
+    return Sent()
+
+
+@pytest.fixture
+def pipeline(tmp_path: Path, sent: Sent) -> Pipeline:
+    settings = Settings(data_dir=tmp_path / "data", keys_dir=tmp_path / "keys", partitions=4)
+    return Pipeline(settings, keyring=load_keyring(settings.keys_dir),
+                    grant_verifier=GrantVerifier({"keys": [ISSUER_KEY.public_jwk()]}), send=sent)
+
+
+class Failing(Sent):
+    """Sends that raise for ``topic`` the first ``times`` attempts (all of them if -1)."""
+
+    def __init__(self, topic: str, times: int) -> None:
+        super().__init__()
+        self.topic, self.times, self.attempts = topic, times, 0
+
+    async def __call__(self, topic: str, key: bytes | None, value: bytes, headers: Any) -> None:
+        if topic == self.topic:
+            self.attempts += 1
+            if self.times < 0 or self.attempts <= self.times:
+                raise ConnectionError("broker unreachable")
+        await super().__call__(topic, key, value, headers)
+
+
+def failing(pipeline: Pipeline, logical: str, times: int) -> Failing:
+    send = Failing(TOPICS[logical], times)
+    pipeline.publisher._send = send
+    pipeline.publisher.retry_delays = (0.0, 0.0)
+    return send
+
+
+async def test_a_record_of_any_size_is_dead_lettered_once_cut_with_its_size_and_digest(
+    pipeline: Pipeline, sent: Sent
+) -> None:
+    agent = agent_id()
+    huge = call(agent, args={"body": "x" * 2_000_000})
+    async with pipeline.agents[TOPICS["toolcalls"]].test_context() as calls:
+        await calls.put(huge, key=agent.encode())
+        await calls.put(call(agent, task="t9"), key=agent.encode())  # still judged after
+
+    [(key, value, headers)] = sent.on("dlq")
+    assert key == agent.encode() and value == huge[: LIMITS.RECORD_BYTES]
+    assert headers[DeadLetterHeaders.ERROR_CLASS] == b"too_large"
+    assert headers[DeadLetterHeaders.ORIGINAL_SIZE] == str(len(huge)).encode()
+    assert headers[DeadLetterHeaders.ORIGINAL_SHA256] == hashlib.sha256(huge).hexdigest().encode()
+
+
+async def test_a_huge_key_is_cut_and_its_size_kept(pipeline: Pipeline, sent: Sent) -> None:
+    key = b"k" * 100_000
+    async with pipeline.agents[TOPICS["tasks"]].test_context() as tasks:
+        await tasks.put(b"{}", key=key)
+
+    [(letter_key, _, headers)] = sent.on("dlq")
+    assert len(letter_key) == 2048 and headers[DeadLetterHeaders.ORIGINAL_KEY_SIZE] == b"100000"
+
+
+async def test_a_dead_letter_is_retried_until_the_broker_has_it(pipeline: Pipeline) -> None:
+    send = failing(pipeline, "dlq", times=2)
+    agent = agent_id()
+    async with pipeline.agents[TOPICS["toolcalls"]].test_context() as calls:
+        await calls.put(b"{", key=agent.encode())
+
+    assert send.attempts == 3 and len(send.on("dlq")) == 1
+
+
+async def test_a_dead_letter_that_cannot_be_stored_holds_the_record_back(
+    pipeline: Pipeline,
+) -> None:
+    failing(pipeline, "dlq", times=-1)
+    with pytest.raises(ConnectionError):  # the agent must not go on (and commit the offset)
+        await pipeline.handle(TOPICS["toolcalls"], 0, 7, b"k", b"{", time.time())
+
+
+async def test_dead_letters_are_logged_one_line_per_reason_without_tracebacks(
+    pipeline: Pipeline, sent: Sent, caplog: pytest.LogCaptureFixture
+) -> None:
+    agent = agent_id()
+    caplog.set_level(logging.INFO)
+    async with pipeline.agents[TOPICS["toolcalls"]].test_context() as calls:
+        for n in range(40):
+            await calls.put(b"{" * (n + 1), key=agent.encode())
+            await calls.put(call(agent, args={"x": "y" * LIMITS.RECORD_BYTES}), key=agent.encode())
+            await calls.put(call(agent, ts=253402300800), key=agent.encode())
+
+    assert len(sent.on("dlq")) == 120
+    lines = [r for r in caplog.records if "dead letter" in r.getMessage()]
+    assert len(lines) == 2  # ContractError (JSON, timestamps) and too_large
+    assert not any(r.exc_info for r in caplog.records) and "Traceback" not in caplog.text
+
+
+async def test_a_revocation_that_cannot_be_published_leaves_the_task_revocable(
+    pipeline: Pipeline, caplog: pytest.LogCaptureFixture
+) -> None:
+    send = failing(pipeline, "revocations", times=3)  # every attempt for the first violation
+    agent = agent_id()
+    async with pipeline.agents[TOPICS["grants"]].test_context() as grants, \
+            pipeline.agents[TOPICS["toolcalls"]].test_context() as calls:
+        await grants.put(grant_token(agent), key=agent.encode())
+        await calls.put(call(agent, tool="iam.update_user_password"), key=agent.encode())
+        assert send.on("revocations") == []
+        assert "NOT published" in caplog.text
+        await calls.put(call(agent, tool="iam.delete_user"), key=agent.encode())
+
+    assert [v["decision"] for v in send.verdicts()] == ["revoke", "revoke"]
+    [(_, token, _)] = send.on("revocations")
+    revocation = RevocationVerifier(pipeline.keyring.jwks()).verify(token)
+    assert (revocation.agent_id, revocation.reason_code) == (agent, "intent_violation")
+    assert pipeline.status()["published"]["unpublished.revocations"] == 1
+
+
+async def test_a_call_too_large_to_judge_is_a_dead_letter_and_the_next_violation_revokes(
+    pipeline: Pipeline, sent: Sent
+) -> None:
+    agent = agent_id()
+    labels = [f"secret-{n}" for n in range(65_000)]
+    async with pipeline.agents[TOPICS["grants"]].test_context() as grants, \
+            pipeline.agents[TOPICS["toolcalls"]].test_context() as calls:
+        await grants.put(grant_token(agent), key=agent.encode())
+        await calls.put(call(agent, data_labels=labels), key=agent.encode())
+        await calls.put(call(agent, tool="iam.update_user_password"), key=agent.encode())
+
+    assert [h[DeadLetterHeaders.ERROR_CLASS] for _, _, h in sent.on("dlq")] == [b"too_large"]
+    assert [v["decision"] for v in sent.verdicts()] == ["revoke"]
+    assert len(sent.on("revocations")) == 1
+
+
+async def test_the_evidence_of_a_revocation_is_cut_and_counted_and_it_is_published() -> None:
+    agent = "spiffe://acme.org/agents/support/a1"
+    engine = Engine()
+    engine.process(decode_grant(agent))
+    labels = [f"secret-{n}" for n in range(65_000)]  # a call built in code has no caps
+    outcome = engine.process(ToolCall(event_id="e1", ts=10.0, agent_id=agent, task_id="t1",
+                                      tool="crm.lookup_customer", data_labels=labels))
+
+    [verdict] = outcome.verdicts
+    [revocation] = outcome.revocations
+    assert verdict.decision == "revoke" and revocation.reason_code == "intent_violation"
+    assert len(revocation.reason) <= LIMITS.DETAIL_CHARS and "characters)" in revocation.reason
+    assert all(len(reason.detail) <= LIMITS.DETAIL_CHARS for reason in verdict.reasons)
+    assert len(encode(verdict)) < 20_000
+
+    published = Sent()
+    key = generate_key("ES256")
+    unpublished = await Publisher(published, key, issuer="urn:iw", audience="urn:b").publish(
+        outcome
+    )
+    [(_, token, _)] = published.on("revocations")
+    assert unpublished == [] and len(token) < 4096
+    verifier = RevocationVerifier({"keys": [key.public_jwk()]})
+    assert verifier.verify(token).reason == revocation.reason
+
+
+def decode_grant(agent: str):
+    from intentwatch.contracts import Grant
+
+    return Grant(grant_id="g1", agent_id=agent, task_id="t1", credential_ids=["c1"],
+                 intent="look up customer c-42", tools=["crm.*"], targets=["crm://*"],
+                 data_labels=["internal"], issued_at=0.0, expires_at=900.0, issuer="broker")
