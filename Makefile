@@ -1,6 +1,6 @@
 # Two commands do all the set-up on a fresh machine (Python 3.11, Java 17, Maven):
 #   make demo   - the whole loop on a local Kafka: worker, simulated fleet, live revocations
-#   make test   - lint and the full test suite (starts its own Kafka)
+#   make test   - lint, type check and the full test suite (starts its own Kafka)
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -24,6 +24,7 @@ test-fast: $(BIN)/.installed
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 bench: $(BIN)/.installed
 	$(BIN)/python -m bench.quality

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
 import msgspec
 from msgspec import Meta, Struct
@@ -126,11 +126,15 @@ Label = Annotated[str, Meta(min_length=1, max_length=Limits.LABEL_CHARS)]
 HexId = Annotated[str, Meta(max_length=64)]
 Count = Annotated[int, Meta(ge=0)]
 Probability = Annotated[float, Meta(ge=0.0, le=1.0)]
-Timestamp = (
-    Annotated[datetime, Meta(tz=True)]
-    | Annotated[float, Meta(ge=Limits.EARLIEST, le=Limits.LATEST)]
-)
-"""RFC 3339 with a time zone, or epoch seconds (1970 to 9999); decoded to epoch seconds."""
+if TYPE_CHECKING:
+    Timestamp = float
+else:
+    Timestamp = (
+        Annotated[datetime, Meta(tz=True)]
+        | Annotated[float, Meta(ge=Limits.EARLIEST, le=Limits.LATEST)]
+    )
+"""RFC 3339 with a time zone, or epoch seconds (1970 to 9999), on the wire; epoch seconds
+once decoded (so the type checker sees ``float``)."""
 GrantItems = Annotated[list[NonEmpty], Meta(max_length=Limits.GRANT_ITEMS)]
 
 Action = Literal["read", "write", "delete", "send", "execute", "admin"]
@@ -140,7 +144,7 @@ Decision = Literal["allow", "alert", "revoke"]
 ReasonCode = Literal[
     "intent_violation", "anomaly", "ttl_expired", "task_completed", "credential_reuse", "policy"
 ]
-REASON_CODES: tuple[str, ...] = ReasonCode.__args__
+REASON_CODES: tuple[str, ...] = get_args(ReasonCode)
 
 
 class ContractError(ValueError):

@@ -825,7 +825,7 @@ class Report:
         return table
 
 
-def _counts(counter: Counter[str]) -> str:
+def _counts(counter: Counter[Any]) -> str:
     return ", ".join(f"{name} {count}" for name, count in counter.most_common()) or "none"
 
 

@@ -31,13 +31,14 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Hashable, Iterable, Sequence
-from dataclasses import dataclass, field, fields
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
 from intentwatch.contracts import LABEL_LEVELS, ToolCall, role_of
 from intentwatch.models.catalogue import ToolInfo
+from intentwatch.models.config import settings_from
 from intentwatch.models.intent import (
     TargetParts,
     admin_interface,
@@ -77,6 +78,12 @@ _SECRET_WORDS = re.compile(
     r"secret|credential|passw(or)?d|api[-_]?keys?\b|api[-_]?tokens?|access[-_]?keys?|"
     r"private[-_]?keys?|id_rsa|kubeconfig|/\.env\b|\btokens?\b"
 )
+
+
+def _describe_flow(x: Observation) -> str:
+    sink, label = x.carried or ("a sink", "sensitive")
+    target = f" to {x.target}" if x.target else ""
+    return f"{sink} ({x.tool}{target}) after reading {label} data in this task:"
 
 
 @lru_cache(maxsize=65536)
@@ -130,13 +137,8 @@ class BaselineConfig:
     """Registrable domains that are inside the organisation besides the agents' trust domains."""
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> BaselineConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown baseline settings: {', '.join(unknown)}")
-        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
-        return cls(**values)
+    def from_dict(cls, data: Mapping[str, Any]) -> BaselineConfig:
+        return settings_from(cls, data, "baseline")
 
 
 # -- observations --------------------------------------------------------------------------
@@ -640,7 +642,7 @@ class Rarity:
             if agent is not None:
                 q = agent.contexts.backoff(context, q, prior)
             p = min(1.0, p / q)
-        return p
+        return float(p)
 
     def surprisal(
         self,
@@ -924,7 +926,8 @@ class Habit(_KeyedQuantity):
         if not value:
             return 0.0
         floor = self.config.habit_floor
-        return value * min(1.0, math.log(1.0 / (self.usual(x) + floor)) / math.log(1.0 / floor))
+        surprise = math.log(1.0 / (self.usual(x) + floor)) / math.log(1.0 / floor)
+        return float(value * min(1.0, surprise))
 
     def learn_one(self, x: Observation) -> None:
         value = self._value(x)
@@ -1030,10 +1033,7 @@ class Baseline:
             "flow": Rarity(
                 "flow", lambda x: x.carried, c, max_values=2 * len(SENSITIVE_LABELS) + 2,
                 quiet=lambda value: value[1] == "none",
-                describe=lambda x: (
-                    f"{x.carried[0]} ({x.tool}{' to ' + x.target if x.target else ''}) after "
-                    f"reading {x.carried[1]} data in this task:"
-                ),
+                describe=_describe_flow,
             ),
             "payload_growth": Habit(
                 "payload_growth",
@@ -1080,7 +1080,8 @@ class Baseline:
             learn_one(x)
 
     def explain(self, name: str, x: Observation) -> str:
-        return self.detectors[name].explain(x)
+        explanation: str = self.detectors[name].explain(x)
+        return explanation
 
     def task(self, agent_id: str, intent: str | None = None) -> TaskContext:
         """A fresh context for a new task of ``agent_id`` (approved for ``intent``)."""

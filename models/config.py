@@ -14,11 +14,47 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field, fields, replace
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-__all__ = ["CONFIG_ENV", "DEFAULT_CONFIG_PATH", "ScoringConfig", "load_config"]
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+__all__ = ["CONFIG_ENV", "DEFAULT_CONFIG_PATH", "ScoringConfig", "load_config", "settings_from"]
+
+Settings = TypeVar("Settings", bound="DataclassInstance")
+
+
+def settings_from(cls: type[Settings], data: Mapping[str, Any], what: str) -> Settings:
+    """Build the settings dataclass ``cls`` from ``data``, refusing unknown keys by name.
+
+    Every section of the config is read by this one function, so a file, a notebook's
+    ``with_changes`` and a test are checked alike. JSON has no tuples: a list is taken
+    as a tuple where the field's default is one.
+
+    >>> @dataclass(frozen=True)
+    ... class Window:
+    ...     size: int = 10
+    ...     span: tuple[float, float] = (0.0, 1.0)
+    >>> settings_from(Window, {"span": [0.5, 2.0]}, "window")
+    Window(size=10, span=(0.5, 2.0))
+    >>> settings_from(Window, {"colour": "red"}, "window")
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown window settings: colour
+    """
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ValueError(f"unknown {what} settings: {', '.join(unknown)}")
+    values = {
+        name: tuple(value)
+        if isinstance(value, list) and isinstance(known[name].default, tuple) else value
+        for name, value in data.items()
+    }
+    return cls(**values)
 
 CONFIG_ENV = "INTENTWATCH_SCORING_CONFIG"
 DEFAULT_CONFIG_PATH = Path(__file__).with_name("scoring_config.json")
@@ -42,17 +78,14 @@ class ScoringConfig:
     weights: dict[str, float] = field(default_factory=dict)
     detectors: dict[str, Any] = field(default_factory=dict)
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ScoringConfig:
-        """Build from a plain mapping, rejecting unknown keys with a clear message."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown scoring config keys: {', '.join(unknown)}")
-        config = cls(**data)
-        if not 0.0 < config.alert_threshold <= config.revoke_threshold <= 1.0:
+    def __post_init__(self) -> None:
+        if not 0.0 < self.alert_threshold <= self.revoke_threshold <= 1.0:
             raise ValueError("thresholds must satisfy 0 < alert_threshold <= revoke_threshold <= 1")
-        return config
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ScoringConfig:
+        """Build from a plain mapping, rejecting unknown keys with a clear message."""
+        return settings_from(cls, data, "scoring config")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -62,7 +95,14 @@ class ScoringConfig:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
 
     def with_changes(self, **changes: Any) -> ScoringConfig:
-        return replace(self, **changes)
+        """A copy with ``changes``, checked as :meth:`from_dict` checks a file.
+
+        >>> ScoringConfig().with_changes(revoke_threshold=0.4)
+        Traceback (most recent call last):
+        ...
+        ValueError: thresholds must satisfy 0 < alert_threshold <= revoke_threshold <= 1
+        """
+        return settings_from(type(self), {**asdict(self), **changes}, "scoring config")
 
 
 def load_config(path: str | Path | None = None) -> ScoringConfig:

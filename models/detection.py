@@ -35,14 +35,14 @@ from __future__ import annotations
 
 import math
 import pickle
-from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from intentwatch.contracts import Grant, Reason, ToolCall
 from intentwatch.models.baseline import Baseline, BaselineConfig, Observation, TaskContext
 from intentwatch.models.catalogue import ACTION_RISK, ToolInfo
-from intentwatch.models.config import ScoringConfig
+from intentwatch.models.config import ScoringConfig, settings_from
 from intentwatch.models.intent import IntentCheck, align
 from intentwatch.models.multivariate import MultivariateConfig, SharedAnomalyModel
 
@@ -116,12 +116,8 @@ class FusionConfig:
     """Calls per task kept as scored, for learning; longer tasks are rebuilt when learned."""
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> FusionConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown fusion settings: {', '.join(unknown)}")
-        return cls(**data)
+    def from_dict(cls, data: Mapping[str, Any]) -> FusionConfig:
+        return settings_from(cls, data, "fusion")
 
 
 @dataclass(frozen=True, slots=True)
@@ -500,10 +496,10 @@ class Detector:
             habit = self.baseline.explain("unasked", x)
             return f"{detail}; {habit}" if habit else detail
         detail = self.baseline.explain(name, x)
-        named = check is None or (
+        named_here = check is None or (
             check.target_named if name == "target_rarity" else check.domain_named
         )
-        if name in ("target_rarity", "internal_site_rarity", *_DOMAIN) and not named:
+        if name in ("target_rarity", "internal_site_rarity", *_DOMAIN) and not named_here:
             detail += "; the intent does not name it"
         return detail
 

@@ -33,9 +33,11 @@ from typing import Literal
 
 from intentwatch.contracts import (
     AuditRecord,
+    Decision,
     Event,
     Grant,
     Reason,
+    ReasonCode,
     Revocation,
     TaskEvent,
     ToolCall,
@@ -53,7 +55,7 @@ __all__ = ["Engine", "Outcome"]
 _REVOCATION_NAMESPACE = uuid.UUID("5b1f4a5e-3c55-4d4e-9a8f-0c6f1d2e7a10")
 
 # Which revocation reason a conformance violation leads to, strongest first.
-_VIOLATION_REASON: dict[str, str] = {
+_VIOLATION_REASON: dict[str, ReasonCode] = {
     "call_after_task_end": "credential_reuse",
     "credential_not_issued": "credential_reuse",
     "grant_expired": "ttl_expired",
@@ -350,6 +352,7 @@ class Engine:
         violations = self._violations(call, task, grant)
 
         reasons = sorted(assessment.reasons, key=lambda r: r.weight, reverse=True)
+        decision: Decision
         if violations:
             score, decision = 1.0, "revoke"
             reasons = violations + reasons
@@ -425,7 +428,7 @@ class Engine:
         self,
         task: _Task,
         grant: Grant | None,
-        code: str,
+        code: ReasonCode,
         ts: float,
         outcome: Outcome,
         *,

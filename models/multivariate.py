@@ -29,10 +29,12 @@ from __future__ import annotations
 from bisect import bisect_left, insort
 from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 from river.anomaly import HalfSpaceTrees
+
+from intentwatch.models.config import settings_from
 
 __all__ = ["MultivariateConfig", "SharedAnomalyModel"]
 
@@ -51,12 +53,8 @@ class MultivariateConfig:
     """Calibrated share under which a call scores 0 (the bulk of normal calls)."""
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> MultivariateConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown multivariate settings: {', '.join(unknown)}")
-        return cls(**data)
+    def from_dict(cls, data: Mapping[str, Any]) -> MultivariateConfig:
+        return settings_from(cls, data, "multivariate")
 
 
 class SharedAnomalyModel:
@@ -91,7 +89,8 @@ class SharedAnomalyModel:
         """The trees' own score (higher is more unusual); None during their first window."""
         if self._learned < self.config.window_size:
             return None
-        return self._trees.score_one(x)
+        score: float = self._trees.score_one(x)  # type: ignore[no-untyped-call]
+        return score
 
     def calibrate(self, raw: float | None) -> float:
         """Share of recently learned calls scoring lower, stretched above ``floor``."""
@@ -106,7 +105,7 @@ class SharedAnomalyModel:
 
     def learn_one(self, x: dict[str, float], raw: float | None) -> None:
         """Learn one normal call (from :meth:`features_of`); ``raw`` is its raw score then."""
-        self._trees.learn_one(x)
+        self._trees.learn_one(x)  # type: ignore[no-untyped-call]
         self._learned += 1
         if raw is None:
             return

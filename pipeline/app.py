@@ -126,10 +126,11 @@ class Pipeline:
             )
             for name in TOPICS.values()
         }
-        self.grants: GrantsTable = self.app.tables.add(GrantsTable(
+        self.grants = GrantsTable(
             self.app, name="grants", partitions=settings.partitions,
             beacon=self.app.tables.beacon, help="Active grants: agent id -> {task id: Grant}.",
-        ))
+        )
+        self.app.tables.add(self.grants)
         self.engine = Engine(config or load_config(), grants=self.grants)
         self.snapshots = Snapshots(self.engine.detector, settings.data_dir)
         self.snapshots.restore()
@@ -153,9 +154,11 @@ class Pipeline:
         self.app.timer(settings.snapshot_seconds, name="intentwatch.snapshot")(
             self.snapshots.save
         )
-        self.app.on_before_shutdown.connect(self._on_shutdown)
+        self.app.on_before_shutdown.connect(self._on_shutdown)  # type: ignore[arg-type]
         self.app.task(self._on_start)
-        self.app.on_partitions_assigned.connect(self._on_partitions_assigned)
+        self.app.on_partitions_assigned.connect(
+            self._on_partitions_assigned  # type: ignore[arg-type]  # faust passes `assigned`
+        )
         self.grants.on_recover(self._on_recovered)
         add_views(self.app, jwks=keyring.jwks, status=self.status)
 

@@ -54,7 +54,4 @@ class Decoder:
 
 
 def _key_text(key: bytes | None) -> str:
-    try:
-        return key.decode() if key is not None else ""
-    except UnicodeDecodeError:
-        return key.decode("utf-8", "replace")
+    return key.decode("utf-8", "replace") if key is not None else ""

@@ -67,7 +67,7 @@ def imports_of(path: Path) -> set[str]:
 
 
 def _is_stdlib(name: str) -> bool:
-    return name.split(".")[0] in sys.stdlib_module_names or name == "__future__"
+    return name.split(".")[0] in (*sys.stdlib_module_names, "__future__", "_typeshed")
 
 
 def _within(name: str, prefixes: tuple[str, ...]) -> bool:
@@ -75,11 +75,20 @@ def _within(name: str, prefixes: tuple[str, ...]) -> bool:
 
 
 def test_the_project_installs_one_import_name() -> None:
+    """Only ``intentwatch*`` is packaged; models/ and pipeline/ are reached through links."""
     setuptools = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
-    assert {name.split(".")[0] for name in setuptools["packages"]} == {"intentwatch"}
-    assert setuptools["package-dir"] == {"intentwatch": "intentwatch",
-                                         "intentwatch.models": "models",
-                                         "intentwatch.pipeline": "pipeline"}
+    assert setuptools["packages"]["find"]["include"] == ["intentwatch*"]
+    for folder in ("models", "pipeline"):
+        link = REPO / "intentwatch" / folder
+        assert link.is_symlink() and link.resolve() == REPO / folder
+
+
+def test_the_installed_subpackages_are_the_top_level_folders() -> None:
+    import intentwatch.models.engine
+    import intentwatch.pipeline.settings
+
+    assert Path(intentwatch.models.engine.__file__).resolve() == REPO / "models" / "engine.py"
+    assert Path(intentwatch.pipeline.settings.__file__).resolve().parent == REPO / "pipeline"
 
 
 def test_no_module_imports_the_old_top_level_names() -> None:

@@ -86,15 +86,15 @@ class TuningData:
         scale = np.array([floor + (1 - floor) * v.components["action_risk"] for v in rows])
         self.X = np.array([[v.components.get(n, 0.0) for n in FIT_COMPONENTS] for v in rows])
         self.X[:, : len(BEHAVIOUR)] *= scale[:, None]
-        truth = [truths[v.event_id] for v in rows]
-        task_keys = [f"{t.agent_id}|{t.task_id}" for t in truth]
+        called = [truths[v.event_id] for v in rows]
+        task_keys = [f"{t.agent_id}|{t.task_id}" for t in called]
         self.task = np.unique(task_keys, return_inverse=True)[1]
         behaviour = np.unique(
             [f"{k}|{v.tool}|{targets.get(v.event_id)}" for k, v in zip(task_keys, rows,
                                                                        strict=True)],
             return_inverse=True,
         )[1]
-        self.attack = np.array([t.attack for t in truth])
+        self.attack = np.array([t.attack for t in called])
         n, tasks = len(rows), int(self.task.max()) + 1 if rows else 0
         self.attack_task = np.bincount(self.task, weights=self.attack, minlength=tasks) > 0
         self.in_time = np.array(in_time, dtype=bool)

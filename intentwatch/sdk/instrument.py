@@ -240,6 +240,6 @@ def size_of(value: Any) -> int | None:
 def encode_checked(data: Mapping[str, Any], what: str) -> bytes:
     """JSON bytes of ``data``, or :class:`ContractError` naming ``what`` if it cannot be encoded."""
     try:
-        return encode(data)
+        return encode(dict(data))
     except (TypeError, msgspec.EncodeError) as exc:
         raise ContractError(f"{what}: {exc}") from None

@@ -241,8 +241,10 @@ class TelemetryPublisher:
     # -- internals ----------------------------------------------------------------------
 
     def _complete(self, record: msgspec.Struct | Mapping[str, Any]) -> dict[str, Any]:
-        is_struct = isinstance(record, msgspec.Struct)
-        data = msgspec.structs.asdict(record) if is_struct else dict(record)
+        if isinstance(record, msgspec.Struct):
+            data = msgspec.structs.asdict(record)
+        else:
+            data = dict(record)
         data.setdefault("event_id", str(uuid.uuid4()))
         data.setdefault("ts", time.time())
         if self.agent_id is not None:

@@ -240,7 +240,9 @@ class RevocationSubscriber:
             )
 
     def _load_verifier(self, timeout: float) -> RevocationVerifier:
-        jwks = fetch_jwks(self._jwks, timeout) if _is_url(self._jwks) else self._jwks
+        jwks = self._jwks
+        if isinstance(jwks, str) and _is_url(jwks):
+            jwks = fetch_jwks(jwks, timeout)
         return RevocationVerifier(jwks, audience=self._audience, issuer=self._issuer)
 
     def _wait_assigned(self, deadline: float) -> None:

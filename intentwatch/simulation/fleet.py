@@ -1569,7 +1569,7 @@ class _Agent:
 
 
 def _make_agents(spec: FleetSpec, rng: Rng) -> list[_Agent]:
-    agents = []
+    agents: list[_Agent] = []
     for role in _ROLES:
         weights = np.array([tt.weight for tt in role.tasks])
         for i in range(spec.agents_per_role):
@@ -1989,13 +1989,13 @@ def _scope(role: Role, tt: TaskType, plan: list[_Call], rng: Rng) -> _Scope:
     targets = [c.target for c in plan if c.target is not None]
     if breadth == "wide":
         tools = ("*",) if rng.random() < 0.15 else role.families
-        patterns = ("*",) if rng.random() < 0.75 else _WIDE_TARGETS
-        return _Scope(tools, patterns, tuple(sorted(role.labels)))
+        wide = ("*",) if rng.random() < 0.75 else _WIDE_TARGETS
+        return _Scope(tools, wide, tuple(sorted(role.labels)))
     if breadth == "medium":
         families = {t.split(".")[0] + ".*" for t in tt.tools}
         if rng.random() < 0.4:
             families.add(_pick(rng, role.families))
-        patterns = [_target_pattern(t, True, rng) for t in targets]
+        patterns: list[str] = [_target_pattern(t, True, rng) for t in targets]
         if rng.random() < 0.5:
             patterns.append("*.acme.org")
         labels = plan_labels | {"public", "internal"}
@@ -2003,8 +2003,8 @@ def _scope(role: Role, tt: TaskType, plan: list[_Call], rng: Rng) -> _Scope:
             labels.add("confidential")
         return _Scope(tuple(sorted(families)), tuple(dict.fromkeys(patterns)),
                       tuple(sorted(labels)))
-    patterns = [_target_pattern(t, False, rng) for t in targets]
-    return _Scope(tt.tools, tuple(dict.fromkeys(patterns)), tuple(sorted(plan_labels)))
+    unscoped = [_target_pattern(t, False, rng) for t in targets]
+    return _Scope(tt.tools, tuple(dict.fromkeys(unscoped)), tuple(sorted(plan_labels)))
 
 
 _LEVELS = ("public", "internal", "confidential", "restricted")
@@ -2070,7 +2070,7 @@ def _gap(call: _Call, agent: _Agent, rng: Rng) -> float:
 
 
 def _payload(call: _Call, outcome: str, agent: _Agent, rng: Rng) -> tuple[int, int]:
-    out, inn = _PAYLOAD[call.action]
+    out, inn = (float(size) for size in _PAYLOAD[call.action])
     if call.action == "read":
         inn *= call.scale
     else:

@@ -30,7 +30,7 @@ from typing import Any
 
 from joserfc import jws
 from joserfc.errors import DecodeError, JoseError, UnsupportedAlgorithmError
-from joserfc.jwk import JWKRegistry, Key, KeySet
+from joserfc.jwk import JWKRegistry, Key, KeyParameters, KeySet
 from joserfc.jws import JWSAlgModel
 
 from intentwatch.contracts import ContractError, format_ts
@@ -147,7 +147,7 @@ class _Registry(jws.JWSRegistry):
         super().__init__(algorithms=list(algorithms), strict_check_header=False)
 
     def get_alg(self, name: str) -> JWSAlgModel:
-        if name not in self.allowed:
+        if self.allowed is None or name not in self.allowed:
             raise UnsupportedAlgorithmError(f"algorithm {name!r} is not allowed")
         return self.algorithms[name]
 
@@ -167,7 +167,7 @@ def generate_key(alg: str = "ES256", kid: str | None = None) -> SigningKey:
     if alg not in _KEY_TYPES:
         raise ValueError(f"`alg` must be one of {SIGNING_ALGORITHMS}, got {alg!r}")
     key_type, crv_or_size = _KEY_TYPES[alg]
-    parameters: dict[str, Any] = {"alg": alg, "use": "sig"}
+    parameters: KeyParameters = {"alg": alg, "use": "sig"}
     if kid is not None:
         parameters["kid"] = kid
     jwk = JWKRegistry.generate_key(key_type, crv_or_size, parameters)
