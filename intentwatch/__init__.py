@@ -4,7 +4,9 @@ The client SDK, for agent code and for credential brokers and tool gateways:
 
 - :class:`TelemetryPublisher` publishes tool calls, grants and task events, and
   instruments tool functions (``@publisher.instrument(...)``, ``publisher.tool_call(...)``);
-- :class:`RevocationSubscriber` delivers verified, deduplicated revocations.
+- :class:`RevocationSubscriber` delivers verified, deduplicated revocations;
+- :class:`IntentwatchError` (and its :class:`PublishError`) is what both raise when Kafka
+  cannot do what they need, with a ``hint`` saying what to do.
 
 Names are imported on first use, so ``import intentwatch`` stays cheap for the CLI.
 """
@@ -16,12 +18,14 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from intentwatch.contracts import ContractError, Revocation
+    from intentwatch.sdk.errors import IntentwatchError, PublishError
     from intentwatch.sdk.instrument import TaskScope, ToolCallRecord
-    from intentwatch.sdk.publisher import PublishError, TelemetryPublisher
+    from intentwatch.sdk.publisher import TelemetryPublisher
     from intentwatch.sdk.subscriber import RejectedRevocation, RevocationSubscriber
 
 __all__ = [
     "ContractError",
+    "IntentwatchError",
     "PublishError",
     "RejectedRevocation",
     "Revocation",
@@ -33,7 +37,8 @@ __all__ = [
 
 _HOMES = {
     "ContractError": "intentwatch.contracts",
-    "PublishError": "intentwatch.sdk.publisher",
+    "IntentwatchError": "intentwatch.sdk.errors",
+    "PublishError": "intentwatch.sdk.errors",
     "RejectedRevocation": "intentwatch.sdk.subscriber",
     "Revocation": "intentwatch.contracts",
     "RevocationSubscriber": "intentwatch.sdk.subscriber",

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -30,7 +30,12 @@ keys_app = typer.Typer(
     help="intentwatch's signing keys (revocations are signed with the active key).",
     no_args_is_help=True,
 )
+topics_app = typer.Typer(
+    help="The Kafka topics intentwatch uses: create them before anything publishes, check them.",
+    no_args_is_help=True,
+)
 app.add_typer(kafka_app, name="kafka")
+app.add_typer(topics_app, name="topics")
 app.add_typer(keys_app, name="keys")
 console = Console()
 
@@ -82,6 +87,94 @@ def kafka_status(home: KafkaHome = None) -> None:
         console.print("No local Kafka is running.")
         raise typer.Exit(1)
     console.print(f"Kafka runs at {broker.bootstrap} (pid {broker.pid}, log {broker.log_file})")
+
+
+# -- topics ----------------------------------------------------------------------------------
+
+Bootstrap = Annotated[
+    str, typer.Option(envvar="INTENTWATCH_BOOTSTRAP", help="Kafka bootstrap servers.")
+]
+Partitions = Annotated[
+    int, typer.Option(envvar="INTENTWATCH_PARTITIONS", min=1,
+                      help="Partitions of each topic (the workers' INTENTWATCH_PARTITIONS).")
+]
+Replication = Annotated[
+    int, typer.Option(envvar="INTENTWATCH_REPLICATION_FACTOR", min=1,
+                      help="Replication factor of each topic.")
+]
+AppId = Annotated[
+    str, typer.Option(envvar="INTENTWATCH_APP_ID",
+                      help="The workers' app id, which names their tables' changelog topics.")
+]
+
+
+@topics_app.command("create")
+def topics_create(
+    bootstrap: Bootstrap = "127.0.0.1:9092",
+    partitions: Partitions = 6,
+    replication: Replication = 1,
+    app_id: AppId = "intentwatch",
+) -> None:
+    """Create the missing topics (inputs, outputs, compacted changelogs), then check them all."""
+    from intentwatch.pipeline.app import worker_topics
+    from intentwatch.pipeline.settings import Settings
+    from intentwatch.pipeline.topics import create_topics
+
+    settings = Settings(bootstrap=bootstrap, app_id=app_id, partitions=partitions,
+                        replication_factor=replication)
+    specs = worker_topics(settings)
+    created = create_topics(bootstrap, specs.values())
+    console.print(f"created {len(created)} topic(s): {', '.join(created) or '-'}")
+    _check_topics(settings, specs)
+
+
+@topics_app.command("check")
+def topics_check(
+    bootstrap: Bootstrap = "127.0.0.1:9092",
+    partitions: Partitions = 6,
+    replication: Replication = 1,
+    app_id: AppId = "intentwatch",
+) -> None:
+    """Compare Kafka's topics with what the workers need; exit 1 if any differs."""
+    from intentwatch.pipeline.app import worker_topics
+    from intentwatch.pipeline.settings import Settings
+
+    settings = Settings(bootstrap=bootstrap, app_id=app_id, partitions=partitions,
+                        replication_factor=replication)
+    _check_topics(settings, worker_topics(settings))
+
+
+def _check_topics(settings: Any, specs: dict[str, Any]) -> None:
+    from intentwatch.pipeline.topics import describe_topics
+
+    found = describe_topics(settings.bootstrap, specs)
+    table = Table(title=f"intentwatch topics on {settings.bootstrap}")
+    table.add_column("topic", no_wrap=True)
+    for column in ("partitions", "replication", "cleanup.policy", "state"):
+        table.add_column(column)
+    problems = []
+    for name, spec in specs.items():
+        topic = found[name]
+        wrong = spec.problems(topic)
+        problems += wrong
+        table.add_row(
+            name, "-" if topic is None else str(topic.partitions),
+            "-" if topic is None else str(topic.replication),
+            "-" if topic is None else topic.configs.get("cleanup.policy", "-"),
+            "[red]missing[/red]" if topic is None else "[red]differs[/red]" if wrong else "ok",
+        )
+    console.print(table)
+    if problems:
+        for problem in problems:
+            console.print(f"[red]{problem}[/red]", highlight=False)
+        console.print(
+            "Fix: `intentwatch topics create` makes missing topics; a topic with other "
+            "partitions or settings must be deleted and created again (or, for partitions, "
+            f"set INTENTWATCH_PARTITIONS to its count everywhere, now {settings.partitions}).",
+            highlight=False,
+        )
+        raise typer.Exit(1)
+    console.print("all topics as the workers need them")
 
 
 # -- worker and demo -------------------------------------------------------------------------

@@ -56,6 +56,7 @@ __all__ = [
     "encode",
     "format_ts",
     "is_spiffe_id",
+    "parse_bootstrap",
     "role_of",
     "shorten",
 ]
@@ -71,6 +72,31 @@ TOPICS = {
 }
 """Logical topic name -> Kafka topic name."""
 
+
+def parse_bootstrap(servers: str) -> list[str]:
+    """Kafka bootstrap servers, ``host:port[,host:port]``, as a list; a
+    :class:`ValueError` names the part that is not ``host:port``.
+
+    >>> parse_bootstrap("127.0.0.1:9092, kafka-2:9093")
+    ['127.0.0.1:9092', 'kafka-2:9093']
+    >>> parse_bootstrap("127.0.0.1:9092x")
+    Traceback (most recent call last):
+    ValueError: Kafka address '127.0.0.1:9092x' is not host:port (port '9092x' is not a number)
+    """
+    found = []
+    for server in (part.strip() for part in servers.split(",")):
+        host, _, port = server.rpartition(":")
+        if not host:
+            why = "no port"
+        elif not port.isdigit():
+            why = f"port {port!r} is not a number"
+        elif not 0 < int(port) < 65536:
+            why = f"port {port} is out of range"
+        else:
+            found.append(server)
+            continue
+        raise ValueError(f"Kafka address {server!r} is not host:port ({why})")
+    return found
 
 
 class Limits:

@@ -48,7 +48,8 @@ from rich.text import Text
 from intentwatch.contracts import TOPICS, Revocation, Verdict, format_ts
 from intentwatch.local import kafka_broker as localkafka
 from intentwatch.pipeline.settings import Settings
-from intentwatch.pipeline.topics import ensure_topics
+from intentwatch.pipeline.topics import TopicSpec
+from intentwatch.pipeline.topics import create_topics as create_kafka_topics
 from intentwatch.reference import AccessDenied, CredentialBroker, GatewayCall, ToolGateway
 from intentwatch.sdk.publisher import PublishError, TelemetryPublisher
 from intentwatch.sdk.subscriber import RevocationSubscriber
@@ -185,9 +186,8 @@ def _stop(console: Console, what: str, stop: Any) -> None:
 
 def create_topics(bootstrap: str, partitions: int) -> None:
     """Create the intentwatch topics that do not exist yet, with ``partitions`` each,
-    before anything publishes (Kafka would auto-create them with one partition)."""
-    spec = {"num_partitions": partitions, "replication_factor": 1, "configs": {}}
-    ensure_topics(bootstrap, dict.fromkeys(TOPICS.values(), spec), copartitioned=())
+    before anything publishes (the SDK refuses to publish to a missing topic)."""
+    create_kafka_topics(bootstrap, [TopicSpec(name, partitions, 1) for name in TOPICS.values()])
 
 
 @dataclass

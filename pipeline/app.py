@@ -32,17 +32,21 @@ from intentwatch.pipeline.dlq import DeadLetterLog
 from intentwatch.pipeline.publishing import Headers, Publisher, Send
 from intentwatch.pipeline.settings import Settings
 from intentwatch.pipeline.snapshots import Snapshots
-from intentwatch.pipeline.topics import TopicSpec
+from intentwatch.pipeline.topics import TopicSpec, layout
 from intentwatch.pipeline.web import add_views
 from intentwatch.tokens.grants import GrantVerifier
 from intentwatch.tokens.keys import Keyring
 
-__all__ = ["INPUT_TOPICS", "GrantsTable", "Pipeline", "agent_partition"]
+__all__ = ["INPUT_TOPICS", "TABLES", "GrantsTable", "Pipeline", "agent_partition", "worker_topics"]
 
 log = logging.getLogger(__name__)
 
 INPUT_TOPICS = (TOPICS["grants"], TOPICS["toolcalls"], TOPICS["tasks"])
 """The topics the worker consumes, all keyed by agent SPIFFE ID and co-partitioned."""
+
+TABLES = ("grants",)
+"""The names of the worker's tables; each has a compacted changelog topic, co-partitioned
+with the input topics."""
 
 _GRANTS_CODEC = "intentwatch-grants"
 
@@ -60,6 +64,13 @@ class _GrantsCodec(codecs.Codec):
 
 
 codecs.register(_GRANTS_CODEC, _GrantsCodec())
+
+
+def worker_topics(settings: Settings) -> dict[str, TopicSpec]:
+    """Every topic a worker with ``settings`` needs (see
+    :func:`~intentwatch.pipeline.topics.layout`)."""
+    changelogs = [f"{settings.app_id}-{table}-changelog" for table in TABLES]  # faust's names
+    return layout(settings, inputs=INPUT_TOPICS, changelogs=changelogs)
 
 
 @lru_cache(maxsize=65536)
@@ -216,19 +227,6 @@ class Pipeline:
     async def _publish(self, outcome: Outcome) -> None:
         for revocation in await self.publisher.publish(outcome):
             self.engine.revocation_lost(revocation)
-
-    def kafka_topics(self) -> dict[str, TopicSpec]:
-        """The topics the worker needs: intentwatch's and the grants table's changelog."""
-        spec = {"num_partitions": self.settings.partitions,
-                "replication_factor": self.settings.replication_factor}
-        topics: dict[str, TopicSpec] = {name: {**spec, "configs": {}} for name in TOPICS.values()}
-        topics[self.changelog_topic] = {**spec, "configs": {"cleanup.policy": "compact"}}
-        return topics
-
-    @property
-    def changelog_topic(self) -> str:
-        """The changelog topic of the grants table."""
-        return self.grants.changelog_topic.get_topic_name()
 
     def calls_read(self, agent_id: str) -> float:
         """How far the tool calls of ``agent_id``'s partition have been read (``-inf``

@@ -7,14 +7,15 @@ Configured by ``INTENTWATCH_*`` environment variables
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import faust
 from kafka.errors import KafkaError
 
-from intentwatch.pipeline.app import INPUT_TOPICS, Pipeline
+from intentwatch.pipeline.app import INPUT_TOPICS, Pipeline, worker_topics
 from intentwatch.pipeline.settings import Settings
-from intentwatch.pipeline.topics import ensure_topics
+from intentwatch.pipeline.topics import adopted_partitions, describe_topics, ensure_topics
 from intentwatch.tokens.grants import GrantVerifier
 from intentwatch.tokens.keys import Keyring
 
@@ -51,12 +52,21 @@ def grant_verifier(settings: Settings) -> GrantVerifier:
 
 
 def run_worker(settings: Settings) -> None:
-    """Run a worker until it is stopped (SIGINT/SIGTERM); blocks."""
+    """Run a worker until it is stopped (SIGINT/SIGTERM); blocks.
+
+    The worker adopts the partition count of existing input topics (they must agree);
+    ``settings.partitions`` applies to the topics it creates on an empty Kafka.
+    """
+    verifier = grant_verifier(settings)
     keyring = load_keyring(settings.keys_dir)
-    pipeline = Pipeline(settings, keyring=keyring, grant_verifier=grant_verifier(settings))
     try:
-        ensure_topics(settings.bootstrap, pipeline.kafka_topics(),
-                      copartitioned=[*INPUT_TOPICS, pipeline.changelog_topic])
+        found = describe_topics(settings.bootstrap, INPUT_TOPICS)
+        partitions = adopted_partitions(found, settings.partitions)
+        if partitions != settings.partitions:
+            log.info("adopting the %d partitions of the existing input topics", partitions)
+            settings = replace(settings, partitions=partitions)
+        pipeline = Pipeline(settings, keyring=keyring, grant_verifier=verifier)
+        ensure_topics(settings.bootstrap, worker_topics(settings))
     except KafkaError as error:
         raise SystemExit(
             f"Cannot set up the topics on Kafka at {settings.bootstrap} ({error}). Is a broker "
@@ -65,7 +75,6 @@ def run_worker(settings: Settings) -> None:
     worker = faust.Worker(pipeline.app, loglevel=settings.log_level.upper())
     worker.spinner = None  # else faust sets the root logger to DEBUG to spin on every record
     worker.execute_from_commandline()
-
 
 if __name__ == "__main__":
     run_worker(Settings.from_env())

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
+from kafka.errors import KafkaTimeoutError
 
 from intentwatch.local.kafka_broker import (
     KAFKA_VERSION,
@@ -24,6 +25,7 @@ from intentwatch.local.kafka_broker import (
     status,
     up,
 )
+from intentwatch.pipeline.topics import TopicSpec, create_topics, describe_topics
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -110,7 +112,7 @@ def test_server_properties_bind_localhost_only(tmp_path: Path) -> None:
     ):
         assert props[key] == "1", key
     assert props["group.initial.rebalance.delay.ms"] == "0"
-    assert props["auto.create.topics.enable"] == "true"
+    assert props["auto.create.topics.enable"] == "false"  # topics are managed
     assert props["num.partitions"] == "3"
     assert props["log.dirs"] == str(tmp_path / "data")
 
@@ -143,6 +145,7 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka]:
 
 
 def _produce(bootstrap: str, topic: str, value: bytes) -> None:
+    create_topics(bootstrap, [TopicSpec(topic, 1, 1)])
     producer = KafkaProducer(bootstrap_servers=bootstrap)
     try:
         producer.send(topic, key=b"agent", value=value).get(timeout=30)
@@ -183,6 +186,18 @@ def test_produce_and_consume(broker: LocalKafka) -> None:
     topic = f"localkafka-{uuid.uuid4().hex}"
     _produce(broker.bootstrap, topic, b"hello")
     assert _consume_one(broker.bootstrap, topic) == b"hello"
+
+
+@pytest.mark.kafka
+def test_a_topic_is_not_created_by_using_it(broker: LocalKafka) -> None:
+    topic = f"localkafka-{uuid.uuid4().hex}"
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap, max_block_ms=2000)
+    try:
+        with pytest.raises(KafkaTimeoutError):
+            producer.send(topic, value=b"lost")
+    finally:
+        producer.close()
+    assert describe_topics(broker.bootstrap, [topic]) == {topic: None}
 
 
 @pytest.mark.kafka

@@ -9,7 +9,7 @@ from typing import ClassVar
 
 import pytest
 
-import intentwatch.sdk.publisher
+import intentwatch.sdk.delivery
 import intentwatch.sdk.subscriber
 from intentwatch import ContractError, PublishError, RevocationSubscriber, TelemetryPublisher
 from intentwatch.contracts import TOPICS, Revocation, decode_task_event, decode_toolcall
@@ -55,6 +55,9 @@ class FakeProducer:
         self.futures.append(FakeFuture())
         return self.futures[-1]
 
+    def partitions_for(self, topic):
+        return {0}
+
     def flush(self, timeout=None):
         pass
 
@@ -90,25 +93,25 @@ class FakeConsumer:
 
 @pytest.fixture
 def publisher(monkeypatch):
-    monkeypatch.setattr(intentwatch.sdk.publisher, "KafkaProducer", FakeProducer)
+    monkeypatch.setattr(intentwatch.sdk.delivery, "KafkaProducer", FakeProducer)
     return TelemetryPublisher("kafka.invalid:9092")
 
 
 def sent(publisher, topic):
-    return [record for record in publisher._producer.sent if record.topic == TOPICS[topic]]
+    return [record for record in publisher.delivery._producer.sent if record.topic == TOPICS[topic]]
 
 
 # -- publishing ------------------------------------------------------------------------------
 
 
 def test_producer_is_idempotent_and_waits_for_all_replicas(publisher):
-    config = publisher._producer.config
+    config = publisher.delivery._producer.config
     assert config["acks"] == "all" and config["enable_idempotence"] is True
     assert config["bootstrap_servers"] == ["kafka.invalid:9092"]
 
 
 def test_bootstrap_comes_from_the_environment(monkeypatch):
-    monkeypatch.setattr(intentwatch.sdk.publisher, "KafkaProducer", FakeProducer)
+    monkeypatch.setattr(intentwatch.sdk.delivery, "KafkaProducer", FakeProducer)
     monkeypatch.setenv("INTENTWATCH_BOOTSTRAP", "10.0.0.7:9092")
     assert TelemetryPublisher().bootstrap == "10.0.0.7:9092"
     monkeypatch.delenv("INTENTWATCH_BOOTSTRAP")
@@ -128,7 +131,7 @@ def test_records_are_timestamped_with_their_event_time(publisher):
     publisher.publish_task_event({"agent_id": AGENT, "task_id": "t1", "status": "started",
                                   "ts": "2026-11-02T08:00:00Z"})
     publisher.publish_grant(grant_payload())
-    assert [r.timestamp_ms for r in publisher._producer.sent] == [
+    assert [r.timestamp_ms for r in publisher.delivery._producer.sent] == [
         1_793_606_400_000, grant_payload()["issued_at"] * 1000]
 
 
@@ -146,7 +149,7 @@ def test_records_are_timestamped_with_their_event_time(publisher):
 def test_bad_toolcall_fails_at_the_call_site_and_sends_nothing(publisher, fields, message):
     with pytest.raises(ContractError, match=message):
         publisher.publish_toolcall(fields)
-    assert publisher._producer.sent == []
+    assert publisher.delivery._producer.sent == []
 
 
 def test_grant_jws_is_sent_as_is_under_its_agent(publisher):
@@ -175,12 +178,12 @@ def test_plain_grant_payload_is_sent_as_json(publisher):
 def test_bad_grant_fails_at_the_call_site(publisher, grant, message):
     with pytest.raises(ContractError, match=message):
         publisher.publish_grant(grant)
-    assert publisher._producer.sent == []
+    assert publisher.delivery._producer.sent == []
 
 
 def test_flush_reports_records_kafka_did_not_take(publisher):
     publisher.publish_toolcall({"agent_id": AGENT, "task_id": "t1", "tool": "crm.lookup"})
-    publisher._producer.futures[0].fail(RuntimeError("broker gone"))
+    publisher.delivery._producer.futures[0].fail(RuntimeError("broker gone"))
     with pytest.raises(PublishError, match="broker gone"):
         publisher.flush()
     publisher.flush()  # reported once
@@ -231,7 +234,7 @@ def test_decorated_tool_without_a_task_does_not_run(publisher):
 
     with pytest.raises(ContractError, match="`agent_id`"):
         lookup_customer("c-17")
-    assert ran == [] and publisher._producer.sent == []
+    assert ran == [] and publisher.delivery._producer.sent == []
 
 
 def test_target_arg_must_exist(publisher):

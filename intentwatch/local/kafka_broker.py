@@ -102,7 +102,9 @@ def server_properties(
     """Return the ``server.properties`` of a single combined broker+controller KRaft node.
 
     Both listeners bind 127.0.0.1 only; every replication factor is 1 and consumer groups
-    rebalance without delay, so a single node behaves well in tests.
+    rebalance without delay, so a single node behaves well in tests. Topics are never
+    created on first use (``intentwatch topics create`` makes them); ``partitions`` is
+    the count of a topic created without one.
     """
     settings = {
         "process.roles": "broker,controller",
@@ -125,7 +127,7 @@ def server_properties(
         "transaction.state.log.min.isr": "1",
         "transaction.state.log.num.partitions": "1",
         "group.initial.rebalance.delay.ms": "0",
-        "auto.create.topics.enable": "true",
+        "auto.create.topics.enable": "false",
         "log.segment.bytes": str(16 * 1024 * 1024),
     }
     return "".join(f"{key}={value}\n" for key, value in settings.items())
@@ -223,10 +225,11 @@ def up(
 
     ``home`` defaults to ``$INTENTWATCH_HOME/kafka`` (``./.intentwatch/kafka`` if unset),
     ``cache`` to ``$INTENTWATCH_CACHE`` (``~/.cache/intentwatch``); ``partitions`` is the
-    partition count of auto-created topics. If this home's broker already runs on ``port``
-    it is returned as is. The storage is formatted on first start only, so data survives
-    restarts. Raises :class:`KafkaSetupError` when Java or Maven is missing, the port is
-    taken, or the broker does not get ready within ``timeout`` seconds (it is then stopped).
+    partition count of a topic created without one (none is created on first use). If
+    this home's broker already runs on ``port`` it is returned as is. The storage is
+    formatted on first start only, so data survives restarts. Raises
+    :class:`KafkaSetupError` when Java or Maven is missing, the port is taken, or the
+    broker does not get ready within ``timeout`` seconds (it is then stopped).
     """
     home = (home or _default_home()).expanduser().resolve()
     running = status(home)

@@ -15,7 +15,9 @@ Use them through a :class:`~intentwatch.sdk.publisher.TelemetryPublisher`::
             mailer.send(body)
 
 The record is validated when the call *starts*, so a missing task or a bad field
-raises :class:`~intentwatch.contracts.ContractError` before the tool runs; it is
+raises :class:`~intentwatch.contracts.ContractError` before the tool runs (and, with
+the default ``fail_closed`` policy, so does Kafka not having acknowledged the records
+published before: :class:`~intentwatch.sdk.errors.PublishError`); it is
 published when the call ends, with its outcome (``ok``, ``error``, or
 ``denied`` if the caller set it), duration and sizes.
 """
@@ -158,6 +160,7 @@ def tool_call(
         fields=draft,
     )
     decode_toolcall(encode_checked(record.as_record(), "tool call"))  # fail before the tool runs
+    publisher.delivery.ensure_delivered()  # fail closed: the tool runs once Kafka has the rest
     started = time.perf_counter()
     try:
         yield record

@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-import logging
 import os
-import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -31,7 +29,6 @@ from contextlib import AbstractContextManager
 from typing import Any, TypeVar
 
 import msgspec
-from kafka import KafkaProducer
 
 from intentwatch.contracts import (
     TOPICS,
@@ -44,6 +41,8 @@ from intentwatch.contracts import (
     decode_toolcall,
     encode,
 )
+from intentwatch.sdk.delivery import DEFAULT_BUFFER, DEFAULT_TIMEOUT, Delivery, Policy
+from intentwatch.sdk.errors import PublishError
 from intentwatch.sdk.instrument import (
     TaskScope,
     ToolCallRecord,
@@ -58,7 +57,8 @@ __all__ = ["BOOTSTRAP_ENV", "PublishError", "TelemetryPublisher", "default_boots
 BOOTSTRAP_ENV = "INTENTWATCH_BOOTSTRAP"
 """Environment variable naming the Kafka bootstrap servers (``host:port[,host:port]``)."""
 
-log = logging.getLogger("intentwatch.sdk.publisher")
+_PUBLISHED = (TOPICS["toolcalls"], TOPICS["tasks"], TOPICS["grants"])
+"""The topics a publisher writes to (they must exist)."""
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -66,10 +66,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 def default_bootstrap() -> str:
     """``$INTENTWATCH_BOOTSTRAP``, else ``127.0.0.1:9092``."""
     return os.environ.get(BOOTSTRAP_ENV) or "127.0.0.1:9092"
-
-
-class PublishError(RuntimeError):
-    """Kafka did not acknowledge some records; raised by :meth:`TelemetryPublisher.flush`."""
 
 
 class TelemetryPublisher:
@@ -81,6 +77,15 @@ class TelemetryPublisher:
         Kafka bootstrap servers; ``$INTENTWATCH_BOOTSTRAP`` or ``127.0.0.1:9092`` when omitted.
     agent_id
         The SPIFFE ID used when a call or task does not name one (one agent per process).
+    policy
+        What happens while Kafka is unreachable (see :mod:`intentwatch.sdk.delivery`):
+        ``"fail_closed"`` (default: instrumented tools do not run, calls raise
+        :class:`PublishError`) or ``"fail_open"`` (tools run; records wait in a bounded
+        buffer and are sent in order when Kafka returns).
+    timeout
+        Seconds any call waits for Kafka at most (default 5).
+    buffer_size
+        Records a ``fail_open`` publisher buffers while Kafka is unreachable.
     client_id
         Kafka client id, shown in broker logs and metrics.
     producer_config
@@ -88,7 +93,9 @@ class TelemetryPublisher:
 
     ``publish_*`` return the validated record as soon as it is queued; :meth:`flush`
     waits until Kafka has acknowledged everything queued and raises
-    :class:`PublishError` if some records could not be delivered.
+    :class:`PublishError` if some records could not be delivered. Every Kafka problem
+    raises an :class:`~intentwatch.sdk.errors.IntentwatchError` whose ``hint`` says
+    what to do (a topic that does not exist is never created by publishing to it).
     """
 
     def __init__(
@@ -96,21 +103,18 @@ class TelemetryPublisher:
         bootstrap: str | None = None,
         *,
         agent_id: str | None = None,
+        policy: Policy = "fail_closed",
+        timeout: float = DEFAULT_TIMEOUT,
+        buffer_size: int = DEFAULT_BUFFER,
         client_id: str = "intentwatch-publisher",
         **producer_config: Any,
     ) -> None:
         self.bootstrap = bootstrap or default_bootstrap()
         self.agent_id = agent_id
-        config: dict[str, Any] = {"max_block_ms": 10_000, **producer_config}
-        self._producer = KafkaProducer(
-            bootstrap_servers=self.bootstrap.split(","),
-            client_id=client_id,
-            acks="all",
-            enable_idempotence=True,
-            **config,
+        self.delivery = Delivery(
+            self.bootstrap, topics=_PUBLISHED, policy=policy, timeout=timeout,
+            buffer_size=buffer_size, client_id=client_id, **producer_config,
         )
-        self._lock = threading.Lock()
-        self._failures: list[str] = []
 
     # -- records ------------------------------------------------------------------------
 
@@ -215,22 +219,13 @@ class TelemetryPublisher:
     # -- lifecycle ----------------------------------------------------------------------
 
     def flush(self, timeout: float | None = None) -> None:
-        """Wait until Kafka acknowledged every queued record; raise :class:`PublishError`
-        if some could not be delivered."""
-        self._producer.flush(timeout=timeout)
-        with self._lock:
-            failures, self._failures = self._failures, []
-        if failures:
-            raise PublishError(
-                f"{len(failures)} record(s) were not delivered; first error: {failures[0]}"
-            )
+        """Wait until Kafka acknowledged every queued record (at most ``timeout`` seconds,
+        default the publisher's); raise :class:`PublishError` if some were not delivered."""
+        self.delivery.flush(timeout)
 
     def close(self, timeout: float | None = None) -> None:
         """Flush, then release the connection."""
-        try:
-            self.flush(timeout)
-        finally:
-            self._producer.close(timeout=timeout)
+        self.delivery.close(timeout)
 
     def __enter__(self) -> TelemetryPublisher:
         return self
@@ -254,14 +249,7 @@ class TelemetryPublisher:
     def _send(self, topic: str, agent_id: str, value: bytes, event_time: float) -> None:
         # The record's Kafka timestamp is the event's time, so a replay of recorded
         # telemetry reads like the original traffic (the worker checks grants at it).
-        future = self._producer.send(topic, value=value, key=agent_id.encode(),
-                                     timestamp_ms=round(event_time * 1000))
-        future.add_errback(self._on_error, topic)
-
-    def _on_error(self, error: Exception, topic: str) -> None:
-        log.error("record for %s not delivered: %s", topic, error)
-        with self._lock:
-            self._failures.append(f"{topic}: {error}")
+        self.delivery.send(topic, agent_id.encode(), value, round(event_time * 1000))
 
 
 def _jws_payload(token: str) -> bytes:
