@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import heapq
 import uuid
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Literal
@@ -63,11 +63,13 @@ _VIOLATION_REASON: dict[str, ReasonCode] = {
     "target_not_granted": "intent_violation",
     "label_not_granted": "intent_violation",
     "grant_not_yet_valid": "policy",
+    "grant_rejected": "policy",
     "no_grant": "policy",
 }
 _INTENT_CODES = frozenset({"intent", "unnamed_target", "privilege"})
 """Learned reasons that say the call leaves the approved intent (rather than the habit)."""
 _MAX_STAGED_CALLS = 512
+_MAX_REJECTED_GRANTS = 10_000
 _TOMBSTONE_SECONDS = 24 * 3600.0
 
 TaskStatus = Literal["open", "completed", "failed", "cancelled", "expired"]
@@ -154,6 +156,8 @@ class Engine:
         self._grace: list[tuple[float, str, str]] = []  # (deadline, agent, task), grants time
         self._expiries: list[tuple[float, str, str]] = []  # (expires_at, agent, task)
         self._last_sweep = float("-inf")
+        self._rejected: OrderedDict[tuple[str, str], str] = OrderedDict()
+        """Why the last grant record naming (agent, task) was rejected, newest last."""
 
     # -- events ---------------------------------------------------------------------------
 
@@ -228,9 +232,19 @@ class Engine:
         heapq.heapify(self._grace)
         heapq.heapify(self._expiries)
 
+    def grant_rejected(self, agent_id: str, task_id: str, why: str) -> None:
+        """Note that a grant record naming this task was rejected (``why``, e.g.
+        ``"unsigned: ..."``): a call judged without a grant then names that reason. It
+        changes no decision; a later valid grant clears it."""
+        self._rejected[(agent_id, task_id)] = why
+        self._rejected.move_to_end((agent_id, task_id))
+        if len(self._rejected) > _MAX_REJECTED_GRANTS:
+            self._rejected.popitem(last=False)
+
     # -- grants and task events -----------------------------------------------------------
 
     def _on_grant(self, grant: Grant, now: float) -> Outcome:
+        self._rejected.pop((grant.agent_id, grant.task_id), None)
         tasks = dict(self.grants.get(grant.agent_id) or {})
         tasks[grant.task_id] = grant
         self.grants[grant.agent_id] = tasks
@@ -396,6 +410,12 @@ class Engine:
                 code="call_after_task_end", weight=1.0,
                 detail=f"task {call.task_id} ended ({task.status}) at {when}; "
                        f"this call{_presenting(call)} came after",
+            )]
+        rejected = self._rejected.get((call.agent_id, call.task_id))
+        if grant is None and rejected is not None:
+            return [Violation(
+                code="grant_rejected", weight=1.0,
+                detail=f"grant rejected: {rejected}; task {call.task_id} has no valid grant",
             )]
         if grant is None:
             return [Violation(

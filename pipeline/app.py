@@ -27,14 +27,14 @@ from intentwatch.models.clock import StreamClock
 from intentwatch.models.config import ScoringConfig, load_config
 from intentwatch.models.engine import Engine, Outcome
 from intentwatch.models.replay import event_time
-from intentwatch.pipeline.decoding import Decoder
+from intentwatch.pipeline.decoding import Decoder, claimed_task
 from intentwatch.pipeline.dlq import DeadLetterLog
 from intentwatch.pipeline.publishing import Headers, Publisher, Send
 from intentwatch.pipeline.settings import Settings
 from intentwatch.pipeline.snapshots import Snapshots
 from intentwatch.pipeline.topics import TopicSpec, layout
 from intentwatch.pipeline.web import add_views
-from intentwatch.tokens.grants import GrantVerifier
+from intentwatch.tokens.grants import GrantRejected, GrantVerifier
 from intentwatch.tokens.keys import Keyring
 
 __all__ = ["INPUT_TOPICS", "TABLES", "GrantsTable", "Pipeline", "agent_partition", "worker_topics"]
@@ -205,6 +205,8 @@ class Pipeline:
                 type(error).__name__, str(error)
             ):
                 log.exception("failed on %s/%d@%d", topic, partition, offset)
+            if isinstance(error, GrantRejected) and (claimed := claimed_task(value)):
+                self.engine.grant_rejected(*claimed, str(error))  # calls name why
             await self.publisher.dead_letter(topic, partition, offset, key, value, error)
             return None
         await self._publish(outcome)

@@ -8,6 +8,7 @@ worker that holds the agent's state.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 from intentwatch.contracts import (
@@ -18,8 +19,9 @@ from intentwatch.contracts import (
     decode_toolcall,
 )
 from intentwatch.tokens.grants import GrantVerifier
+from intentwatch.tokens.keys import unverified_payload
 
-__all__ = ["Decoder", "reason_of"]
+__all__ = ["Decoder", "claimed_task", "reason_of"]
 
 
 def reason_of(error: BaseException) -> str:
@@ -51,6 +53,26 @@ class Decoder:
                 f"record for {event.agent_id!r} was published under key {agent_key!r}",
             )
         return event
+
+
+def claimed_task(value: bytes | None) -> tuple[str, str] | None:
+    """The ``(agent_id, task_id)`` a grant record names, unverified (a plain payload or a
+    JWS's): only to say why that task has no grant, never to grant anything.
+
+    >>> claimed_task(b'{"agent_id": "spiffe://acme.org/a1", "task_id": "t1"}')
+    ('spiffe://acme.org/a1', 't1')
+    >>> claimed_task(b"junk") is None
+    True
+    """
+    payload = value if value is None or value.lstrip()[:1] == b"{" else unverified_payload(value)
+    try:
+        data = json.loads(payload) if payload is not None else None
+    except ValueError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    agent_id, task_id = data.get("agent_id"), data.get("task_id")
+    return (agent_id, task_id) if isinstance(agent_id, str) and isinstance(task_id, str) else None
 
 
 def _key_text(key: bytes | None) -> str:

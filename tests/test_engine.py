@@ -182,6 +182,19 @@ def test_call_without_grant_is_judged_after_grace():
     assert out.revocations[0].reason_code == "policy"
 
 
+def test_a_call_whose_grant_was_rejected_names_why_until_a_valid_grant_comes():
+    engine, _ = make_engine()
+    engine.grant_rejected(AGENT, "t1", "unsigned: grant is plain JSON, not a signed JWS")
+    engine.process(call(ts=100.0), now=100.0)
+    [reason, *_] = engine.tick(102.0).verdicts[0].reasons
+    assert (reason.code, reason.detail) == (
+        "grant_rejected", "grant rejected: unsigned: grant is plain JSON, not a signed JWS; "
+        "task t1 has no valid grant")
+    engine.grant_rejected(AGENT, "t2", "bad_signature: signature does not verify")
+    engine.process(grant(task="t2"), now=103.0)
+    assert engine.process(call(ts=104.0, task="t2"), now=104.0).verdicts[0].decision == "allow"
+
+
 def test_detector_score_decides_alert_and_revoke():
     engine, _ = make_engine(gmail__send_email=0.6, gmail__forward_all=0.9)
     engine.process(grant())

@@ -21,7 +21,7 @@ from intentwatch.pipeline.app import Pipeline, agent_partition
 from intentwatch.pipeline.settings import Settings
 from intentwatch.pipeline.worker import load_keyring
 from intentwatch.tokens.grants import GrantVerifier, sign_grant
-from intentwatch.tokens.keys import Keyring, generate_key
+from intentwatch.tokens.keys import Keyring, generate_key, unverified_payload
 from intentwatch.tokens.revocations import RevocationVerifier
 
 ISSUER_KEY = generate_key("EdDSA")
@@ -152,6 +152,35 @@ async def test_rejected_grant_goes_to_the_dlq_with_its_code(
     assert headers[DeadLetterHeaders.ERROR_CLASS] == code
     assert headers[DeadLetterHeaders.SOURCE_TOPIC] == TOPICS["grants"].encode()
     assert set(pipeline.grants[agent]) == {"t2"}
+
+
+@pytest.mark.parametrize(
+    ("make", "code"),
+    [
+        (lambda agent: grant_token(agent, key=OTHER_KEY), "unknown_kid"),
+        (lambda agent: grant_token(agent, ttl=-3600), "expired"),
+        (lambda agent: unverified_payload(grant_token(agent)), "unsigned"),  # its plain payload
+    ],
+    ids=["unknown_kid", "expired", "unsigned"],
+)
+async def test_a_call_whose_grant_was_rejected_names_why(
+    pipeline: Pipeline, sent: Sent, make: Any, code: str
+) -> None:
+    agent = agent_id()
+    async with pipeline.agents[TOPICS["grants"]].test_context() as grants, \
+            pipeline.agents[TOPICS["toolcalls"]].test_context() as calls:
+        await grants.put(make(agent), key=agent.encode())
+        await calls.put(call(agent), key=agent.encode())
+    pipeline.ready = True  # then the grants stream passes the call's grace period
+    later = time.time() + 10.0
+    pipeline.clock = pipeline.grants_clock = StreamClock(wall=lambda: later)
+    await pipeline.tick()
+
+    [verdict] = sent.verdicts()
+    assert verdict["decision"] == "revoke"
+    assert verdict["reasons"][0]["code"] == "grant_rejected"
+    assert verdict["reasons"][0]["detail"].startswith(f"grant rejected: {code}: ")
+    assert "no grant" not in verdict["reasons"][0]["detail"]
 
 
 async def test_call_under_another_agents_key_is_a_dead_letter(

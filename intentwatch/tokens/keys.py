@@ -45,6 +45,7 @@ __all__ = [
     "TokenRejected",
     "generate_key",
     "load_jwks",
+    "unverified_payload",
 ]
 
 _KEY_TYPES: dict[str, tuple[str, str | int]] = {
@@ -283,6 +284,22 @@ class JwsVerifier:
         if not jws.validate_compact(obj, key, registry=self._registry):
             raise self.rejected("bad_signature", f"signature does not verify with key {kid!r}")
         return header, obj.payload
+
+
+def unverified_payload(token: bytes | str) -> bytes | None:
+    """The payload of a compact JWS *without* checking it, or ``None`` if it is not one:
+    only to say what a rejected token claimed, never to trust it.
+
+    >>> unverified_payload(generate_key("EdDSA").sign(b'{"a": 1}', typ="JWT"))
+    b'{"a": 1}'
+    >>> unverified_payload("not a token") is None
+    True
+    """
+    value = token.encode() if isinstance(token, str) else token
+    try:
+        return jws.extract_compact(value.strip()).payload
+    except (JoseError, ValueError):
+        return None
 
 
 class Keyring:
