@@ -330,6 +330,10 @@ class Verdict(Struct, kw_only=True):
     reasons: list[Reason] = []
     components: dict[str, float] = {}
     model_version: str = ""
+    rule: str = ""
+    """What decided: ``grant`` (a conformance violation), ``task_revoked``, ``intent``
+    (intent or destination evidence), ``novelty`` (past the novelty level),
+    ``novelty_only`` or ``delegated`` (held at alert), ``score`` (below the revoke level)."""
 
 
 class Revocation(Struct, kw_only=True):

@@ -42,6 +42,7 @@ from intentwatch.models.config import settings_from
 from intentwatch.models.intent import (
     TargetParts,
     admin_interface,
+    ordered_concepts,
     parse_target,
     parties_of,
     privilege_of,
@@ -210,19 +211,19 @@ class Observation:
         return sink, top
 
 
-_KIND_WORD = re.compile(r"[a-z]{3,}")
-
-
 def task_kind(intent: str | None) -> str | None:
-    """The kind of a task: the first word of its intent, as people write intents as orders.
+    """The kind of a task: the first word of its intent that orders an action (not
+    "please", "hey" or a noun).
 
-    >>> task_kind("Refund EUR 25.48 for order ORD-1"), task_kind("  triage the inbox")
+    >>> task_kind("Refund EUR 25.48 for order ORD-1"), task_kind("Hey, please triage the inbox")
     ('refund', 'triage')
+    >>> task_kind("What is in my inbox?") is None
+    True
     """
     if not intent:
         return None
-    match = _KIND_WORD.search(intent.lower())
-    return match.group(0) if match else None
+    asked = ordered_concepts(intent)
+    return asked[0][0] if asked else None
 
 
 class TaskContext:
@@ -355,6 +356,11 @@ class TaskContext:
         )
         self.prev_tool = call.tool
         return x
+
+    @property
+    def internal(self) -> frozenset[str]:
+        """The registrable domains inside the organisation (the trust domain's, configured)."""
+        return self._internal
 
     def _outside(self, parts: TargetParts) -> bool:
         """Whether a target points outside the organisation."""

@@ -43,18 +43,29 @@ from intentwatch.contracts import Grant, Reason, ToolCall
 from intentwatch.models.baseline import Baseline, BaselineConfig, Observation, TaskContext
 from intentwatch.models.catalogue import ACTION_RISK, ToolInfo
 from intentwatch.models.config import ScoringConfig, settings_from
-from intentwatch.models.intent import IntentCheck, align
+from intentwatch.models.intent import IntentCheck, align, parse_intent
 from intentwatch.models.multivariate import MultivariateConfig, SharedAnomalyModel
+from intentwatch.models.provenance import (
+    Established,
+    Resolution,
+    destinations_of,
+    explicit_patterns,
+    resolve,
+)
 
 __all__ = [
     "BEHAVIOUR",
     "DEFAULT_WEIGHTS",
     "SNAPSHOT_FORMAT",
+    "HELD",
+    "RULES",
     "Assessment",
     "Detector",
     "FusionConfig",
+    "ProvenanceConfig",
     "TaskRisk",
     "fuse",
+    "hold",
 ]
 
 BEHAVIOUR = (
@@ -64,7 +75,7 @@ BEHAVIOUR = (
     "novel_source", "hst",
 )
 """Components that say how unusual a call is; the action's risk scales them."""
-INTENT = ("intent", "unnamed_target", "privilege", "flow")
+INTENT = ("intent", "unnamed_target", "privilege", "flow", "destination")
 """Components that say how far a call leaves its intent; they weigh as they are."""
 _SENSITIVE_LEVEL = 0.6
 """Classification level from which a read counts as a sensitive source (confidential up)."""
@@ -79,11 +90,24 @@ _FEATURES = (
 )
 """What the shared model sees (fixed, all in [0, 1])."""
 
+RULES: dict[str, str] = {
+    "score": "under the revoke level, the score decides between allow and alert",
+    "intent": "intent or destination evidence, with the score, revokes",
+    "novelty": "novelty alone revokes past its own, higher level (broad grants only)",
+    "novelty_only": "novelty without intent or destination evidence: at most an alert",
+    "delegated": "the request delegates to data, so what it permits is unknown: at most "
+                 "an alert",
+}
+"""The rules that decide a call, by name (``Verdict.rule``; the engine adds ``grant`` and
+``task_revoked`` for conformance)."""
+HELD = frozenset({"novelty_only", "delegated"})
+"""Rules that hold a call at alert: its score is brought under the revoke level."""
+
 SNAPSHOT_FORMAT = 1
 """Version of :meth:`Detector.snapshot`'s layout."""
 
 DEFAULT_WEIGHTS: dict[str, float] = {
-    "intent": 2.6, "unnamed_target": 7.99, "privilege": 7.99, "flow": 6.08,
+    "intent": 2.6, "unnamed_target": 7.99, "privilege": 7.99, "flow": 6.08, "destination": 8.0,
     "tool_rarity": 0.63, "kind_tool_rarity": 1.0, "target_rarity": 0.8,
     "internal_site_rarity": 0.21, "external_site_rarity": 0.21, "domain_novelty": 0.21,
     "transition_rarity": 4.18, "bytes_out": 0.21, "bytes_in": 0.2, "task_bytes_out": 1.87,
@@ -114,10 +138,39 @@ class FusionConfig:
     score only up to the ones left out)."""
     max_task_samples: int = 512
     """Calls per task kept as scored, for learning; longer tasks are rebuilt when learned."""
+    novelty_revoke_threshold: float = 0.995
+    """Score from which novelty alone (rarities, volumes, the shared model) revokes under a
+    broad grant; below it, and always under a narrow grant, only intent or destination
+    evidence revokes and novelty at most alerts."""
+    delegated: str = "alert"
+    """What intent or destination evidence can do in a task whose request delegates to
+    data (``do the tasks in my to-do list``): ``alert`` or ``revoke``."""
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> FusionConfig:
-        return settings_from(cls, data, "fusion")
+        config = settings_from(cls, data, "fusion")
+        if config.delegated not in ("alert", "revoke"):
+            raise ValueError("fusion.delegated must be 'alert' or 'revoke'")
+        return config
+
+
+@dataclass(frozen=True)
+class ProvenanceConfig:
+    """When a destination or habit counts as established (``detectors.provenance``)."""
+
+    k: int = 2
+    """Distinct tasks, ended without revocation, that establish a destination or a habit."""
+    half_life_tasks: float = 500.0
+    """Counts halve after this many tasks of the agent (or role)."""
+    max_keys: int = 2048
+    """Destinations tracked per agent (per role: ``level_scale`` of the baseline times more)."""
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ProvenanceConfig:
+        config = settings_from(cls, data, "provenance")
+        if config.k < 1:
+            raise ValueError("provenance.k must be at least 1")
+        return config
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +184,8 @@ class Assessment:
     under ``min_reason_weight`` or beyond ``max_reasons`` are left out)."""
     components: dict[str, float]
     """Named component values, e.g. ``{"intent": .., "tool_rarity": .., "hst": ..}``."""
+    rule: str = "score"
+    """Which of :data:`RULES` decided."""
 
 
 def fuse(
@@ -202,6 +257,18 @@ class _Task:
     """Source novelty of the task's previous call if it was a sensitive read, else 0."""
     previous_source: str | None = None
     """That read (tool and target), for explanations."""
+    evidence: float = 0.0
+    """Highest risk that intent and destination evidence alone gave a call of the task."""
+    destinations: dict[str, None] = field(default_factory=dict)
+    """Destinations the task's calls moved something to (learned when it ends clean)."""
+    unasked_tools: dict[str, None] = field(default_factory=dict)
+    """Tools the task used without its (readable) intent asking for them."""
+    unreadable: bool = False
+    """The lexicon found no action in the intent: its calls teach no unasked habit."""
+    delegated: bool = False
+    """The request delegates to data (:attr:`~models.intent.ParsedIntent.delegates`)."""
+    unresolved: tuple[Resolution, ...] = ()
+    """The current call's destinations that nothing vouches for (for explanations)."""
 
 
 class Detector:
@@ -232,6 +299,12 @@ class Detector:
         if unknown:
             raise ValueError(f"unknown component weights: {', '.join(unknown)}")
         self.weights = {**DEFAULT_WEIGHTS, **config.weights}
+        self.provenance = ProvenanceConfig.from_dict(detectors.get("provenance", {}))
+        self.established = self._established()
+        """Destinations confirmed by distinct clean tasks, per agent and role."""
+        self.habits = self._established()
+        """Tools used unasked in distinct clean tasks, per agent and role (the habit
+        discount applies only to these)."""
         self.learned_calls = 0
         """Calls learned since the detector was built or restored from a snapshot."""
         self.restored_calls = 0
@@ -250,13 +323,20 @@ class Detector:
                 grant.intent if grant else None,
                 TaskRisk(self.fusion.risk_floor),
             )
+            if task.intent is not None:
+                parsed = parse_intent(task.intent)
+                task.unreadable = not parsed.concepts
+                task.delegated = parsed.delegates is not None
         x = task.context.observe(call, tool)
         check = (
             align(task.intent, tool, call.target, x.parties, x.privilege)
             if task.intent is not None else None
         )
         x.unasked = 1.0 - check.credit if check is not None else None
+        if x.unasked and x.unasked >= 0.5 and not task.unreadable:
+            task.unasked_tools[x.tool] = None
         components = self._components(x, check)
+        components["destination"] = self._provenance(call, tool, grant, task)
         # A sink (external send, code execution) after reading sensitive data this agent
         # rarely reads: the taint of an unusual source, not just of sensitive data.
         components["novel_source"] = task.source_novelty if x.sink is not None else 0.0
@@ -290,8 +370,53 @@ class Detector:
         score = max(call_risk, task_risk)
         components["call_risk"] = call_risk
         components["task_risk"] = task_risk
+        evidence = sum(contributions.get(name, 0.0) for name in INTENT)
+        task.evidence = max(task.evidence, _sigmoid(self.fusion.bias + evidence))
+        components["evidence"] = task.evidence
+        components["delegated"] = float(task.delegated)
+        components["narrow_grant"] = float(_narrow(grant))
+        rule = self._rule(score, components)
+        if rule in HELD:
+            score = hold(score, self.config.alert_threshold, self.config.revoke_threshold)
         reasons = self._reasons(x, check, contributions, call_risk, score, task)
-        return Assessment(score=score, reasons=reasons, components=components)
+        return Assessment(score=score, reasons=reasons, components=components, rule=rule)
+
+    def _rule(self, score: float, components: dict[str, float]) -> str:
+        """Which rule decides a call of this score (see :data:`RULES`)."""
+        if score < self.config.revoke_threshold:
+            return "score"
+        if components["evidence"] >= self.config.alert_threshold:
+            if components["delegated"] and self.fusion.delegated == "alert":
+                return "delegated"
+            return "intent"
+        if score >= self.fusion.novelty_revoke_threshold and not components["narrow_grant"]:
+            return "novelty"
+        return "novelty_only"
+
+    def _provenance(
+        self, call: ToolCall, tool: ToolInfo, grant: Grant | None, task: _Task
+    ) -> float:
+        """1 when the call moves something to a destination nothing vouches for, else 0."""
+        task.unresolved = ()
+        found = destinations_of(tool, call.target, call.args)
+        if not found:
+            return 0.0
+        context = task.context
+        resolutions = resolve(
+            found,
+            parsed=parse_intent(task.intent) if task.intent else None,
+            patterns=explicit_patterns(grant.targets) if grant is not None else (),
+            internal=context.internal, established=self.established,
+            agent_id=call.agent_id, role=context.role,
+        )
+        for resolution in resolutions:
+            task.destinations[resolution.destination.key] = None
+        task.unresolved = tuple(r for r in resolutions if r.how is None)
+        return 1.0 if task.unresolved and task.intent is not None else 0.0
+
+    def _established(self) -> Established:
+        p = self.provenance
+        return Established(p.k, p.half_life_tasks, p.max_keys, self.baseline.config.level_scale)
 
     def end_task(
         self,
@@ -305,12 +430,18 @@ class Detector:
         task = self._tasks.pop((agent_id, task_id), None)
         if not learn or not calls:
             return
+        if task is not None:
+            role = task.context.role
+            self.established.learn_task(agent_id, role, list(task.destinations))
+            self.habits.learn_task(agent_id, role, list(task.unasked_tools))
         observed = task.observed if task is not None else {}
         if all(call.event_id in observed for call, _ in calls):
             observations = [observed[call.event_id] for call, _ in calls]
         else:  # scratch state lost or capped: rebuild the task (without the shared model)
             observations = self._rebuild(agent_id, task.intent if task else None, calls)
         for x in observations:
+            if task is not None and task.unreadable:
+                x.unasked = None  # the lexicon could not read the intent: no habit to learn
             self.baseline.learn_one(x)
             shared = x.memo.get("shared")
             if shared is not None:
@@ -379,7 +510,10 @@ class Detector:
         risk = ACTION_RISK.get(x.action, ACTION_RISK["unknown"])
         # an unasked read of sensitive data deviates as far as touching that data is risky
         deviation_risk = max(risk, self.fusion.sensitive_data_risk * x.label_level)
-        components["intent"] = deviation_risk * components.pop("unasked")
+        habitual = components.pop("unasked")
+        if x.unasked and not self.habits.established(x.agent_id, x.role, x.tool):
+            habitual = x.unasked  # a habit is discounted only once k clean tasks showed it
+        components["intent"] = deviation_risk * habitual
         components["unnamed_target"] = float(check is not None and (
             # a send elsewhere than to the destinations the intent names
             (x.action == "send" and bool(check.named_instead) and x.external)
@@ -472,6 +606,8 @@ class Detector:
             named = ", ".join(sorted(check.named_instead)[:3])
             went = "deletes" if x.action == "delete" else "goes to"
             return f"the intent names {named}; this {x.tool} {went} {x.target} instead"
+        if name == "destination":
+            return self._explain_destination(x, task)
         if name == "privilege":
             what = "hands out" if x.action == "admin" else "calls an interface of"
             return (
@@ -503,6 +639,25 @@ class Detector:
             detail += "; the intent does not name it"
         return detail
 
+    def _explain_destination(self, x: Observation, task: _Task) -> str:
+        k = self.provenance.k
+        parts = []
+        for resolution in task.unresolved[:3]:
+            used = resolution.tasks
+            history = (
+                "never used by this agent or its role" if used < 0.5 else
+                f"used in only {used:.0f} clean task{'s' if used >= 1.5 else ''} of this "
+                f"agent or its role ({k} establish it)"
+            )
+            parts.append(f"{resolution.destination.kind} {resolution.destination.value} "
+                         f"({history})")
+        more = len(task.unresolved) - 3
+        tail = f" and {more} more" if more > 0 else ""
+        return (
+            f"{x.tool} ({x.action}) moves data to {', '.join(parts)}{tail}; the intent does "
+            "not name it, no explicit grant target covers it, it is outside the organisation"
+        )
+
     @staticmethod
     def _explain_task(task: _Task, score: float) -> str:
         risky = sorted(task.risk.risks.items(), key=lambda item: item[1], reverse=True)
@@ -514,6 +669,26 @@ class Detector:
         return (
             f"{count} unusual behaviours in this task add up to risk {score:.2f}: {shown}"
         )
+
+
+def hold(score: float, alert: float, revoke: float) -> float:
+    """A score held at alert: ``[alert, 1]`` mapped under ``revoke``, order kept.
+
+    >>> hold(1.0, 0.5, 0.8) < 0.8 <= 0.9, hold(0.5, 0.5, 0.8)
+    (True, 0.5)
+    """
+    return alert + (revoke - alert) * 0.999 * (score - alert) / (1.0 - alert)
+
+
+def _sigmoid(z: float) -> float:
+    return 1.0 / (1.0 + math.exp(-z)) if z > -700 else 0.0
+
+
+def _narrow(grant: Grant | None) -> bool:
+    """A grant that names its tools and targets (no ``*``, no scheme-only pattern)."""
+    return grant is not None and "*" not in grant.tools and bool(grant.targets) and (
+        len(explicit_patterns(grant.targets)) == len(grant.targets)
+    )
 
 
 def _quote(text: str, limit: int = 80) -> str:

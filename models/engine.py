@@ -66,7 +66,7 @@ _VIOLATION_REASON: dict[str, ReasonCode] = {
     "grant_rejected": "policy",
     "no_grant": "policy",
 }
-_INTENT_CODES = frozenset({"intent", "unnamed_target", "privilege"})
+_INTENT_CODES = frozenset({"intent", "unnamed_target", "privilege", "destination"})
 """Learned reasons that say the call leaves the approved intent (rather than the habit)."""
 _MAX_STAGED_CALLS = 512
 _MAX_REJECTED_GRANTS = 10_000
@@ -367,11 +367,12 @@ class Engine:
 
         reasons = sorted(assessment.reasons, key=lambda r: r.weight, reverse=True)
         decision: Decision
+        rule = assessment.rule
         if violations:
-            score, decision = 1.0, "revoke"
+            score, decision, rule = 1.0, "revoke", "grant"
             reasons = violations + reasons
         elif task.revoked_for_cause:
-            score, decision = 1.0, "revoke"
+            score, decision, rule = 1.0, "revoke", "task_revoked"
             already = Reason(code="task_revoked", weight=1.0,
                              detail=f"task {call.task_id} was already revoked")
             reasons = [already, *reasons]
@@ -386,6 +387,7 @@ class Engine:
             event_id=call.event_id, agent_id=call.agent_id, task_id=call.task_id,
             tool=call.tool, ts=format_ts(call.ts), score=score, decision=decision,
             reasons=reasons, components=assessment.components, model_version=self.config.version,
+            rule=rule,
         )
         outcome.verdicts.append(verdict)
         self._record_usage(task, call, violations, score)

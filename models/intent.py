@@ -49,6 +49,7 @@ __all__ = [
     "parse_target",
     "parties_of",
     "privilege_of",
+    "public_host",
     "stem",
 ]
 
@@ -88,7 +89,11 @@ CONCEPTS: dict[str, tuple[str, ...]] = {
         "export", "upload", "transfer", "backup", "dump", "extract", "copy", "archive",
         "exfiltrate", "mirror", "replicate", "sync",
     ),
-    "pay": ("pay", "payment", "wire", "refund", "remit", "payout", "charge", "disburse"),
+    "pay": (
+        "pay", "payment", "wire", "refund", "remit", "payout", "charge", "disburse", "money",
+        "fund", "funds", "reimburse", "settle", "purchase", "buy", "transfer", "remittance",
+        "donate",
+    ),
     "delete": (
         "delete", "remove", "purge", "drop", "erase", "wipe", "destroy", "clean", "cleanup",
         "clear", "prune", "truncate", "discard", "trash", "unlink", "rm", "shred", "cancel",
@@ -160,6 +165,30 @@ _PRIVILEGED_SEGMENT = re.compile(
 """A host label or path segment that is an administrative interface (``/api/admin/``,
 ``admin.acme.org``, ``/acl/root``), as a whole word."""
 _extract = tldextract.TLDExtract(suffix_list_urls=())
+_HANDLE_IN_TEXT = re.compile(r"(?<![\w@])@[a-z0-9][\w.-]{1,63}", re.IGNORECASE)
+_DELEGATION = re.compile(
+    r"\b(?:do|complete|handle|finish|work through|go through|carry out|execute|perform|"
+    r"follow|action|process|take care of)\b[^.;!?]{0,40}?\b(?:tasks?|to-?dos?|"
+    r"instructions?|steps?|requests?|items?|actions?|list|checklist)\b[^.;!?]{0,30}?"
+    r"\b(?:in|from|on|of|listed|described|written)\b"
+    r"|\b(?:do|follow|handle)\s+(?:what|whatever)\b[^.;!?]{0,40}?"
+    r"\b(?:says?|asks?|tells?|requests?|wants?)\b",
+    re.IGNORECASE,
+)
+"""A request that hands its choices to data: it asks to do what a file, an e-mail or a
+list says, so what it permits is whatever that data says (an injection looks the same)."""
+
+
+def _delegation(text: str) -> str | None:
+    """The words of ``text`` that delegate to data, if any.
+
+    >>> _delegation("Please do the tasks in my to-do list for today.")
+    'do the tasks in'
+    >>> _delegation("Follow the instructions in the email from Ana"), _delegation("Pay bill 12")
+    ('Follow the instructions in', None)
+    """
+    match = _DELEGATION.search(text)
+    return match.group(0) if match else None
 
 
 @lru_cache(maxsize=65536)
@@ -202,10 +231,84 @@ def concepts_of(text: str) -> frozenset[str]:
     """
     found: set[str] = set()
     for word in _words(text):
-        found |= _STEM_CONCEPTS.get(stem(word), frozenset())
-        if "-" in word:
-            for part in word.split("-"):
-                found |= _STEM_CONCEPTS.get(stem(part), frozenset())
+        found |= _word_concepts(word)
+    return frozenset(found)
+
+
+def _word_concepts(word: str) -> frozenset[str]:
+    found = _STEM_CONCEPTS.get(stem(word), frozenset())
+    if "-" in word:
+        for part in word.split("-"):
+            found |= _STEM_CONCEPTS.get(stem(part), frozenset())
+    return found
+
+
+_NOUN_BEFORE = frozenset({
+    "the", "a", "an", "this", "that", "these", "those", "my", "your", "our", "their", "his",
+    "her", "its", "each", "every", "any", "some", "no", "of", "in", "on", "for", "with",
+    "from", "by", "about", "at", "via", "per", "whose", "which", "same", "other", "last",
+    "next", "first", "recent", "unread", "latest", "new", "old", "own",
+})
+"""Words after which a word is a noun (``the email``, ``my payment``), not an order."""
+_NOUN_AFTER = frozenset({
+    "address", "addresses", "details", "list", "notes", "thread", "threads", "history",
+    "settings", "id", "ids", "template", "link", "links", "record", "records", "log", "logs",
+    "summary", "file", "files", "draft", "drafts", "inbox", "body", "subject", "signature",
+    "attachment", "attachments", "content", "contents", "text", "policy", "status",
+})
+"""Words before which a word is a modifier (``email addresses``, ``payment details``)."""
+_NOUN_CONCEPTS = frozenset({"access", "pay"})
+"""Concepts that even a noun asks for: an intent about a password, a role or a payment
+asks for access changes or money moves (``reset the password``, ``process the refund``)."""
+_NOUN_SCHEDULE = frozenset(stem(w) for w in (
+    "meeting", "appointment", "calendar", "reminder", "booking", "reservation",
+))
+"""Schedule nouns that ask for scheduling (``a meeting with Ana on Friday``)."""
+_SENTENCE = re.compile(r"[.!?;:,()\n]+")
+
+
+@lru_cache(maxsize=8192)
+def ordered_concepts(text: str) -> tuple[tuple[str, frozenset[str]], ...]:
+    """The words of a request that ask for an action, in order, with their concepts.
+
+    A word asks when it is used as a verb: not after an article, possessive or
+    preposition (``the email addresses``), not as a modifier (``email addresses``).
+    Nouns still ask for access and money concepts, and meetings for scheduling.
+
+    >>> [w for w, _ in ordered_concepts("Please send the email addresses in the file to Ana.")]
+    ['send']
+    >>> [w for w, _ in ordered_concepts("Hey, what is in my inbox? Pay the bill in it.")]
+    ['pay']
+    """
+    found: list[tuple[str, frozenset[str]]] = []
+    for sentence in _SENTENCE.split(text):
+        words = _words(sentence)
+        for i, word in enumerate(words):
+            concepts = _word_concepts(word)
+            if not concepts:
+                continue
+            before = words[i - 1] if i else ""
+            after = words[i + 1] if i + 1 < len(words) else ""
+            if before in _NOUN_BEFORE or after in _NOUN_AFTER:
+                kept = concepts & _NOUN_CONCEPTS
+                if stem(word) in _NOUN_SCHEDULE:
+                    kept |= concepts & {"schedule"}
+                if not kept:
+                    continue
+                concepts = kept
+            found.append((word, concepts))
+    return tuple(found)
+
+
+def asked_concepts(text: str) -> frozenset[str]:
+    """The action concepts a request asks for (:func:`ordered_concepts`, merged).
+
+    >>> sorted(asked_concepts("Summarise the email from Bob"))
+    ['read']
+    """
+    found: set[str] = set()
+    for _, concepts in ordered_concepts(text):
+        found |= concepts
     return frozenset(found)
 
 
@@ -319,6 +422,38 @@ def _registrable(host: str) -> str:
     return ".".join(host.rsplit(".", 2)[-2:])
 
 
+_RESERVED_TLDS = frozenset({"example", "test", "internal", "local", "localhost"})
+"""Special-use top-level names (RFC 2606, 6761): no public suffix, but hosts all the same."""
+
+
+@lru_cache(maxsize=65536)
+def public_host(text: str) -> str | None:
+    """``text`` as a host under a public suffix (lower case), trailing words that are no
+    suffix dropped (a missing space after a full stop); None when it is no such host.
+
+    >>> public_host("www.Example-Shop.com.Then"), public_host("report.pdf"), public_host("e.g")
+    ('www.example-shop.com', None, None)
+    >>> public_host("api.shop.co.uk"), public_host("mail.customer.example")
+    ('api.shop.co.uk', 'mail.customer.example')
+    """
+    host = text.strip().strip(".").lower()
+    if not host or " " in host:
+        return None
+    if host.replace(".", "").isdigit():
+        return host if host.count(".") == 3 else None
+    labels = host.split(".")
+    while len(labels) >= 2:
+        last = labels[-1]
+        if last in _RESERVED_TLDS:
+            return ".".join(labels)
+        if last not in _FILE_EXTENSIONS:
+            found = _extract(".".join(labels))
+            if found.suffix and found.domain and found.suffix.split(".")[-1] == last:
+                return ".".join(labels)
+        labels.pop()
+    return None
+
+
 def _strings(value: Any, depth: int = 0) -> Iterator[str]:
     """The string values in a call's arguments (nested at most two levels)."""
     if isinstance(value, str):
@@ -406,6 +541,11 @@ class ParsedIntent:
     """Lower-case words, to recognise a service named by its brand (VerifyHire → verifyhire.com)."""
     privileged: bool = False
     """The intent asks for an administrative privilege level in so many words."""
+    handles: frozenset[str] = frozenset()
+    """``@handles`` written in the intent."""
+    delegates: str | None = None
+    """The words with which the request hands its choices to data (``do the tasks in my
+    to-do list``), if it does."""
 
     def names_target(self, parts: TargetParts) -> bool:
         """The intent names this exact recipient, a host it is on, or a value it contains."""
@@ -463,10 +603,7 @@ def parse_intent(text: str) -> ParsedIntent:
     rest = _URL.sub(" ", _EMAIL.sub(" ", text))
     paths = {m.lower() for m in _PATH.findall(rest)}
     rest = _PATH.sub(" ", rest)
-    hosts = {
-        h.lower() for h in _HOST.findall(rest)
-        if h.rsplit(".", 1)[-1].lower() not in _FILE_EXTENSIONS
-    }
+    hosts = {host for host in map(public_host, _HOST.findall(rest)) if host is not None}
     for url in urls:
         parts = parse_target(url)
         if parts.host:
@@ -482,7 +619,7 @@ def parse_intent(text: str) -> ParsedIntent:
         if len(t) >= 4 and not _STEM_CONCEPTS.get(stem(t))
     }
     channels = {channel.lower() for channel in _CHANNEL.findall(rest)}
-    concepts = concepts_of(rest)
+    concepts = asked_concepts(rest)
     if _ACCESS_PHRASE.search(rest):
         concepts |= {"access"}
     return ParsedIntent(
@@ -499,6 +636,8 @@ def parse_intent(text: str) -> ParsedIntent:
             w.replace("-", "") for w in re.findall(r"[a-z0-9-]+", rest.lower()) if len(w) >= 4
         ),
         privileged=bool(_PRIVILEGED.search(text)),
+        handles=frozenset(h.lower() for h in _HANDLE_IN_TEXT.findall(rest)),
+        delegates=_delegation(text),
     )
 
 

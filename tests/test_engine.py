@@ -22,6 +22,7 @@ class ScriptedAssessment:
     score: float
     reasons: list[Reason] = field(default_factory=list)
     components: dict[str, float] = field(default_factory=dict)
+    rule: str = "score"
 
 
 class ScriptedDetector:

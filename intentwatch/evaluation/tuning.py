@@ -23,7 +23,7 @@ from scipy.optimize import minimize
 
 from intentwatch.contracts import Verdict
 from intentwatch.evaluation.metrics import CallTruth
-from intentwatch.models.detection import BEHAVIOUR, INTENT, FusionConfig
+from intentwatch.models.detection import BEHAVIOUR, INTENT, FusionConfig, hold
 
 __all__ = ["FIT_COMPONENTS", "Fit", "TuningData"]
 
@@ -61,6 +61,8 @@ class TuningData:
         *,
         auc_pairs: int = 200_000,
         seed: int = 0,
+        alert_threshold: float = 0.5,
+        revoke_threshold: float = 0.8,
     ) -> None:
         # An attack task must be revoked at or before its first harmful call (or, without
         # one, its first attack call): which calls came in time is decided on the whole
@@ -79,6 +81,9 @@ class TuningData:
             if truth.harmful or (truth.attack and key not in harmful_tasks):
                 passed.add(key)
         self.fusion = fusion
+        self.thresholds = (alert_threshold, revoke_threshold)
+        self.delegated = np.array([v.components.get("delegated", 0.0) > 0 for v in rows])
+        self.narrow = np.array([v.components.get("narrow_grant", 0.0) > 0 for v in rows])
         self.conformance = np.array(
             [any(r.code not in _DETECTOR_CODES for r in v.reasons) for v in rows]
         )
@@ -132,7 +137,23 @@ class TuningData:
         start = (total - ordered)[self._task_first]
         task_risk = np.empty_like(excess)
         task_risk[self._by_task] = 1.0 - np.exp(total - start)
-        return np.where(self.conformance, 1.0, np.maximum(risk, task_risk))
+        score = np.maximum(risk, task_risk)
+        # the rules (models.detection.RULES): intent or destination evidence in the task so
+        # far may revoke (unless the request delegates); novelty alone only past its level
+        intent = len(BEHAVIOUR)
+        evidence = 1.0 / (1.0 + np.exp(-(bias + self.X[:, intent:] @ np.maximum(
+            weights[intent:], 0.0))))
+        offset = 2.0 * self.task[self._by_task]
+        ordered = np.maximum.accumulate(evidence[self._by_task] + offset) - offset
+        evidence[self._by_task] = ordered
+        alert, revoke = self.thresholds
+        delegated_held = self.delegated & (self.fusion.delegated == "alert")
+        held = (score >= revoke) & np.where(
+            evidence >= alert, delegated_held,
+            (score < self.fusion.novelty_revoke_threshold) | self.narrow,
+        )
+        score = np.where(held, hold(score, alert, revoke), score)
+        return np.where(self.conformance, 1.0, score)
 
     def figures(self, scores: np.ndarray, threshold: float) -> tuple[float, float, float]:
         """(attack tasks caught in time, benign tasks revoked, per-call ROC AUC)."""
