@@ -45,8 +45,8 @@ from pathlib import Path
 from typing import Any
 
 from intentwatch.contracts import decode_replay_record
-from intentwatch.models.engine import Engine
 from intentwatch.evaluation.metrics import evaluate, truths_of
+from intentwatch.models.engine import Engine
 from intentwatch.models.replay import replay
 
 __all__ = ["load_runs", "to_replay", "tool_descriptions"]

@@ -1096,11 +1096,16 @@ class Baseline:
         )
 
 
+_CACHES = frozenset({"_usual"})
+"""Attributes that only cache what the learned state gives (rebuilt on demand): scoring
+may fill them, so they are not part of what a detector has learned."""
+
+
 def _learned(detector: Any) -> dict[str, Any]:
     """A detector's data attributes; its scopes (:class:`_Levels`) as their contents."""
     learned: dict[str, Any] = {}
     for name, value in vars(detector).items():
-        if callable(value) or isinstance(value, BaselineConfig):
+        if callable(value) or isinstance(value, BaselineConfig) or name in _CACHES:
             continue
         if isinstance(value, _Levels):
             value = (value.agents, value.roles, value.fleet)

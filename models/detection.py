@@ -56,9 +56,9 @@ from intentwatch.models.provenance import (
 __all__ = [
     "BEHAVIOUR",
     "DEFAULT_WEIGHTS",
-    "SNAPSHOT_FORMAT",
     "HELD",
     "RULES",
+    "SNAPSHOT_FORMAT",
     "Assessment",
     "Detector",
     "FusionConfig",
@@ -103,7 +103,7 @@ RULES: dict[str, str] = {
 HELD = frozenset({"novelty_only", "delegated"})
 """Rules that hold a call at alert: its score is brought under the revoke level."""
 
-SNAPSHOT_FORMAT = 1
+SNAPSHOT_FORMAT = 2
 """Version of :meth:`Detector.snapshot`'s layout."""
 
 DEFAULT_WEIGHTS: dict[str, float] = {
@@ -138,10 +138,14 @@ class FusionConfig:
     score only up to the ones left out)."""
     max_task_samples: int = 512
     """Calls per task kept as scored, for learning; longer tasks are rebuilt when learned."""
-    novelty_revoke_threshold: float = 0.995
+    novelty_revoke_threshold: float = 0.97
     """Score from which novelty alone (rarities, volumes, the shared model) revokes under a
     broad grant; below it, and always under a narrow grant, only intent or destination
     evidence revokes and novelty at most alerts."""
+    evidence_level: float = 0.2
+    """Risk that a task's intent and destination evidence alone must reach (in one of its
+    calls so far) before the score may revoke: an unasked write, send, delete or change of
+    access, a destination nothing vouches for, a flow, an unasked privilege."""
     delegated: str = "alert"
     """What intent or destination evidence can do in a task whose request delegates to
     data (``do the tasks in my to-do list``): ``alert`` or ``revoke``."""
@@ -164,6 +168,9 @@ class ProvenanceConfig:
     """Counts halve after this many tasks of the agent (or role)."""
     max_keys: int = 2048
     """Destinations tracked per agent (per role: ``level_scale`` of the baseline times more)."""
+    min_history_tasks: int = 50
+    """Clean tasks a role must have taught before a destination nothing vouches for counts
+    as evidence (before, nothing could be established: the destinations are learned)."""
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ProvenanceConfig:
@@ -266,7 +273,7 @@ class _Task:
     unreadable: bool = False
     """The lexicon found no action in the intent: its calls teach no unasked habit."""
     delegated: bool = False
-    """The request delegates to data (:attr:`~models.intent.ParsedIntent.delegates`)."""
+    """The request delegates to data (:attr:`~intentwatch.models.intent.ParsedIntent.delegates`)."""
     unresolved: tuple[Resolution, ...] = ()
     """The current call's destinations that nothing vouches for (for explanations)."""
 
@@ -385,7 +392,7 @@ class Detector:
         """Which rule decides a call of this score (see :data:`RULES`)."""
         if score < self.config.revoke_threshold:
             return "score"
-        if components["evidence"] >= self.config.alert_threshold:
+        if components["evidence"] >= self.fusion.evidence_level:
             if components["delegated"] and self.fusion.delegated == "alert":
                 return "delegated"
             return "intent"
@@ -412,7 +419,8 @@ class Detector:
         for resolution in resolutions:
             task.destinations[resolution.destination.key] = None
         task.unresolved = tuple(r for r in resolutions if r.how is None)
-        return 1.0 if task.unresolved and task.intent is not None else 0.0
+        learned = self.established.history(context.role) >= self.provenance.min_history_tasks
+        return 1.0 if task.unresolved and task.intent is not None and learned else 0.0
 
     def _established(self) -> Established:
         p = self.provenance
@@ -468,6 +476,8 @@ class Detector:
             "calls": self.restored_calls + self.learned_calls,
             "baseline": self.baseline,
             "shared": self.shared,
+            "established": self.established.to_state(),
+            "habits": self.habits.to_state(),
         }, protocol=pickle.HIGHEST_PROTOCOL)
 
     def restore(self, snapshot: bytes) -> None:
@@ -484,12 +494,16 @@ class Detector:
         if tuple(state["features"]) != _FEATURES:
             raise ValueError("snapshot taken with another set of shared-model features")
         self.baseline, self.shared = state["baseline"], state["shared"]
+        self.established.load_state(state["established"])
+        self.habits.load_state(state["habits"])
         self.restored_calls, self.learned_calls = state["calls"], 0
         self._tasks.clear()
 
     def _learning_settings(self) -> dict[str, Any]:
         detectors = self.config.detectors
-        return {name: detectors.get(name, {}) for name in ("baseline", "multivariate")}
+        return {
+            name: detectors.get(name, {}) for name in ("baseline", "multivariate", "provenance")
+        }
 
     def _rebuild(
         self, agent_id: str, intent: str | None, calls: Sequence[tuple[ToolCall, ToolInfo]]

@@ -45,6 +45,7 @@ __all__ = [
     "admin_interface",
     "align",
     "concepts_of",
+    "is_public_suffix",
     "parse_intent",
     "parse_target",
     "parties_of",
@@ -452,6 +453,17 @@ def public_host(text: str) -> str | None:
                 return ".".join(labels)
         labels.pop()
     return None
+
+
+@lru_cache(maxsize=4096)
+def is_public_suffix(text: str) -> bool:
+    """Whether ``text`` is a public suffix itself (``com``, ``co.uk``), owned by nobody.
+
+    >>> is_public_suffix("co.uk"), is_public_suffix("acme.org")
+    (True, False)
+    """
+    text = text.strip(".").lower()
+    return bool(text) and _extract("x." + text).suffix == text
 
 
 def _strings(value: Any, depth: int = 0) -> Iterator[str]:

@@ -11,7 +11,7 @@ the argument is called. Each destination must be accounted for by one of:
 * an explicit target pattern of the grant covers it (``mailto:*@acme.org``,
   ``iban:DE89*``; never ``*`` or a pattern that is only a scheme);
 * it is inside the organisation (the agent's trust domain or a configured
-  internal domain);
+  internal domain, or a channel or handle of the organisation's chat);
 * it is *established* for the agent or its role: used in at least ``k``
   distinct tasks that ended without revocation (:class:`Established`).
 
@@ -39,6 +39,7 @@ from intentwatch.models.conformance import target_allowed
 from intentwatch.models.intent import (
     ParsedIntent,
     concepts_of,
+    is_public_suffix,
     parse_target,
     public_host,
 )
@@ -140,11 +141,17 @@ def _in_text(text: str) -> tuple[Destination, ...]:
     rest = _URL.sub(" ", rest)
     for match in _BARE_HOST.findall(rest):
         host = public_host(match.split("/", 1)[0])
-        if host is not None:
+        if host is not None and _link_like(host):
             found.append(Destination("url", host, match))
     for iban in _IBAN.findall(text):
         found.append(Destination("account", iban.replace(" ", "").upper(), iban))
     return tuple(found)
+
+
+def _link_like(host: str) -> bool:
+    """A host written without a scheme that reads as a link (``www.…``, or under a short
+    suffix such as ``.com``, ``.io``, ``.co.uk``), not a dotted name (``pierre.schmidt``)."""
+    return host.startswith("www.") or len(host.rsplit(".", 1)[-1]) <= 3
 
 
 def _of_target(target: str) -> tuple[Destination, ...]:
@@ -164,11 +171,13 @@ def destinations_of(
     tool: ToolInfo, target: str | None, args: Mapping[str, Any] | None
 ) -> tuple[Destination, ...]:
     """Every destination of a call that moves something out of its task (else none),
-    each once, the target's first."""
+    each once, the target's first. The target counts for a send, or when it is an address
+    or account itself (a write or access change acts on its target's system; what it
+    hands out goes where its arguments say)."""
     if not moves_out(tool):
         return ()
     found: dict[str, Destination] = {}
-    if target:
+    if target and (tool.action == "send" or target.lower().startswith(("mailto:", "iban:"))):
         for destination in _of_target(target):
             found.setdefault(destination.key, destination)
     for text in _strings(args or {}):
@@ -182,18 +191,14 @@ def _explicit(pattern: str) -> bool:
     ``https://*``) and not only a public suffix (``*.com``)."""
     rest = pattern.split(":", 1)[1] if re.match(r"^[a-z][a-z0-9+.-]*:", pattern) else pattern
     literal = rest.replace("*", "").replace("?", "").strip("/.@ ")
-    if not literal:
-        return False
-    return "." not in literal or public_host("x." + literal) != "x." + literal or (
-        public_host(literal) is not None
-    )
+    return bool(literal) and not is_public_suffix(literal)
 
 
 def explicit_patterns(patterns: Sequence[str]) -> tuple[str, ...]:
     """The grant target patterns that vouch for a destination.
 
-    >>> explicit_patterns(["*", "mailto:*", "https://*", "*.com", "mailto:*@acme.org", "iban:DE89*"])
-    ('mailto:*@acme.org', 'iban:DE89*')
+    >>> explicit_patterns(["*", "mailto:*", "https://*", "*.com", "mailto:*@acme.org", "iban:DE8*"])
+    ('mailto:*@acme.org', 'iban:DE8*')
     """
     return tuple(p for p in patterns if _explicit(p))
 
@@ -243,6 +248,11 @@ class Established:
         """Whether ``key`` is confirmed for the agent or its role."""
         need = self.k - 0.5
         return self._count(agent_id, key) >= need or self._count(role, key) >= need
+
+    def history(self, scope: str) -> int:
+        """How many clean tasks ``scope`` (an agent or a role) has taught."""
+        held = self._scopes.get(scope)
+        return held[0] if held is not None else 0
 
     def tasks(self, agent_id: str, role: str, key: str) -> float:
         """The larger of the agent's and the role's decayed task counts of ``key``."""
@@ -304,7 +314,7 @@ def named_in(parsed: ParsedIntent, destination: Destination) -> bool:
     """Whether the intent names a destination (normalised), or the domain it is on.
 
     >>> from intentwatch.models.intent import parse_intent
-    >>> parsed = parse_intent("Post the summary to www.shop.example.Then mail it to Bob@Partner.example.")
+    >>> parsed = parse_intent("Post it to www.shop.example.Then mail Bob@Partner.example.")
     >>> [named_in(parsed, d) for d in (Destination("url", "www.shop.example", ""),
     ...     Destination("email", "bob@partner.example", ""),
     ...     Destination("email", "eve@partner.example", ""))]
@@ -367,7 +377,7 @@ def _as_target(destination: Destination) -> str:
 
 def _inside(destination: Destination, internal: frozenset[str]) -> bool:
     if destination.kind in ("channel", "handle"):
-        return False
+        return True  # the organisation's own chat workspace
     if destination.kind == "account":
         return False
     host = destination.key.rpartition("@")[2]

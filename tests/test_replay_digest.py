@@ -16,8 +16,9 @@ from intentwatch.models.replay import replay
 from intentwatch.simulation.fleet import FleetSpec, generate
 
 SPEC = FleetSpec(seed=4, agents_per_role=1, history_days=1.0, attack_days=1.0, attack_rate=0.3)
-DIGEST = "97a56540ba4374a4a1b424ac82b901c7a73fc5196ea8160f76ea9e0125c6e85e"
-"""sha256 of the outputs of the engine of config 2026.11.4 (unchanged by the layout move)."""
+DIGEST = "325ddc325f614d105ed17d8ab992c20db07730c3fa19923fc1e02935d7bf2613"
+"""sha256 of the outputs of the engine of config 2026.12.1 (issue 11: destination provenance,
+novelty alone held at alert, verdicts name their rule, verb-based intent reading)."""
 
 
 def replay_digest(spec: FleetSpec) -> tuple[int, str]:

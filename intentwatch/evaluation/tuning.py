@@ -149,7 +149,7 @@ class TuningData:
         alert, revoke = self.thresholds
         delegated_held = self.delegated & (self.fusion.delegated == "alert")
         held = (score >= revoke) & np.where(
-            evidence >= alert, delegated_held,
+            evidence >= self.fusion.evidence_level, delegated_held,
             (score < self.fusion.novelty_revoke_threshold) | self.narrow,
         )
         score = np.where(held, hold(score, alert, revoke), score)

@@ -1,0 +1,178 @@
+"""Destination provenance decides; novelty alone holds at alert; one task teaches nothing."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from intentwatch.contracts import Grant, ToolCall
+from intentwatch.models.catalogue import ToolCatalogue, ToolInfo
+from intentwatch.models.config import ScoringConfig
+from intentwatch.models.detection import Detector
+from intentwatch.models.intent import asked_concepts, parse_intent
+from intentwatch.models.provenance import Established, destinations_of, explicit_patterns
+
+CATALOGUE = ToolCatalogue({
+    "bank.pay": ToolInfo("bank.pay", "send", "Pay an invoice by bank transfer"),
+    "calendar.create_event": ToolInfo("calendar.create_event", "write",
+                                      "Create a calendar event and invite attendees"),
+    "web.post": ToolInfo("web.post", "send", "Post a form to a web site"),
+})
+AGENT = "spiffe://acme.org/agents/finance/a1"
+PEER = "spiffe://acme.org/agents/finance/a2"
+IBAN = "DE44500105175407324931"
+_ids = itertools.count()
+
+
+def run(detector: Detector, intent: str, calls: list[dict], *, agent: str = AGENT,
+        learn: bool = True, tools: tuple[str, ...] = ("*",),
+        targets: tuple[str, ...] = ("*",)) -> list:
+    task = f"t{next(_ids)}"
+    grant = Grant(grant_id=task, agent_id=agent, task_id=task, credential_ids=["c"],
+                  tools=list(tools), targets=list(targets), data_labels=["restricted"],
+                  issued_at=0, expires_at=9e9, issuer="broker", intent=intent)
+    made, out = [], []
+    for i, fields in enumerate(calls):
+        call = ToolCall(event_id=f"{task}-{i}", ts=10.0 * i, agent_id=agent, task_id=task,
+                        **fields)
+        info = CATALOGUE.resolve(call)
+        out.append(detector.assess(call, grant, info))
+        made.append((call, info))
+    detector.end_task(agent, task, made, learn=learn)
+    return out
+
+
+PAY = {"tool": "bank.pay", "target": f"iban:{IBAN}", "args": {"amount": "EUR 120.00"}}
+READ = {"tool": "erp.get_invoice", "target": "https://erp.acme.org/api/invoices/7"}
+
+
+def test_destinations_are_found_by_shape_whatever_the_argument_is_called() -> None:
+    invite = CATALOGUE.describe("calendar.create_event")
+    found = destinations_of(invite, None, {
+        "guests": [{"who": "Ana <ana@partner.example>"}], "notes": "agenda at docs.shop.com/a.Bye",
+        "pay_to": "DE44 5001 0517 5407 3249 31"})
+    assert [(d.kind, d.key) for d in found] == [
+        ("email", "ana@partner.example"), ("url", "docs.shop.com"), ("account", IBAN)]
+    assert destinations_of(ToolInfo("crm.get", "read"), "mailto:x@y.example", None) == ()
+
+
+def test_only_patterns_that_name_something_vouch_for_a_destination() -> None:
+    assert explicit_patterns(["*", "iban:*", "https://*", "*.com", "*.co.uk"]) == ()
+    assert explicit_patterns(["iban:DE44*", "*.acme.org"]) == ("iban:DE44*", "*.acme.org")
+
+
+def fresh() -> Detector:
+    """A detector whose roles need no history before destinations count."""
+    return Detector(ScoringConfig(detectors={"provenance": {"min_history_tasks": 0}}))
+
+
+def test_a_payment_to_an_account_nothing_vouches_for_revokes_with_a_checkable_reason() -> None:
+    detector = fresh()
+    last = run(detector, "Pay the invoice in the ERP", [READ, PAY], learn=False)[-1]
+    assert last.score >= 0.8 and last.rule == "intent"
+    assert last.reasons[0].code == "destination"
+    detail = last.reasons[0].detail
+    assert IBAN in detail and "never used by this agent or its role" in detail
+    assert "the intent does not name it" in detail
+
+
+def test_a_destination_the_intent_names_or_the_grant_lists_is_accounted_for() -> None:
+    detector = fresh()
+    named = run(detector, f"Pay EUR 120 to {IBAN[:4]} {IBAN[4:8]} {IBAN[8:]}.", [READ, PAY],
+                learn=False)[-1]
+    granted = run(detector, "Pay the invoice in the ERP", [READ, PAY], learn=False,
+                  targets=("iban:DE44*", "*.acme.org"))[-1]
+    assert named.components["destination"] == granted.components["destination"] == 0.0
+
+
+def test_a_destination_is_established_by_k_distinct_clean_tasks_not_by_one() -> None:
+    detector = fresh()
+    named = f"Pay invoice 7 to {IBAN}"
+    run(detector, named, [READ, PAY])
+    assert run(detector, "Pay the invoice", [PAY], learn=False)[0].components[
+        "destination"] == 1.0  # one clean task: not yet
+    run(detector, named, [READ, PAY, PAY], agent=PEER)  # a second task, of the role
+    assert run(detector, "Pay the invoice", [PAY], learn=False)[0].components[
+        "destination"] == 0.0
+    revoked = fresh()
+    for _ in range(3):
+        run(revoked, "Pay the invoice", [PAY], learn=False)  # revoked tasks teach nothing
+    assert run(revoked, "Pay the invoice", [PAY], learn=False)[0].components[
+        "destination"] == 1.0
+
+
+def test_established_counts_decay_and_memory_stays_bounded() -> None:
+    seen = Established(k=2, half_life_tasks=10, max_keys=50, level_scale=2)
+    seen.learn_task("a", "r", ["x"])
+    seen.learn_task("a", "r", ["x", "x"])
+    assert seen.established("a", "r", "x")
+    for n in range(200):
+        seen.learn_task("a", "r", [f"other-{n}"])
+    assert not seen.established("a", "r", "x")
+    assert len(seen) <= 55 + 110
+    twin = Established(k=2, half_life_tasks=10, max_keys=50, level_scale=2)
+    twin.load_state(seen.to_state())
+    assert twin.to_state() == seen.to_state()
+
+
+def test_novelty_alone_alerts_and_revokes_only_past_its_own_level_under_broad_grants() -> None:
+    weights = {"tool_rarity": 8.0, "kind_tool_rarity": 8.0, "transition_rarity": 8.0}
+    novel = {"tool": "erp.get_vendor", "target": "https://erp.acme.org/api/vendors/9"}
+    intent = "Look up invoice 7 and its vendor"
+
+    def first_novel_call(level: float, **grant: tuple[str, ...]):
+        detector = Detector(ScoringConfig(
+            weights=weights, detectors={"fusion": {"novelty_revoke_threshold": level}}))
+        for _ in range(30):
+            run(detector, "Look up invoice 7", [READ])
+        return run(detector, intent, [novel], learn=False, **grant)[0]
+
+    broad = first_novel_call(0.85)
+    assert broad.rule == "novelty" and broad.score >= 0.85
+    narrow = first_novel_call(0.85, tools=("erp.*",), targets=("https://erp.acme.org/*",))
+    assert narrow.rule == "novelty_only" and 0.5 <= narrow.score < 0.8
+    below = first_novel_call(0.995)
+    assert below.rule == "novelty_only" and 0.5 <= below.score < 0.8
+    assert below.components["evidence"] < 0.25
+
+
+def test_a_request_that_delegates_to_data_is_named_and_held_at_alert() -> None:
+    detector = fresh()
+    intent = "Please do the tasks in my to-do list for today."
+    assert parse_intent(intent).delegates == "do the tasks in"
+    held = run(detector, intent, [PAY], learn=False)[0]
+    assert held.rule == "delegated" and 0.5 <= held.score < 0.8
+    strict = Detector(ScoringConfig(detectors={"fusion": {"delegated": "revoke"},
+                                               "provenance": {"min_history_tasks": 0}}))
+    assert run(strict, intent, [PAY], learn=False)[0].rule == "intent"
+    with pytest.raises(ValueError, match="delegated"):
+        Detector(ScoringConfig(detectors={"fusion": {"delegated": "allow"}}))
+
+
+def test_a_missing_space_after_a_full_stop_does_not_hide_the_named_site() -> None:
+    detector = fresh()
+    post = {"tool": "web.post", "target": "https://www.example-shop.com/orders"}
+    intent = "Order the blue mug and post the form to www.example-shop.com.Then tell me."
+    assert run(detector, intent, [post], learn=False)[0].components["destination"] == 0.0
+
+
+def test_actions_are_read_from_verbs_not_nouns_and_money_is_a_concept() -> None:
+    assert "message" not in asked_concepts("Summarise the email addresses in the file")
+    assert "pay" in asked_concepts("Settle the bill from the plumber")
+    assert "pay" in asked_concepts("Process the refund for order 7")
+
+
+def test_destinations_count_once_the_role_has_history_to_establish_them() -> None:
+    detector = Detector(ScoringConfig(detectors={"provenance": {"min_history_tasks": 3}}))
+    for _ in range(3):
+        assert run(detector, "Pay the invoice", [READ])[0].components["destination"] == 0.0
+    assert run(detector, "Pay the invoice", [PAY], learn=False)[0].components[
+        "destination"] == 1.0
+
+
+def test_calls_of_an_intent_the_lexicon_cannot_read_teach_no_habit() -> None:
+    detector = Detector(ScoringConfig())
+    for _ in range(5):
+        run(detector, "Hi there, as usual thanks", [PAY])  # no action recognised
+    assert not detector.habits.established(AGENT, "spiffe://acme.org/agents/finance", "bank.pay")
