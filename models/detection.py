@@ -312,6 +312,9 @@ class Detector:
         self.habits = self._established()
         """Tools used unasked in distinct clean tasks, per agent and role (the habit
         discount applies only to these)."""
+        self.learning = True
+        """Whether ended tasks are learned (off: the baselines are frozen, e.g. to measure
+        what learning adds after a warm-up)."""
         self.learned_calls = 0
         """Calls learned since the detector was built or restored from a snapshot."""
         self.restored_calls = 0
@@ -436,7 +439,7 @@ class Detector:
     ) -> None:
         """Drop the task's scratch state; if ``learn``, its calls enter the baselines and model."""
         task = self._tasks.pop((agent_id, task_id), None)
-        if not learn or not calls:
+        if not learn or not calls or not self.learning:
             return
         if task is not None:
             role = task.context.role

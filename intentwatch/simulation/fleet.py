@@ -107,6 +107,16 @@ class FleetSpec:
     attack_rate: float = 0.1
     start: datetime = _START
     attack_days: float = 3.0
+    held_out_kinds: int = 0
+    """Per role, this many kinds of task (chosen by the seed) never run in the warm-up and
+    are the only kinds after it: every task judged after the warm-up is of a kind the
+    engine never learned."""
+
+    def held_out(self, role: Role) -> frozenset[str]:
+        """The names of ``role``'s held-out task kinds."""
+        n = len(role.tasks)
+        return frozenset(role.tasks[(self.seed + j) % n].name
+                         for j in range(min(self.held_out_kinds, n - 1)))
 
 
 @dataclass(frozen=True)
@@ -2161,12 +2171,15 @@ class _Entropy:
         return str(uuid.UUID(bytes=self.block[self.pos - 16: self.pos], version=4))
 
 
-def _choose(agent: _Agent, world: _World, rng: Rng, attack: str | None, yesterday: str
-            ) -> tuple[_Ctx, str, list[_Call]]:
-    """Pick a task type, its intent and benign plan (one that can carry ``attack``)."""
+def _choose(agent: _Agent, world: _World, rng: Rng, attack: str | None, yesterday: str,
+            kinds: frozenset[str] | None = None) -> tuple[_Ctx, str, list[_Call]]:
+    """Pick a task type (among ``kinds`` when given), its intent and benign plan (one that
+    can carry ``attack``)."""
     role = agent.role
+    mix = agent.mix if kinds is None else [
+        w if tt.name in kinds else 0.0 for w, tt in zip(agent.mix, role.tasks, strict=True)]
     for _ in range(20):
-        tt = role.tasks[_weighted(rng, agent.mix)]
+        tt = role.tasks[_weighted(rng, mix)]
         ctx = _Ctx(agent, world, rng, tt, {"date": yesterday})
         intent = _intent(ctx)
         plan = _benign_plan(ctx)
@@ -2188,9 +2201,10 @@ def _credential_for(call: _Call, creds: list[str], families: list[str]) -> str:
 
 
 def _build(agent: _Agent, t0: float, attack: str | None, world: _World, rng: Rng,
-           ledger: list[tuple[float, str, str]], yesterday: str) -> _Task:
-    """Plan, hijack (for attacks), grant, time and credential one task."""
-    ctx, intent, plan = _choose(agent, world, rng, attack, yesterday)
+           ledger: list[tuple[float, str, str]], yesterday: str,
+           kinds: frozenset[str] | None = None) -> _Task:
+    """Plan, hijack (for attacks), grant, time and credential one task (of ``kinds``)."""
+    ctx, intent, plan = _choose(agent, world, rng, attack, yesterday, kinds)
     status = _status(attack, rng)
     if attack is None:
         calls = plan
@@ -2283,9 +2297,17 @@ def generate(spec: FleetSpec = FleetSpec()) -> list[dict[str, Any]]:
     base = spec.start.astimezone(UTC)
     ledger: list[tuple[float, str, str]] = []
     rows: list[tuple[int, int, int, dict[str, Any]]] = []
+    held = {role.name: spec.held_out(role) for role in _ROLES}
+    warm = spec.history_days * 86400.0
     for n, (t0, i) in enumerate(starts):
         yesterday = (base + timedelta(seconds=t0 - 86400)).date().isoformat()
-        task = _build(agents[i], t0, attacks.get(n), world, rng, ledger, yesterday)
+        kinds = None
+        if spec.held_out_kinds:
+            role = agents[i].role
+            held_out = held[role.name]
+            kinds = held_out if t0 >= warm else frozenset(
+                tt.name for tt in role.tasks if tt.name not in held_out)
+        task = _build(agents[i], t0, attacks.get(n), world, rng, ledger, yesterday, kinds)
         ledger.append((task.end, task.credentials[0], task.agent.id))
         rows += [(ms, n, k, event) for k, (ms, event) in enumerate(_events(task, base, rng))]
     rows.sort(key=lambda row: row[:3])
