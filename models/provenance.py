@@ -238,11 +238,14 @@ class Established:
         if held is None:
             return 0.0
         clock, keys = held
-        entry = keys.get(key)
+        return self._decayed(keys.get(key), clock)
+
+    def _decayed(self, entry: tuple[float, int] | None, clock: int) -> float:
+        """A (count, at task) entry's count, decayed to the scope's task ``clock``."""
         if entry is None:
             return 0.0
         count, at = entry
-        return count * 0.5 ** ((clock - at) / self.half_life_tasks)
+        return float(count * 0.5 ** ((clock - at) / self.half_life_tasks))
 
     def established(self, agent_id: str, role: str, key: str) -> bool:
         """Whether ``key`` is confirmed for the agent or its role."""
@@ -265,18 +268,12 @@ class Established:
             clock, table = self._scopes.get(scope, (0, {}))
             clock += 1
             for key in unique:
-                table[key] = (self._count_in(table, clock, key) + 1.0, clock)
+                table[key] = (self._decayed(table.get(key), clock) + 1.0, clock)
             if len(table) > cap * 1.1:
-                ranked = sorted(table, key=lambda k: self._count_in(table, clock, k))
+                ranked = sorted(table, key=lambda k: self._decayed(table[k], clock))
                 for key in ranked[: len(table) - cap]:
                     del table[key]
             self._scopes[scope] = (clock, table)
-
-    def _count_in(self, table: dict[str, tuple[float, int]], clock: int, key: str) -> float:
-        entry = table.get(key)
-        if entry is None:
-            return 0.0
-        return entry[0] * 0.5 ** ((clock - 1 - entry[1]) / self.half_life_tasks)
 
     def to_state(self) -> dict[str, Any]:
         """What was learned, as plain JSON data."""
