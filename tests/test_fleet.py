@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import statistics
 import time
 from collections import Counter, defaultdict
@@ -12,10 +13,13 @@ from urllib.parse import urlsplit
 import pytest
 
 from intentwatch.simulation.fleet import (
+    _DATA,
     ATTACK_TYPES,
+    ROLE_NAMES,
     TOOL_CATALOGUE,
     FleetSpec,
     generate,
+    load_role,
     read_jsonl,
     write_jsonl,
 )
@@ -228,3 +232,14 @@ def test_attacks_do_more_than_the_approved_task(tasks: dict[str, dict]) -> None:
             before = calls[: calls.index(first)]
             assert any(c["tool"] == first["tool"] and c["target"] == first["target"]
                        for c in before)
+
+
+def test_roles_are_data_files_and_a_misspelt_step_key_is_refused(tmp_path) -> None:
+    for name in ROLE_NAMES:
+        role = load_role(_DATA / "roles" / f"{name}.json")
+        assert role.name == name and role.tasks and role.admin
+    data = json.loads((_DATA / "roles" / "hr.json").read_text())
+    data["tasks"][0]["steps"][0]["lables"] = ["pii"]
+    (tmp_path / "hr.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="lables"):
+        load_role(tmp_path / "hr.json")
