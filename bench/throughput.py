@@ -63,7 +63,6 @@ from intentwatch.tokens.revocations import encode_revocation
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "throughput.json"
 PACKAGES = ("faust-streaming", "mode-streaming", "aiokafka", "kafka-python", "msgspec", "river")
-KIND_TOPIC = {"toolcall": TOPICS["toolcalls"], "grant": TOPICS["grants"], "task": TOPICS["tasks"]}
 OUTPUT_TOPICS = ("verdicts", "revocations", "audit", "dlq")
 LOG_APPEND = {"message.timestamp.type": "LogAppendTime"}
 _NOT_ON_WIRE = ("kind", "truth")
@@ -121,7 +120,7 @@ def make_workload(spec: FleetSpec, limit: int | None, *, widen_grants: bool) -> 
                    for record in records]
     messages = [
         Message(
-            KIND_TOPIC[record["kind"]],
+            TOPICS["events"],  # the worker tells the kinds apart by their values
             record["agent_id"].encode(),
             msgspec.json.encode({k: v for k, v in record.items() if k not in _NOT_ON_WIRE}),
         )

@@ -29,6 +29,7 @@ from msgspec import Meta, Struct
 __all__ = [
     "ACTIONS",
     "DLQ_HEADERS",
+    "KIND_HEADER",
     "LABEL_LEVELS",
     "LIMITS",
     "REASON_CODES",
@@ -40,6 +41,7 @@ __all__ = [
     "Decision",
     "Event",
     "Grant",
+    "InputKind",
     "Limits",
     "Reason",
     "ReasonCode",
@@ -62,15 +64,20 @@ __all__ = [
 ]
 
 TOPICS = {
-    "toolcalls": "intentwatch.toolcalls.v1",
-    "grants": "intentwatch.grants.v1",
-    "tasks": "intentwatch.tasks.v1",
+    "events": "intentwatch.events.v1",
     "verdicts": "intentwatch.verdicts.v1",
     "revocations": "intentwatch.revocations.v1",
     "audit": "intentwatch.audit.v1",
     "dlq": "intentwatch.dlq.v1",
 }
-"""Logical topic name -> Kafka topic name."""
+"""Logical topic name -> Kafka topic name. ``events`` is the one input topic: an agent's
+tool calls, grants and task events in one log, so they are judged in the order they were
+published (a task's end after the calls made before it)."""
+
+KIND_HEADER = "intentwatch-kind"
+"""Header of an input record naming its kind: ``toolcall``, ``grant`` or ``task``
+(``tick``: a worker's clock record). Without it the kind is read from the value."""
+InputKind = Literal["toolcall", "grant", "task", "tick"]
 
 
 def parse_bootstrap(servers: str) -> list[str]:
@@ -244,7 +251,7 @@ def role_of(agent_id: str) -> str:
 
 
 class ToolCall(Struct, kw_only=True):
-    """One tool call made by an agent (``intentwatch.toolcalls.v1``)."""
+    """One tool call made by an agent (``intentwatch.events.v1``, kind ``toolcall``)."""
 
     event_id: NonEmpty
     ts: Timestamp
@@ -270,7 +277,7 @@ class ToolCall(Struct, kw_only=True):
 
 
 class Grant(Struct, kw_only=True):
-    """The approved intent for one task (payload of a ``intentwatch.grants.v1`` JWS)."""
+    """The approved intent for one task (the payload of a ``grant`` record's JWS)."""
 
     grant_id: NonEmpty
     agent_id: SpiffeId
@@ -293,7 +300,7 @@ class Grant(Struct, kw_only=True):
 
 
 class TaskEvent(Struct, kw_only=True):
-    """A task's lifecycle step (``intentwatch.tasks.v1``)."""
+    """A task's lifecycle step (``intentwatch.events.v1``, kind ``task``)."""
 
     event_id: NonEmpty
     ts: Timestamp
@@ -420,12 +427,12 @@ def _decode(decoder: msgspec.json.Decoder, data: bytes | str, what: str):
 
 
 def decode_toolcall(data: bytes | str) -> ToolCall:
-    """Decode a ``intentwatch.toolcalls.v1`` value, or raise :class:`ContractError`."""
+    """Decode a tool call value, or raise :class:`ContractError`."""
     return _decode(_toolcall_decoder, data, "tool call")
 
 
 def decode_task_event(data: bytes | str) -> TaskEvent:
-    """Decode a ``intentwatch.tasks.v1`` value, or raise :class:`ContractError`."""
+    """Decode a task event value, or raise :class:`ContractError`."""
     return _decode(_task_decoder, data, "task event")
 
 

@@ -430,31 +430,12 @@ def feed_history(
     broker: CredentialBroker,
     console: Console,
 ) -> None:
-    """Publish ``history`` (grants signed by the broker) at the pace the worker takes it.
+    """Publish ``history`` (grants signed by the broker) and wait until the worker has read it.
 
-    The worker reads grants, task events and tool calls from three topics, so the
-    order that matters is kept by waiting until the worker has read what was sent
-    (its ``/status`` counters): a task's calls go once its grant is in, and a task's
-    end once the calls before it are in. The worker's clock reads the wall clock
-    until it has seen an event, so the first grant waits for the first task start.
+    Each agent's grants, task events and calls share one log, so publishing them in
+    order is all the order the worker needs.
     """
     sent: Counter[str] = Counter()
-    ends: list[dict[str, Any]] = []
-    ungranted: set[str] = set()
-
-    def settle(*topics: str) -> None:
-        publisher.flush()
-        while True:
-            received = worker.status()["received"]
-            if all(received.get(TOPICS[topic], 0) >= sent[topic] for topic in topics):
-                break
-            time.sleep(0.005)
-        ungranted.clear()
-        for event in ends:
-            publisher.publish_task_event(event)
-        sent["tasks"] += len(ends)
-        ends.clear()
-
     agents = len({event["agent_id"] for event in history})
     tasks = sum(1 for event in history if event["kind"] == "grant")
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -464,26 +445,19 @@ def feed_history(
                                 total=len(history))
         for event in history:
             kind = event["kind"]
+            record = {name: value for name, value in event.items() if name != "kind"}
             if kind == "grant":
-                if not sent["grants"]:
-                    settle("tasks")
-                payload = {name: value for name, value in event.items() if name != "kind"}
-                publisher.publish_grant(sign_grant(payload, broker.key))
-                sent["grants"] += 1
-                ungranted.add(event["task_id"])
+                publisher.publish_grant(sign_grant(record, broker.key))
             elif kind == "toolcall":
-                if event["task_id"] in ungranted:
-                    settle("grants", "toolcalls")
-                publisher.publish_toolcall(event)
-                sent["toolcalls"] += 1
-            elif event["status"] == "started":
-                publisher.publish_task_event(event)
-                sent["tasks"] += 1
+                publisher.publish_toolcall(record)
             else:
-                ends.append(event)  # sent once the calls before it are in
+                publisher.publish_task_event(record)
+            sent[kind] += 1
             progress.advance(bar)
-        settle("grants", "toolcalls")
-        settle("tasks")
+        publisher.flush()
+        while any(worker.status()["received"].get(kind, 0) < count
+                  for kind, count in sent.items()):
+            time.sleep(0.05)
 
 
 # -- live --------------------------------------------------------------------------------

@@ -161,41 +161,26 @@ class Engine:
 
     # -- events ---------------------------------------------------------------------------
 
-    def process(
-        self, event: Event, now: float | None = None, *, grants_now: float | None = None
-    ) -> Outcome:
-        """Take one event.
+    def process(self, event: Event, now: float | None = None) -> Outcome:
+        """Take one event, in the order of its agent's log.
 
-        ``now`` is the processing time (event time when omitted); ``grants_now`` is how
-        far the grants stream has been read (``now`` when omitted). A call whose grant
-        has not arrived waits until the grants stream is ``grace_seconds`` past the
-        call, so a backlog of calls read ahead of its grants is not judged grant-less.
+        ``now`` is stream time, how far the agent's log has been read (the event's time
+        when omitted). A call whose grant has not been read yet waits until stream time
+        is ``grace_seconds`` past the call: the grant may follow it in the log.
         """
         if isinstance(event, ToolCall):
-            now = event.ts if now is None else now
-            return self._on_call(event, now if grants_now is None else grants_now)
+            return self._on_call(event, event.ts if now is None else now)
         if isinstance(event, Grant):
             return self._on_grant(event, event.issued_at if now is None else now)
         if isinstance(event, TaskEvent):
             return self._on_task_event(event)
         raise TypeError(f"not an intentwatch event: {type(event).__name__}")
 
-    def tick(
-        self,
-        now: float,
-        *,
-        grants_now: float | None = None,
-        calls_now: Callable[[str], float] | None = None,
-    ) -> Outcome:
-        """Do what is due: calls whose grant never came (by ``grants_now``, how far the
-        grants stream has been read; default ``now``), grant expiry (by ``now``), and
-        quiet or long-finished tasks (by ``calls_now(agent_id)``, how far that agent's
-        tool calls have been read, ``-inf`` before any; default ``now``): a finished task
-        is forgotten only once its calls cannot still be on their way, however far other
-        partitions or topics have been read."""
+    def tick(self, now: float) -> Outcome:
+        """Do what is due by stream time ``now``: judge calls whose grant never came,
+        revoke expired grants, end quiet tasks and forget long-finished ones."""
         outcome = Outcome()
-        grants_now = now if grants_now is None else grants_now
-        while self._grace and self._grace[0][0] <= grants_now:
+        while self._grace and self._grace[0][0] <= now:
             _, agent_id, task_id = heapq.heappop(self._grace)
             self._judge_parked(agent_id, task_id, outcome)
         while self._expiries and self._expiries[0][0] <= now:
@@ -203,11 +188,12 @@ class Engine:
             self._expire(agent_id, task_id, when, outcome)
         if now - self._last_sweep >= self.config.quiet_period_seconds / 4:
             self._last_sweep = now
-            self._sweep(calls_now or (lambda agent_id: now), grants_now, outcome)
+            self._sweep(now, outcome)
         return outcome
 
-    def restore(self) -> None:
-        """Rebuild time-driven work from the grants store (after recovery or rebalance).
+    def restore(self, keep: Callable[[str], bool] = lambda agent_id: True) -> None:
+        """Rebuild time-driven work from the grants store for the agents ``keep`` accepts
+        (after recovery or rebalance).
 
         Tasks of restored grants count as open: one that ended just before a crash
         is revoked again at expiry, which receivers treat as a no-op.
@@ -218,18 +204,11 @@ class Engine:
         heapq.heapify(self._grace)
         self._expiries = []
         for agent_id, tasks in self.grants.items():
+            if not keep(agent_id):
+                continue
             for task_id, grant in tasks.items():
                 self._task(agent_id, task_id)
                 self._expiries.append((grant.expires_at, agent_id, task_id))
-        heapq.heapify(self._expiries)
-
-    def forget_agents(self, keep: Callable[[str], bool]) -> None:
-        """Drop in-memory state of agents this worker no longer owns."""
-        self._tasks = {key: task for key, task in self._tasks.items() if keep(key[0])}
-        self._parked = {key: calls for key, calls in self._parked.items() if keep(key[0])}
-        self._grace = [item for item in self._grace if keep(item[1])]
-        self._expiries = [item for item in self._expiries if keep(item[1])]
-        heapq.heapify(self._grace)
         heapq.heapify(self._expiries)
 
     def grant_rejected(self, agent_id: str, task_id: str, why: str) -> None:
@@ -254,8 +233,8 @@ class Engine:
         outcome = Outcome()
         self._judge_parked(grant.agent_id, grant.task_id, outcome)
         if task.is_over and task.ended_at is not None:
-            # the task's end was read before its grant (the topics are read independently,
-            # e.g. on a backlog): its credentials end now, and its audit can be written
+            # the task's end was logged before its grant (the credential broker published
+            # late): its credentials end now, and its audit can be written
             self._revoke(
                 task, grant, "task_completed", task.ended_at, outcome,
                 reason=f"task {task.task_id} {task.status} before its grant was read; its "
@@ -314,18 +293,12 @@ class Engine:
         else:
             outcome.audits.append(self._audit(task, grant))
 
-    def _sweep(
-        self, calls_now: Callable[[str], float], grants_now: float, outcome: Outcome
-    ) -> None:
+    def _sweep(self, now: float, outcome: Outcome) -> None:
         """End quiet open tasks (learning them) and forget long-finished or orphan ones
-        (writing the audit of a task whose grant never came, once the grants have been
-        read that far too)."""
+        (writing the audit of a task whose grant never came)."""
         quiet = self.config.quiet_period_seconds
         for key, task in list(self._tasks.items()):
-            last = max(task.last_seen, task.ended_at or task.last_seen)
-            idle = calls_now(key[0]) - last
-            if task.audit_pending and grants_now - last <= _TOMBSTONE_SECONDS:
-                continue  # its grant may still be on its way
+            idle = now - max(task.last_seen, task.ended_at or task.last_seen)
             if idle > _TOMBSTONE_SECONDS and (task.is_over or self._grant(*key) is None):
                 del self._tasks[key]
                 self._drop_grant(*key)
@@ -339,7 +312,7 @@ class Engine:
 
     # -- tool calls -----------------------------------------------------------------------
 
-    def _on_call(self, call: ToolCall, grants_now: float) -> Outcome:
+    def _on_call(self, call: ToolCall, now: float) -> Outcome:
         outcome = Outcome()
         key = (call.agent_id, call.task_id)
         task = self._tasks.get(key)
@@ -347,7 +320,7 @@ class Engine:
             parked = self._parked.setdefault(key, [])
             parked.append(call)
             if len(parked) == 1:
-                deadline = max(call.ts, grants_now) + self.config.grace_seconds
+                deadline = max(call.ts, now) + self.config.grace_seconds
                 heapq.heappush(self._grace, (deadline, *key))
             return outcome
         self._judge(call, outcome)

@@ -1,15 +1,18 @@
 """One worker's faust app: decode → engine → publish, for the partitions it owns.
 
-Three agents (grants, tool calls, task events; ``concurrency=1``) feed one shared
-:class:`~intentwatch.models.engine.Engine`; a timer runs ``engine.tick`` for grace periods and
-grant expiry. Active grants live in a faust table (the engine's ``grants``
+One agent (``concurrency=1``) reads the input topic, where each agent's grants, tool
+calls and task events are one log, so they are judged in the order they were
+published. Each owned partition has its own :class:`~intentwatch.models.engine.Engine` and
+stream clock (:class:`~intentwatch.models.clock.LogClock`): time-driven work (grace periods,
+grant expiry, quiet tasks) is done as that partition's log moves on, by its data
+records and by the tick records a timer writes into it, so reading the same log
+again decides the same. Active grants live in a faust table (the engines' ``grants``
 mapping), so they move with their partitions when workers join or leave.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable
 from functools import lru_cache
@@ -19,15 +22,15 @@ import faust
 import msgspec
 from aiokafka.partitioner import murmur2
 from faust.serializers import codecs
-from faust.streams import current_event
 from faust.types import TP, AgentT
 
-from intentwatch.contracts import TOPICS, ContractError, Grant, ToolCall
-from intentwatch.models.clock import StreamClock
+from intentwatch.contracts import KIND_HEADER, TOPICS, ContractError, Grant, RecordRejected
+from intentwatch.models.clock import LogClock
 from intentwatch.models.config import ScoringConfig, load_config
+from intentwatch.models.detection import Detector
 from intentwatch.models.engine import Engine, Outcome
 from intentwatch.models.replay import event_time
-from intentwatch.pipeline.decoding import Decoder, claimed_task
+from intentwatch.pipeline.decoding import Decoder, claimed_task, kind_of
 from intentwatch.pipeline.dlq import DeadLetterLog
 from intentwatch.pipeline.publishing import Headers, Publisher, Send
 from intentwatch.pipeline.settings import Settings
@@ -41,8 +44,11 @@ __all__ = ["INPUT_TOPICS", "TABLES", "GrantsTable", "Pipeline", "agent_partition
 
 log = logging.getLogger(__name__)
 
-INPUT_TOPICS = (TOPICS["grants"], TOPICS["toolcalls"], TOPICS["tasks"])
-"""The topics the worker consumes, all keyed by agent SPIFFE ID and co-partitioned."""
+_TICK_HEADERS = ((KIND_HEADER, b"tick"),)
+
+INPUT_TOPICS = (TOPICS["events"],)
+"""The topic the worker consumes: every agent's grants, calls and task events, keyed by
+agent SPIFFE ID."""
 
 TABLES = ("grants",)
 """The names of the worker's tables; each has a compacted changelog topic, co-partitioned
@@ -80,21 +86,11 @@ def agent_partition(agent_id: str, partitions: int) -> int:
 
 
 class GrantsTable(faust.Table):
-    """Agent id → ``{task id: Grant}``, also writable from the timer.
-
-    In a stream a write goes to the changelog partition of the event being
-    processed (faust's rule); outside one (the engine's tick forgetting old
-    grants) to the partition the agent id hashes to, which is the same one.
-    """
+    """Agent id → ``{task id: Grant}``, as JSON."""
 
     def __init__(self, app: faust.App, **kwargs: Any) -> None:
         super().__init__(app, **kwargs)
         self.value_serializer = _GRANTS_CODEC
-
-    def partition_for_key(self, key: str) -> int | None:
-        if current_event() is not None:
-            return super().partition_for_key(key)
-        return agent_partition(key, self.partitions)
 
 
 class Pipeline:
@@ -142,15 +138,15 @@ class Pipeline:
             beacon=self.app.tables.beacon, help="Active grants: agent id -> {task id: Grant}.",
         )
         self.app.tables.add(self.grants)
-        self.engine = Engine(config or load_config(), grants=self.grants)
-        self.snapshots = Snapshots(self.engine.detector, settings.data_dir)
+        self.config = config or load_config()
+        self.detector = Detector(self.config)
+        """What was learned, shared by the partitions' engines."""
+        self.engines: dict[int, Engine] = {}
+        """Partition -> its engine (made when the partition is first read)."""
+        self.clocks: dict[int, LogClock] = {}
+        """Partition -> its stream time."""
+        self.snapshots = Snapshots(self.detector, settings.data_dir)
         self.snapshots.restore()
-        self.clock = StreamClock()
-        self.grants_clock = StreamClock()
-        """How far the grants topic has been read: calls wait for it, not for the others."""
-        self.calls_clocks: dict[int, StreamClock] = {}
-        """How far each partition of the tool-call topic has been read: a finished task is
-        forgotten only once its partition's calls have moved past it."""
         self.decoder = Decoder(grant_verifier)
         self.publisher = Publisher(
             send or self._send, keyring.active, issuer=settings.issuer, audience=settings.audience
@@ -160,7 +156,7 @@ class Pipeline:
         """Tracebacks of unexpected errors, one per error class a minute."""
         self.ready = False
         self._owned: frozenset[int] = frozenset()
-        self.agents = {topic: self._agent(topic) for topic in INPUT_TOPICS}
+        self.agent = self._agent()
         self.app.timer(settings.tick_seconds, name="intentwatch.tick")(self.tick)
         self.app.timer(settings.snapshot_seconds, name="intentwatch.snapshot")(
             self.snapshots.save
@@ -175,66 +171,62 @@ class Pipeline:
 
     async def handle(
         self,
-        topic: str,
         partition: int,
         offset: int,
         key: bytes | None,
         value: bytes | None,
         timestamp: float,
+        headers: dict[str, bytes],
     ) -> Outcome | None:
         """Process one input record; a record that cannot be used becomes a dead letter.
 
-        Grants are verified at the record's timestamp, when they were published: the
-        input topics are consumed independently, so stream time may already be past a
-        grant that was valid when it was issued. An expired grant still authorises
-        nothing: calls after its expiry violate it.
+        Stream time is the partition's: a tick record moves it to the tick's timestamp,
+        a data record to its event time. Grants are verified at the record's timestamp,
+        when they were published; an expired grant still authorises nothing: calls
+        after its expiry violate it.
         """
-        self.received[topic] += 1
+        topic = TOPICS["events"]
+        engine, clock = self._partition(partition)
         try:
-            event = self.decoder.decode(topic, key, value, timestamp)
-            when = event_time(event)
-            if isinstance(event, Grant):
-                self.grants_clock.observe(when)
-            elif isinstance(event, ToolCall):
-                self.calls_clocks.setdefault(partition, StreamClock()).observe(when)
-            outcome = self.engine.process(
-                event, now=self.clock.observe(when), grants_now=self.grants_clock.now()
-            )
-        except Exception as error:
-            if not isinstance(error, ContractError) and self._errors.line(
-                type(error).__name__, str(error)
-            ):
-                log.exception("failed on %s/%d@%d", topic, partition, offset)
+            if value is None:
+                raise RecordRejected("malformed", "record has no value")
+            kind = kind_of(headers, value)
+            self.received[kind] += 1
+            if kind == "tick":
+                outcome = engine.tick(clock.tick(timestamp))
+                await self._publish(engine, outcome)
+                return outcome
+            event = self.decoder.decode(kind, key, value, timestamp)
+        except ContractError as error:
             if isinstance(error, GrantRejected) and (claimed := claimed_task(value)):
-                self.engine.grant_rejected(*claimed, str(error))  # calls name why
+                engine.grant_rejected(*claimed, str(error))  # calls name why
             await self.publisher.dead_letter(topic, partition, offset, key, value, error)
             return None
-        await self._publish(outcome)
+        now = clock.observe(event_time(event))
+        outcome = engine.tick(now)
+        try:
+            outcome.extend(engine.process(event, now=now))
+        except Exception as error:
+            if self._errors.line(type(error).__name__, str(error)):
+                log.exception("failed on %s/%d@%d", topic, partition, offset)
+            await self.publisher.dead_letter(topic, partition, offset, key, value, error)
+        await self._publish(engine, outcome)
         return outcome
 
     async def tick(self) -> None:
-        """Time-driven work of the owned partitions: grace periods, grant expiry."""
+        """Write a tick record into each owned partition: stream time moves on there
+        while its agents are quiet (their grants expire, their tasks go quiet)."""
         if not self.ready or self.app.rebalancing:
             return
-        try:
-            outcome = self.engine.tick(
-                self.clock.now(), grants_now=self.grants_clock.now(), calls_now=self.calls_read
+        for partition in sorted(self._owned):
+            await self.topics[TOPICS["events"]].send(
+                key=None, value=b"", partition=partition, headers=list(_TICK_HEADERS)
             )
-        except Exception:
-            log.exception("engine tick failed")
-            return
-        if outcome:
-            await self._publish(outcome)
 
-    async def _publish(self, outcome: Outcome) -> None:
+    async def _publish(self, engine: Engine, outcome: Outcome) -> None:
         for revocation in await self.publisher.publish(outcome):
-            self.engine.revocation_lost(revocation)
+            engine.revocation_lost(revocation)
 
-    def calls_read(self, agent_id: str) -> float:
-        """How far the tool calls of ``agent_id``'s partition have been read (``-inf``
-        before any)."""
-        clock = self.calls_clocks.get(agent_partition(agent_id, self.settings.partitions))
-        return clock.now() if clock is not None else -math.inf
 
     def owns(self, agent_id: str) -> bool:
         """Whether this worker holds the partition of ``agent_id``."""
@@ -252,16 +244,29 @@ class Pipeline:
             "learned": self.snapshots.status(),
         }
 
-    def _agent(self, topic: str) -> AgentT:
+    def _agent(self) -> AgentT:
         async def consume(stream: faust.StreamT) -> AsyncIterator[Outcome | None]:
             async for event in stream.events():
                 message = event.message
                 yield await self.handle(
-                    message.topic, message.partition, message.offset, event.key, event.value,
-                    message.timestamp,
+                    message.partition, message.offset, event.key, event.value,
+                    message.timestamp, dict(message.headers or ()),
                 )
 
-        return self.app.agent(self.topics[topic], name=topic, concurrency=1)(consume)
+        return self.app.agent(self.topics[TOPICS["events"]], name="events", concurrency=1)(
+            consume
+        )
+
+    def _partition(self, partition: int) -> tuple[Engine, LogClock]:
+        engine = self.engines.get(partition)
+        if engine is None:
+            engine = self.engines[partition] = Engine(
+                self.config, grants=self.grants, detector=self.detector
+            )
+            engine.restore(lambda agent: agent_partition(agent, self.settings.partitions)
+                           == partition)
+            self.clocks[partition] = LogClock()
+        return engine, self.clocks[partition]
 
     async def _send(
         self, topic: str, key: bytes | None, value: bytes, headers: Headers
@@ -279,12 +284,13 @@ class Pipeline:
         await self.snapshots.save()
 
     async def _on_partitions_assigned(self, sender: Any, assigned: set[TP], **_: Any) -> None:
-        self._owned = frozenset(tp.partition for tp in assigned if tp.topic == TOPICS["toolcalls"])
-        self.engine.forget_agents(self.owns)
+        self._owned = frozenset(tp.partition for tp in assigned if tp.topic == TOPICS["events"])
+        for partition in set(self.engines) - self._owned:  # rebuilt from the tables if back
+            del self.engines[partition], self.clocks[partition]
         log.info("assigned partitions %s", sorted(self._owned))
 
     async def _on_recovered(self) -> None:
-        self.engine.restore()
-        self.engine.forget_agents(self.owns)
+        self.engines.clear()  # each is rebuilt from the recovered tables when first read
+        self.clocks.clear()
         self.ready = True
         log.info("grants recovered for partitions %s", sorted(self._owned))

@@ -1,19 +1,33 @@
 """Input records to trusted engine events, or an exception that says why not.
 
-Tool calls and task events are decoded strictly (:mod:`intentwatch.contracts`); grants
-are verified JWS (:class:`~intentwatch.tokens.grants.GrantVerifier`). Every record must
-be keyed by its agent's SPIFFE ID: the key decides the partition, and with it the
-worker that holds the agent's state.
+All of an agent's inputs share one topic; a record's kind is named by its
+``intentwatch-kind`` header (:data:`~intentwatch.contracts.KIND_HEADER`), else read from
+its value: a compact JWS or a JSON object with a ``grant_id`` is a grant, one with a
+``status`` a task event, any other a tool call. Tool calls and task events are decoded strictly
+(:mod:`intentwatch.contracts`); grants are verified JWS
+(:class:`~intentwatch.tokens.grants.GrantVerifier`). Every record must be keyed by its
+agent's SPIFFE ID: the key decides the partition, and with it the worker that holds
+the agent's state.
+
+>>> kind_of({"intentwatch-kind": b"task"}, b"{}"), kind_of({}, b'{"status": "completed"}')
+('task', 'task')
+>>> kind_of({}, b"eyJhbGciOiJFUzI1NiJ9.eyJ9.c2ln"), kind_of({}, b'{"tool": "crm.get"}')
+('grant', 'toolcall')
+>>> kind_of({}, b'{"grant_id": "g1"}')
+'grant'
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+
+import msgspec
 
 from intentwatch.contracts import (
-    TOPICS,
+    KIND_HEADER,
     Event,
+    InputKind,
     RecordRejected,
     decode_task_event,
     decode_toolcall,
@@ -21,7 +35,9 @@ from intentwatch.contracts import (
 from intentwatch.tokens.grants import GrantVerifier
 from intentwatch.tokens.keys import unverified_payload
 
-__all__ = ["Decoder", "claimed_task", "reason_of"]
+__all__ = ["Decoder", "claimed_task", "kind_of", "reason_of"]
+
+_KINDS: frozenset[str] = frozenset(("toolcall", "grant", "task", "tick"))
 
 
 def reason_of(error: BaseException) -> str:
@@ -29,24 +45,42 @@ def reason_of(error: BaseException) -> str:
     return getattr(error, "code", None) or type(error).__name__
 
 
+def kind_of(headers: Mapping[str, bytes], value: bytes) -> InputKind:
+    """The kind of an input record: its header, else the shape of its value."""
+    named = headers.get(KIND_HEADER)
+    if named is not None:
+        kind = named.decode("utf-8", "replace")
+        if kind not in _KINDS:
+            raise RecordRejected("unknown_kind", f"{KIND_HEADER} header {kind!r} is not one "
+                                 f"of {', '.join(sorted(_KINDS))}")
+        return kind  # type: ignore[return-value]
+    if value[:1] != b"{":
+        return "grant"
+    try:
+        shape = msgspec.json.decode(value)
+    except msgspec.DecodeError:
+        return "toolcall"  # its decoder says what is wrong
+    if isinstance(shape, dict) and "grant_id" in shape:
+        return "grant"
+    return "task" if isinstance(shape, dict) and "status" in shape else "toolcall"
+
+
 class Decoder:
-    """Decode the records of the three input topics."""
+    """Decode the records of the input topic."""
 
     def __init__(self, grants: GrantVerifier) -> None:
         self._grants = grants
         self._decoders: dict[str, Callable[[bytes], Event]] = {
-            TOPICS["toolcalls"]: decode_toolcall,
-            TOPICS["tasks"]: decode_task_event,
+            "toolcall": decode_toolcall,
+            "task": decode_task_event,
         }
 
-    def decode(self, topic: str, key: bytes | None, value: bytes | None, now: float) -> Event:
-        """The event in a record of ``topic``; raises :class:`ContractError` (or a subclass)."""
-        if value is None:
-            raise RecordRejected("malformed", "record has no value")
+    def decode(self, kind: InputKind, key: bytes | None, value: bytes, now: float) -> Event:
+        """The event in a record of ``kind``; raises :class:`ContractError` (or a subclass)."""
         agent_key = _key_text(key)
-        if topic == TOPICS["grants"]:
+        if kind == "grant":
             return self._grants.verify(value, agent_key, now)
-        event = self._decoders[topic](value)
+        event = self._decoders[kind](value)
         if event.agent_id != agent_key:
             raise RecordRejected(
                 "agent_mismatch",

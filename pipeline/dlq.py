@@ -7,13 +7,13 @@ partition, offset, the reason (a rejection's ``code``, else the error class), th
 message, and the original value's size and SHA-256.
 
 >>> from intentwatch.contracts import ContractError
->>> letter = dead_letter("intentwatch.toolcalls.v1", 3, 17, b"k", b"x" * 70_000,
+>>> letter = dead_letter("intentwatch.events.v1", 3, 17, b"k", b"x" * 70_000,
 ...                      ContractError("tool call: bad"))
 >>> headers = dict(letter.headers)
 >>> len(letter.value), headers["dlq.original.size"], headers["dlq.error.class"]
 (65536, b'70000', b'ContractError')
 >>> headers["dlq.source.topic"], headers["dlq.source.offset"], headers["dlq.original.sha256"][:8]
-(b'intentwatch.toolcalls.v1', b'17', b'bca09f4a')
+(b'intentwatch.events.v1', b'17', b'bca09f4a')
 """
 
 from __future__ import annotations

@@ -8,13 +8,13 @@ worker adopts the count the existing input topics agree on (:func:`adopted_parti
 and stops with a sentence naming the topic, its count and the fix otherwise.
 
 >>> from intentwatch.pipeline.settings import Settings
->>> calls = "intentwatch.toolcalls.v1"
+>>> calls = "intentwatch.events.v1"
 >>> specs = layout(Settings(partitions=3), inputs=[calls], changelogs=["app-grants-changelog"])
 >>> changelog = specs["app-grants-changelog"]
 >>> changelog.partitions, changelog.configs, changelog.copartitioned
 (3, {'cleanup.policy': 'compact'}, True)
 >>> specs[calls].problems(Topic(name=calls, partitions=1, replication=1))
-['topic intentwatch.toolcalls.v1 has 1 partition, not 3']
+['topic intentwatch.events.v1 has 1 partition, not 3']
 """
 
 from __future__ import annotations

@@ -95,7 +95,7 @@ class RunningWorker:
             "PYTHONPATH": str(REPO),
             "INTENTWATCH_BOOTSTRAP": bootstrap,
             "INTENTWATCH_APP_ID": app_id or f"iw-test-{uuid.uuid4().hex[:8]}",
-            "INTENTWATCH_PARTITIONS": str(_partitions(bootstrap, TOPICS["toolcalls"])),
+            "INTENTWATCH_PARTITIONS": str(_partitions(bootstrap, TOPICS["events"])),
             "INTENTWATCH_WEB_PORT": self.url.rsplit(":", 1)[1],
             "INTENTWATCH_DATA_DIR": str(home / "data"),
             "INTENTWATCH_KEYS_DIR": str(home / "keys"),

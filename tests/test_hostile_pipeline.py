@@ -21,7 +21,7 @@ from intentwatch.pipeline.worker import load_keyring
 from intentwatch.tokens.grants import GrantVerifier
 from intentwatch.tokens.keys import generate_key
 from intentwatch.tokens.revocations import RevocationVerifier
-from tests.test_pipeline_agents import ISSUER_KEY, Sent, agent_id, call, grant_token
+from tests.test_pipeline_agents import ISSUER_KEY, Sent, agent_id, call, grant_token, put
 
 
 @pytest.fixture
@@ -63,9 +63,9 @@ async def test_a_record_of_any_size_is_dead_lettered_once_cut_with_its_size_and_
 ) -> None:
     agent = agent_id()
     huge = call(agent, args={"body": "x" * 2_000_000})
-    async with pipeline.agents[TOPICS["toolcalls"]].test_context() as calls:
-        await calls.put(huge, key=agent.encode())
-        await calls.put(call(agent, task="t9"), key=agent.encode())  # still judged after
+    async with pipeline.agent.test_context() as events:
+        await put(events, "toolcall", huge, agent)
+        await put(events, "toolcall", call(agent, task="t9"), agent)  # still judged after
 
     [(key, value, headers)] = sent.on("dlq")
     assert key == agent.encode() and value == huge[: LIMITS.RECORD_BYTES]
@@ -76,8 +76,8 @@ async def test_a_record_of_any_size_is_dead_lettered_once_cut_with_its_size_and_
 
 async def test_a_huge_key_is_cut_and_its_size_kept(pipeline: Pipeline, sent: Sent) -> None:
     key = b"k" * 100_000
-    async with pipeline.agents[TOPICS["tasks"]].test_context() as tasks:
-        await tasks.put(b"{}", key=key)
+    async with pipeline.agent.test_context() as events:
+        await events.put(b"{}", key=key, partition=0)
 
     [(letter_key, _, headers)] = sent.on("dlq")
     assert len(letter_key) == 2048 and headers[DeadLetterHeaders.ORIGINAL_KEY_SIZE] == b"100000"
@@ -86,8 +86,8 @@ async def test_a_huge_key_is_cut_and_its_size_kept(pipeline: Pipeline, sent: Sen
 async def test_a_dead_letter_is_retried_until_the_broker_has_it(pipeline: Pipeline) -> None:
     send = failing(pipeline, "dlq", times=2)
     agent = agent_id()
-    async with pipeline.agents[TOPICS["toolcalls"]].test_context() as calls:
-        await calls.put(b"{", key=agent.encode())
+    async with pipeline.agent.test_context() as events:
+        await put(events, "toolcall", b"{", agent)
 
     assert send.attempts == 3 and len(send.on("dlq")) == 1
 
@@ -97,7 +97,7 @@ async def test_a_dead_letter_that_cannot_be_stored_holds_the_record_back(
 ) -> None:
     failing(pipeline, "dlq", times=-1)
     with pytest.raises(ConnectionError):  # the agent must not go on (and commit the offset)
-        await pipeline.handle(TOPICS["toolcalls"], 0, 7, b"k", b"{", time.time())
+        await pipeline.handle(0, 7, b"k", b"{", time.time(), {})
 
 
 async def test_dead_letters_are_logged_one_line_per_reason_without_tracebacks(
@@ -105,11 +105,11 @@ async def test_dead_letters_are_logged_one_line_per_reason_without_tracebacks(
 ) -> None:
     agent = agent_id()
     caplog.set_level(logging.INFO)
-    async with pipeline.agents[TOPICS["toolcalls"]].test_context() as calls:
+    async with pipeline.agent.test_context() as events:
         for n in range(40):
-            await calls.put(b"{" * (n + 1), key=agent.encode())
-            await calls.put(call(agent, args={"x": "y" * LIMITS.RECORD_BYTES}), key=agent.encode())
-            await calls.put(call(agent, ts=253402300800), key=agent.encode())
+            await put(events, "toolcall", b"{" * (n + 1), agent)
+            await put(events, "toolcall", call(agent, args={"x": "y" * LIMITS.RECORD_BYTES}), agent)
+            await put(events, "toolcall", call(agent, ts=253402300800), agent)
 
     assert len(sent.on("dlq")) == 120
     lines = [r for r in caplog.records if "dead letter" in r.getMessage()]
@@ -122,13 +122,12 @@ async def test_a_revocation_that_cannot_be_published_leaves_the_task_revocable(
 ) -> None:
     send = failing(pipeline, "revocations", times=3)  # every attempt for the first violation
     agent = agent_id()
-    async with pipeline.agents[TOPICS["grants"]].test_context() as grants, \
-            pipeline.agents[TOPICS["toolcalls"]].test_context() as calls:
-        await grants.put(grant_token(agent), key=agent.encode())
-        await calls.put(call(agent, tool="iam.update_user_password"), key=agent.encode())
+    async with pipeline.agent.test_context() as events:
+        await put(events, "grant", grant_token(agent), agent)
+        await put(events, "toolcall", call(agent, tool="iam.update_user_password"), agent)
         assert send.on("revocations") == []
         assert "NOT published" in caplog.text
-        await calls.put(call(agent, tool="iam.delete_user"), key=agent.encode())
+        await put(events, "toolcall", call(agent, tool="iam.delete_user"), agent)
 
     assert [v["decision"] for v in send.verdicts()] == ["revoke", "revoke"]
     [(_, token, _)] = send.on("revocations")
@@ -142,11 +141,10 @@ async def test_a_call_too_large_to_judge_is_a_dead_letter_and_the_next_violation
 ) -> None:
     agent = agent_id()
     labels = [f"secret-{n}" for n in range(65_000)]
-    async with pipeline.agents[TOPICS["grants"]].test_context() as grants, \
-            pipeline.agents[TOPICS["toolcalls"]].test_context() as calls:
-        await grants.put(grant_token(agent), key=agent.encode())
-        await calls.put(call(agent, data_labels=labels), key=agent.encode())
-        await calls.put(call(agent, tool="iam.update_user_password"), key=agent.encode())
+    async with pipeline.agent.test_context() as events:
+        await put(events, "grant", grant_token(agent), agent)
+        await put(events, "toolcall", call(agent, data_labels=labels), agent)
+        await put(events, "toolcall", call(agent, tool="iam.update_user_password"), agent)
 
     assert [h[DeadLetterHeaders.ERROR_CLASS] for _, _, h in sent.on("dlq")] == [b"too_large"]
     assert [v["decision"] for v in sent.verdicts()] == ["revoke"]

@@ -1,11 +1,8 @@
-"""A backlog read out of order loses nothing (real broker, real worker).
+"""A backlog loses nothing (real broker, real worker).
 
-Days of fleet history are on the topics before the worker starts. It reads the three
-input topics independently, so task ends and grants run far ahead of the calls (a worker
-once forgot finished tasks before their calls were read, and left those calls waiting
-for good); still every call gets exactly one verdict and every task that ended its
-audit. (Which verdicts they get can differ from a replay in time order: see the known
-limits in the README.)
+Days of fleet history are on the input topic before the worker starts; each agent's
+grants, calls and task ends are one log, read in order. Every call gets exactly one
+verdict and every task that ended its audit.
 """
 
 from __future__ import annotations
@@ -21,15 +18,12 @@ import msgspec
 import pytest
 from kafka import KafkaProducer
 
-from intentwatch.contracts import TOPICS
+from intentwatch.contracts import KIND_HEADER, TOPICS
 from intentwatch.simulation.fleet import FleetSpec, generate
 from intentwatch.tokens.grants import sign_grant
 from tests.conftest import RunningWorker, wait_for
 
 pytestmark = pytest.mark.kafka
-
-_TOPIC = {"toolcall": TOPICS["toolcalls"], "grant": TOPICS["grants"], "task": TOPICS["tasks"]}
-
 
 def test_a_backlog_read_out_of_order_loses_nothing(
     kafka_bootstrap: str, issuer_key: Any, tmp_path: Path
@@ -53,7 +47,8 @@ def test_a_backlog_read_out_of_order_loses_nothing(
             calls[agent] += 1
         if kind == "task" and record["status"] != "started":
             ended.add((agent, record["task_id"]))
-        producer.send(_TOPIC[kind], key=agent.encode(), value=value)
+        producer.send(TOPICS["events"], key=agent.encode(), value=value,
+                      headers=[(KIND_HEADER, kind.encode())])
     producer.flush()
     producer.close()
 

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from kafka import KafkaProducer
 
-from intentwatch.contracts import TOPICS, DeadLetterHeaders, encode
+from intentwatch.contracts import KIND_HEADER, TOPICS, DeadLetterHeaders, encode
 
 pytestmark = pytest.mark.kafka
 
@@ -107,19 +107,12 @@ def test_call_after_expiry_is_revoked(worker: Any, agent: str) -> None:
     assert verdicts(worker, agent, 1)[0]["reasons"][0]["code"] == "call_after_task_end"
 
 
-def test_call_before_its_grant_is_judged_against_the_grant(
-    worker: Any, agent: str, producer: KafkaProducer
-) -> None:
-    grant = worker.grant(agent)  # issued before the call, published after it
+def test_call_before_its_grant_is_judged_against_the_grant(worker: Any, agent: str) -> None:
+    grant = worker.grant(agent)  # issued before the call, published just after it
     early = worker.publisher.publish_toolcall(call(agent))
-    worker.publisher.flush()
-    # A dead letter behind the call on its partition shows the worker has taken the call.
-    producer.send(TOPICS["toolcalls"], key=agent.encode(), value=b"sentinel").get(timeout=30)
-    worker.topics["dlq"].of(agent)
-    assert worker.topics["verdicts"].now(agent) == []  # parked, waiting for its grant
-
     worker.publisher.publish_grant(grant)
     worker.publisher.flush()
+
     [verdict] = verdicts(worker, agent, 1)
     assert (verdict["event_id"], verdict["decision"]) == (early.event_id, "allow")
 
@@ -150,16 +143,17 @@ def test_malformed_records_are_dead_letters_and_the_rest_is_processed(
     }
     bad_calls = list(bad)[:3]
     records = [
-        (TOPICS["toolcalls"], good[0]),
-        (TOPICS["toolcalls"], bad_calls[0]),
-        (TOPICS["toolcalls"], good[1]),
-        (TOPICS["toolcalls"], bad_calls[1]),
-        (TOPICS["toolcalls"], bad_calls[2]),
-        (TOPICS["tasks"], list(bad)[3]),
-        (TOPICS["grants"], list(bad)[4]),
-        (TOPICS["toolcalls"], good[2]),
+        ("toolcall", good[0]),
+        ("toolcall", bad_calls[0]),
+        ("toolcall", good[1]),
+        ("toolcall", bad_calls[1]),
+        ("toolcall", bad_calls[2]),
+        ("task", list(bad)[3]),
+        ("grant", list(bad)[4]),
+        ("toolcall", good[2]),
     ]
-    sent = [producer.send(topic, key=agent.encode(), value=value) for topic, value in records]
+    sent = [producer.send(TOPICS["events"], key=agent.encode(), value=value,
+                          headers=[(KIND_HEADER, kind.encode())]) for kind, value in records]
     sources = {value: future.get(timeout=30) for (_, value), future in zip(records, sent,
                                                                             strict=True)}
 

@@ -8,7 +8,13 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
 from intentwatch import RevocationSubscriber, TelemetryPublisher
-from intentwatch.contracts import TOPICS, Revocation, decode_task_event, decode_toolcall
+from intentwatch.contracts import (
+    KIND_HEADER,
+    TOPICS,
+    Revocation,
+    decode_task_event,
+    decode_toolcall,
+)
 from intentwatch.demo import create_topics
 from intentwatch.pipeline.settings import Settings
 from intentwatch.tokens.keys import generate_key
@@ -52,7 +58,7 @@ def read(consumer: KafkaConsumer, agent: str, count: int) -> list:
 
 
 def test_publisher_writes_validated_records_keyed_by_agent(kafka_bootstrap, agent):
-    consumer = tail(kafka_bootstrap, [TOPICS["toolcalls"], TOPICS["tasks"]])
+    consumer = tail(kafka_bootstrap, [TOPICS["events"]])
     with TelemetryPublisher(kafka_bootstrap, agent_id=agent) as publisher:
 
         @publisher.instrument("crm.lookup_customer", action="read", target_arg="customer_id")
@@ -66,13 +72,14 @@ def test_publisher_writes_validated_records_keyed_by_agent(kafka_bootstrap, agen
 
     records = read(consumer, agent, 4)
     consumer.close()
-    by_topic = {topic: [r for r in records if r.topic == topic] for topic in TOPICS.values()}
-    calls = [decode_toolcall(r.value) for r in by_topic[TOPICS["toolcalls"]]]
-    events = [decode_task_event(r.value) for r in by_topic[TOPICS["tasks"]]]
+    kinds = [dict(r.headers)[KIND_HEADER] for r in records]
+    assert kinds == [b"task", b"toolcall", b"toolcall", b"task"]  # in the order they happened
+    calls = [decode_toolcall(r.value) for r in records[1:3]]
+    events = [decode_task_event(r.value) for r in (records[0], records[3])]
     assert [(c.target, c.outcome, c.credential_id) for c in calls] == [
         ("c-17", "ok", "c1"), ("c-18", "ok", "c1")]
     assert [e.status for e in events] == ["started", "completed"]
-    assert len({r.partition for r in by_topic[TOPICS["toolcalls"]]}) == 1  # one agent, one part.
+    assert len({r.partition for r in records}) == 1  # one agent, one log
 
 
 def test_subscriber_verifies_and_deduplicates_real_records(kafka_bootstrap, agent):

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from kafka import KafkaProducer
 
-from intentwatch.contracts import TOPICS, DeadLetterHeaders, encode
+from intentwatch.contracts import KIND_HEADER, TOPICS, DeadLetterHeaders, encode
 from intentwatch.tokens.grants import GRANT_TYPE
 from intentwatch.tokens.keys import generate_key
 from intentwatch.tokens.revocations import CONTENT_TYPE, SESSION_REVOKED, RevocationVerifier
@@ -75,7 +75,8 @@ def test_rejected_grant_is_a_dead_letter_with_its_code(
     worker: Any, agent: str, producer: KafkaProducer, kind: str
 ) -> None:
     value = FORGERIES[kind](worker, agent)
-    source = producer.send(TOPICS["grants"], key=agent.encode(), value=value).get(timeout=30)
+    source = producer.send(TOPICS["events"], key=agent.encode(), value=value,
+                           headers=[(KIND_HEADER, b"grant")]).get(timeout=30)
 
     [letter] = worker.topics["dlq"].of(agent)
     headers = {name: header.decode() for name, header in letter.headers}
@@ -83,7 +84,7 @@ def test_rejected_grant_is_a_dead_letter_with_its_code(
     assert headers[DeadLetterHeaders.ERROR_CLASS] == code
     assert headers[DeadLetterHeaders.ERROR_MESSAGE].startswith(f"{code}: ")
     assert (headers[DeadLetterHeaders.SOURCE_TOPIC], int(headers[DeadLetterHeaders.SOURCE_OFFSET])
-            ) == (TOPICS["grants"], source.offset)
+            ) == (TOPICS["events"], source.offset)
     assert letter.value == value
     assert worker.status()["published"][f"dlq.{code}"] >= 1
 

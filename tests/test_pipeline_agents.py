@@ -15,8 +15,7 @@ import pytest
 from faust.serializers import codecs
 from kafka.partitioner.default import murmur2
 
-from intentwatch.contracts import TOPICS, DeadLetterHeaders, Grant, encode
-from intentwatch.models.clock import StreamClock
+from intentwatch.contracts import KIND_HEADER, TOPICS, DeadLetterHeaders, Grant, encode
 from intentwatch.pipeline.app import Pipeline, agent_partition
 from intentwatch.pipeline.settings import Settings
 from intentwatch.pipeline.worker import load_keyring
@@ -81,12 +80,18 @@ def call(agent: str, task: str = "t1", tool: str = "crm.lookup_customer", **extr
     })
 
 
+async def put(events: Any, kind: str, value: bytes, agent: str, **options: Any) -> Any:
+    """Put one record of ``kind`` on the agent's partition of the input topic."""
+    options.setdefault("key", agent.encode())
+    options.setdefault("partition", agent_partition(agent, 4))
+    return await events.put(value, headers=[(KIND_HEADER, kind.encode())], **options)
+
+
 async def test_conforming_call_gets_an_allow_verdict(pipeline: Pipeline, sent: Sent) -> None:
     agent = agent_id()
-    async with pipeline.agents[TOPICS["grants"]].test_context() as grants, \
-            pipeline.agents[TOPICS["toolcalls"]].test_context() as calls:
-        await grants.put(grant_token(agent), key=agent.encode())
-        await calls.put(call(agent), key=agent.encode())
+    async with pipeline.agent.test_context() as events:
+        await put(events, "grant", grant_token(agent), agent)
+        await put(events, "toolcall", call(agent), agent)
 
     [verdict] = sent.verdicts()
     assert (verdict["agent_id"], verdict["decision"]) == (agent, "allow")
@@ -96,10 +101,9 @@ async def test_conforming_call_gets_an_allow_verdict(pipeline: Pipeline, sent: S
 
 async def test_violation_publishes_a_signed_revocation(pipeline: Pipeline, sent: Sent) -> None:
     agent = agent_id()
-    async with pipeline.agents[TOPICS["grants"]].test_context() as grants, \
-            pipeline.agents[TOPICS["toolcalls"]].test_context() as calls:
-        await grants.put(grant_token(agent), key=agent.encode())
-        await calls.put(call(agent, tool="iam.update_user_password"), key=agent.encode())
+    async with pipeline.agent.test_context() as events:
+        await put(events, "grant", grant_token(agent), agent)
+        await put(events, "toolcall", call(agent, tool="iam.update_user_password"), agent)
 
     assert [v["decision"] for v in sent.verdicts()] == ["revoke"]
     [(key, token, headers)] = sent.on("revocations")
@@ -113,16 +117,15 @@ async def test_malformed_call_goes_to_the_dlq_and_the_next_is_processed(
     pipeline: Pipeline, sent: Sent
 ) -> None:
     agent = agent_id()
-    async with pipeline.agents[TOPICS["grants"]].test_context() as grants, \
-            pipeline.agents[TOPICS["toolcalls"]].test_context() as calls:
-        await grants.put(grant_token(agent), key=agent.encode())
-        bad = await calls.put(b'{"event_id": "e1", "ts": ', key=agent.encode(), partition=2)
-        await calls.put(call(agent), key=agent.encode())
+    async with pipeline.agent.test_context() as events:
+        await put(events, "grant", grant_token(agent), agent)
+        bad = await put(events, "toolcall", b'{"event_id": "e1", "ts": ', agent)
+        await put(events, "toolcall", call(agent), agent)
 
     [(key, value, headers)] = sent.on("dlq")
     assert (key, value) == (agent.encode(), b'{"event_id": "e1", "ts": ')
-    assert headers[DeadLetterHeaders.SOURCE_TOPIC] == TOPICS["toolcalls"].encode()
-    assert headers[DeadLetterHeaders.SOURCE_PARTITION] == b"2"
+    assert headers[DeadLetterHeaders.SOURCE_TOPIC] == TOPICS["events"].encode()
+    assert headers[DeadLetterHeaders.SOURCE_PARTITION] == str(agent_partition(agent, 4)).encode()
     assert headers[DeadLetterHeaders.SOURCE_OFFSET] == str(bad.message.offset).encode()
     assert headers[DeadLetterHeaders.ERROR_CLASS] == b"ContractError"
     assert b"not valid JSON" in headers[DeadLetterHeaders.ERROR_MESSAGE]
@@ -144,13 +147,13 @@ async def test_rejected_grant_goes_to_the_dlq_with_its_code(
     pipeline: Pipeline, sent: Sent, make: Any, code: bytes
 ) -> None:
     agent = agent_id()
-    async with pipeline.agents[TOPICS["grants"]].test_context() as grants:
-        await grants.put(make(agent), key=agent.encode())
-        await grants.put(grant_token(agent, "t2"), key=agent.encode())
+    async with pipeline.agent.test_context() as events:
+        await put(events, "grant", make(agent), agent)
+        await put(events, "grant", grant_token(agent, "t2"), agent)
 
     [(_, _, headers)] = sent.on("dlq")
     assert headers[DeadLetterHeaders.ERROR_CLASS] == code
-    assert headers[DeadLetterHeaders.SOURCE_TOPIC] == TOPICS["grants"].encode()
+    assert headers[DeadLetterHeaders.SOURCE_TOPIC] == TOPICS["events"].encode()
     assert set(pipeline.grants[agent]) == {"t2"}
 
 
@@ -167,14 +170,12 @@ async def test_a_call_whose_grant_was_rejected_names_why(
     pipeline: Pipeline, sent: Sent, make: Any, code: str
 ) -> None:
     agent = agent_id()
-    async with pipeline.agents[TOPICS["grants"]].test_context() as grants, \
-            pipeline.agents[TOPICS["toolcalls"]].test_context() as calls:
-        await grants.put(make(agent), key=agent.encode())
-        await calls.put(call(agent), key=agent.encode())
-    pipeline.ready = True  # then the grants stream passes the call's grace period
-    later = time.time() + 10.0
-    pipeline.clock = pipeline.grants_clock = StreamClock(wall=lambda: later)
-    await pipeline.tick()
+    async with pipeline.agent.test_context() as events:
+        await put(events, "tick", b"", agent, key=None, timestamp=time.time())
+        await put(events, "grant", make(agent), agent)
+        await put(events, "toolcall", call(agent), agent)
+        # then stream time passes the call's grace period
+        await put(events, "tick", b"", agent, key=None, timestamp=time.time() + 10.0)
 
     [verdict] = sent.verdicts()
     assert verdict["decision"] == "revoke"
@@ -187,8 +188,8 @@ async def test_call_under_another_agents_key_is_a_dead_letter(
     pipeline: Pipeline, sent: Sent
 ) -> None:
     agent = agent_id()
-    async with pipeline.agents[TOPICS["toolcalls"]].test_context() as calls:
-        await calls.put(call(agent), key=agent_id().encode())
+    async with pipeline.agent.test_context() as events:
+        await put(events, "toolcall", call(agent), agent, key=agent_id().encode())
 
     [(_, _, headers)] = sent.on("dlq")
     assert headers[DeadLetterHeaders.ERROR_CLASS] == b"agent_mismatch"
@@ -198,12 +199,12 @@ async def test_malformed_task_event_is_a_dead_letter(pipeline: Pipeline, sent: S
     agent = agent_id()
     event = encode({"event_id": "e", "ts": time.time(), "agent_id": agent, "task_id": "t1",
                     "status": "paused"})
-    async with pipeline.agents[TOPICS["tasks"]].test_context() as tasks:
-        await tasks.put(event, key=agent.encode())
+    async with pipeline.agent.test_context() as events:
+        await put(events, "task", event, agent)
 
     [(_, value, headers)] = sent.on("dlq")
     assert value == event
-    assert headers[DeadLetterHeaders.SOURCE_TOPIC] == TOPICS["tasks"].encode()
+    assert headers[DeadLetterHeaders.SOURCE_TOPIC] == TOPICS["events"].encode()
     assert b"status" in headers[DeadLetterHeaders.ERROR_MESSAGE]
 
 
@@ -212,28 +213,66 @@ async def test_parked_call_is_judged_when_its_grant_arrives(
 ) -> None:
     agent = agent_id()
     grant = grant_token(agent)  # issued before the call, published after it
-    async with pipeline.agents[TOPICS["grants"]].test_context() as grants, \
-            pipeline.agents[TOPICS["toolcalls"]].test_context() as calls:
-        await calls.put(call(agent), key=agent.encode())
+    async with pipeline.agent.test_context() as events:
+        await put(events, "toolcall", call(agent), agent)
         assert sent.verdicts() == []
-        await grants.put(grant, key=agent.encode())
+        await put(events, "grant", grant, agent)
 
     assert [v["decision"] for v in sent.verdicts()] == ["allow"]
 
 
-async def test_timer_revokes_an_expired_grant(pipeline: Pipeline, sent: Sent) -> None:
+async def test_a_tick_record_past_the_expiry_revokes_the_grant(
+    pipeline: Pipeline, sent: Sent
+) -> None:
     agent = agent_id()
-    async with pipeline.agents[TOPICS["grants"]].test_context() as grants:
-        await grants.put(grant_token(agent, ttl=5.0), key=agent.encode())
-    pipeline.ready = True  # as after table recovery; then stream time passes the expiry
-    later = time.time() + 10.0
-    pipeline.clock = StreamClock(wall=lambda: later)
-    await pipeline.tick()
+    async with pipeline.agent.test_context() as events:
+        await put(events, "tick", b"", agent, key=None, timestamp=time.time())
+        await put(events, "grant", grant_token(agent, ttl=5.0), agent)
+        assert sent.on("revocations") == []
+        await put(events, "tick", b"", agent, key=None, timestamp=time.time() + 10.0)
 
     [(_, token, _)] = sent.on("revocations")
     revocation = RevocationVerifier(pipeline.keyring.jwks()).verify(token)
     assert (revocation.agent_id, revocation.reason_code) == (agent, "ttl_expired")
     assert [msgspec.json.decode(v)["ended"] for _, v, _ in sent.on("audit")] == ["expired"]
+
+
+async def test_a_tick_moves_only_its_own_partitions_time(pipeline: Pipeline, sent: Sent) -> None:
+    agent = agent_id()
+    other = (agent_partition(agent, 4) + 1) % 4
+    async with pipeline.agent.test_context() as events:
+        for partition in (agent_partition(agent, 4), other):
+            await put(events, "tick", b"", agent, key=None, partition=partition,
+                      timestamp=time.time())
+        await put(events, "grant", grant_token(agent, ttl=5.0), agent)
+        await put(events, "tick", b"", agent, key=None, partition=other,
+                  timestamp=time.time() + 10.0)
+
+    assert sent.on("revocations") == []
+
+
+async def test_a_record_of_unknown_kind_is_a_dead_letter(pipeline: Pipeline, sent: Sent) -> None:
+    agent = agent_id()
+    async with pipeline.agent.test_context() as events:
+        await put(events, "heartbeat", call(agent), agent)
+
+    [(_, _, headers)] = sent.on("dlq")
+    assert headers[DeadLetterHeaders.ERROR_CLASS] == b"unknown_kind"
+
+
+async def test_records_without_a_kind_header_are_told_apart_by_their_value(
+    pipeline: Pipeline, sent: Sent
+) -> None:
+    agent = agent_id()
+    async with pipeline.agent.test_context() as events:
+        options = {"key": agent.encode(), "partition": agent_partition(agent, 4)}
+        await events.put(grant_token(agent), **options)
+        await events.put(call(agent), **options)
+        await events.put(encode({"event_id": "done", "ts": time.time(), "agent_id": agent,
+                                 "task_id": "t1", "status": "completed"}), **options)
+
+    assert [v["decision"] for v in sent.verdicts()] == ["allow"]
+    assert len(sent.on("audit")) == 1 and sent.on("dlq") == []
 
 
 def test_grants_table_values_round_trip() -> None:
@@ -261,14 +300,13 @@ async def test_what_was_learned_survives_a_restart(
     pipeline: Pipeline, sent: Sent, tmp_path: Path
 ) -> None:
     agent = agent_id()
-    async with pipeline.agents[TOPICS["grants"]].test_context() as grants, \
-            pipeline.agents[TOPICS["toolcalls"]].test_context() as calls, \
-            pipeline.agents[TOPICS["tasks"]].test_context() as tasks:
-        await grants.put(grant_token(agent), key=agent.encode())
+    async with pipeline.agent.test_context() as events:
+        await put(events, "grant", grant_token(agent), agent)
         for _ in range(3):
-            await calls.put(call(agent), key=agent.encode())
-        await tasks.put(encode({"event_id": "done", "ts": time.time(), "agent_id": agent,
-                                "task_id": "t1", "status": "completed"}), key=agent.encode())
+            await put(events, "toolcall", call(agent), agent)
+        await put(events, "task", encode({"event_id": "done", "ts": time.time(),
+                                          "agent_id": agent, "task_id": "t1",
+                                          "status": "completed"}), agent)
     assert pipeline.status()["learned"]["learned_calls"] == 3
     await pipeline.snapshots.save()
 

@@ -12,7 +12,13 @@ import pytest
 import intentwatch.sdk.delivery
 import intentwatch.sdk.subscriber
 from intentwatch import ContractError, PublishError, RevocationSubscriber, TelemetryPublisher
-from intentwatch.contracts import TOPICS, Revocation, decode_task_event, decode_toolcall
+from intentwatch.contracts import (
+    KIND_HEADER,
+    TOPICS,
+    Revocation,
+    decode_task_event,
+    decode_toolcall,
+)
 from intentwatch.reference import AccessDenied, CredentialBroker, ToolGateway
 from intentwatch.tokens.keys import generate_key
 from intentwatch.tokens.revocations import encode_revocation
@@ -49,8 +55,9 @@ class FakeProducer:
         self.sent = []
         self.futures = []
 
-    def send(self, topic, value, key, timestamp_ms):
+    def send(self, topic, value, key, headers, timestamp_ms):
         self.sent.append(SimpleNamespace(topic=topic, key=key.decode(), value=value,
+                                         kind=dict(headers)[KIND_HEADER].decode(),
                                          timestamp_ms=timestamp_ms))
         self.futures.append(FakeFuture())
         return self.futures[-1]
@@ -97,8 +104,11 @@ def publisher(monkeypatch):
     return TelemetryPublisher("kafka.invalid:9092")
 
 
-def sent(publisher, topic):
-    return [record for record in publisher.delivery._producer.sent if record.topic == TOPICS[topic]]
+def sent(publisher, kind):
+    """What the publisher sent of ``kind``, all on the one input topic."""
+    records = publisher.delivery._producer.sent
+    assert {record.topic for record in records} <= {TOPICS["events"]}
+    return [record for record in records if record.kind == kind]
 
 
 # -- publishing ------------------------------------------------------------------------------
@@ -120,7 +130,7 @@ def test_bootstrap_comes_from_the_environment(monkeypatch):
 
 def test_toolcall_is_completed_keyed_by_agent_and_valid(publisher):
     call = publisher.publish_toolcall({"agent_id": AGENT, "task_id": "t1", "tool": "crm.lookup"})
-    [record] = sent(publisher, "toolcalls")
+    [record] = sent(publisher, "toolcall")
     assert record.key == AGENT
     decoded = decode_toolcall(record.value)
     assert decoded.event_id == call.event_id and abs(decoded.ts - time.time()) < 5
@@ -156,13 +166,13 @@ def test_grant_jws_is_sent_as_is_under_its_agent(publisher):
     key = generate_key("EdDSA")
     token = key.sign(json.dumps(grant_payload()).encode(), typ="intentwatch-grant+jwt")
     assert publisher.publish_grant(token).task_id == "t1"
-    [record] = sent(publisher, "grants")
+    [record] = sent(publisher, "grant")
     assert (record.key, record.value) == (AGENT, token.encode())
 
 
 def test_plain_grant_payload_is_sent_as_json(publisher):
     publisher.publish_grant(grant_payload())
-    [record] = sent(publisher, "grants")
+    [record] = sent(publisher, "grant")
     assert json.loads(record.value)["credential_ids"] == ["c1"]
 
 
@@ -201,9 +211,9 @@ def test_decorated_tool_publishes_target_outcome_and_sizes(publisher):
     with publisher.task("t1", agent_id=AGENT, credential_id="c1"):
         assert lookup_customer("c-17") == {"id": "c-17", "name": "Jane"}
 
-    [started, completed] = [decode_task_event(r.value) for r in sent(publisher, "tasks")]
+    [started, completed] = [decode_task_event(r.value) for r in sent(publisher, "task")]
     assert (started.status, completed.status) == ("started", "completed")
-    [call] = [decode_toolcall(r.value) for r in sent(publisher, "toolcalls")]
+    [call] = [decode_toolcall(r.value) for r in sent(publisher, "toolcall")]
     assert (call.agent_id, call.task_id, call.credential_id) == (AGENT, "t1", "c1")
     assert (call.tool, call.action, call.target, call.outcome) == (
         "crm.lookup_customer", "read", "c-17", "ok")
@@ -220,9 +230,9 @@ def test_decorated_tool_error_is_published_and_raised(publisher):
     with pytest.raises(TimeoutError), publisher.task("t1", agent_id=AGENT):
         delete_customer("c-17")
 
-    [call] = [decode_toolcall(r.value) for r in sent(publisher, "toolcalls")]
+    [call] = [decode_toolcall(r.value) for r in sent(publisher, "toolcall")]
     assert call.outcome == "error"
-    assert decode_task_event(sent(publisher, "tasks")[-1].value).status == "failed"
+    assert decode_task_event(sent(publisher, "task")[-1].value).status == "failed"
 
 
 def test_decorated_tool_without_a_task_does_not_run(publisher):
@@ -252,7 +262,7 @@ def test_async_tools_are_instrumented(publisher):
             return await fetch("https://docs.acme.org/")
 
     assert asyncio.run(agent()) == b"<html></html>"
-    [call] = [decode_toolcall(r.value) for r in sent(publisher, "toolcalls")]
+    [call] = [decode_toolcall(r.value) for r in sent(publisher, "toolcall")]
     assert (call.task_id, call.target, call.bytes_in) == ("t2", "https://docs.acme.org/", 13)
 
 
@@ -268,7 +278,7 @@ def test_tool_call_block_records_duration_and_explicit_outcome(publisher):
     ) as call:
         call.outcome = "denied"
         raise PermissionError("policy")
-    outcomes = [decode_toolcall(r.value).outcome for r in sent(publisher, "toolcalls")]
+    outcomes = [decode_toolcall(r.value).outcome for r in sent(publisher, "toolcall")]
     assert outcomes == ["ok", "denied"]
 
 
@@ -400,7 +410,7 @@ def test_broker_publishes_a_grant_signed_with_its_key(broker, publisher):
     from intentwatch.tokens.grants import GrantVerifier
 
     credential = issue(broker)
-    [record_] = sent(publisher, "grants")
+    [record_] = sent(publisher, "grant")
     grant = GrantVerifier(broker.jwks()).verify(record_.value, AGENT)
     assert grant.credential_ids == [credential.credential_id] and grant.task_id == "t1"
     assert credential.token not in repr(credential) and credential.token.encode() not in (
@@ -411,7 +421,7 @@ def test_gateway_runs_valid_calls_and_publishes_them(broker, gateway, publisher)
     credential = issue(broker)
     assert gateway.call(credential.token, "crm.lookup_customer", customer_id="c-17") == {
         "id": "c-17"}
-    [call] = [decode_toolcall(r.value) for r in sent(publisher, "toolcalls")]
+    [call] = [decode_toolcall(r.value) for r in sent(publisher, "toolcall")]
     assert (call.credential_id, call.target, call.outcome, call.data_labels) == (
         credential.credential_id, "c-17", "ok", ["pii"])
     assert [(c.status, c.outcome) for c in gateway.calls] == [("valid", "ok")]
@@ -426,7 +436,7 @@ def test_gateway_denies_revoked_calls_without_running_them(broker, gateway, publ
         gateway.call(credential.token, "crm.lookup_customer", customer_id="c-17")
     assert denied.value.status == "revoked" and gateway.ran == []
     gateway.call(other.token, "crm.lookup_customer", customer_id="c-18")  # other task unaffected
-    outcomes = [decode_toolcall(r.value).outcome for r in sent(publisher, "toolcalls")]
+    outcomes = [decode_toolcall(r.value).outcome for r in sent(publisher, "toolcall")]
     assert outcomes == ["denied", "ok"]
     assert broker.revoked(credential.credential_id).received_at <= time.time()
 
@@ -440,4 +450,4 @@ def test_gateway_denies_expired_and_unknown_tokens(broker, gateway, publisher):
         gateway.call("stolen-or-made-up", "crm.lookup_customer", customer_id="c-17")
     assert gateway.ran == []
     assert [c.status for c in gateway.calls] == ["expired", "unknown"]
-    assert len(sent(publisher, "toolcalls")) == 1  # an unknown token has no agent to report
+    assert len(sent(publisher, "toolcall")) == 1  # an unknown token has no agent to report

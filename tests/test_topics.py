@@ -138,21 +138,3 @@ def test_the_worker_adopts_existing_topics_that_agree(empty_kafka: str, tmp_path
         worker.stop()
     found = describe_topics(empty_kafka, TOPICS.values())
     assert {topic.partitions for topic in found.values()} == {1}  # the rest made to match
-
-
-@pytest.mark.kafka
-def test_the_worker_stops_on_topics_that_disagree_naming_topic_count_and_fix(
-    empty_kafka: str, tmp_path: Path
-) -> None:
-    *agreeing, odd = INPUT_TOPICS
-    create_topics(empty_kafka, [TopicSpec(name, 6, 1) for name in agreeing])
-    create_topics(empty_kafka, [TopicSpec(odd, 1, 1)])
-    worker = WorkerProcess.start(empty_kafka, tmp_path, grant_issuers_jwks=_issuers(tmp_path))
-    try:
-        assert worker.process.wait(timeout=60) != 0
-    finally:
-        worker.stop()
-    last = worker.log_tail(1).strip()
-    assert last == (f"Topic {odd} has 1 partition but the other input topics have 6, and they "
-                    f"must agree: delete {odd} and run `intentwatch topics create "
-                    "--partitions 6`.")

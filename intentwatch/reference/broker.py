@@ -92,7 +92,7 @@ class CredentialBroker:
     Parameters
     ----------
     publisher
-        Where the signed grants go (``intentwatch.grants.v1``).
+        Where the signed grants go (the agents' input topic, ``intentwatch.events.v1``).
     key
         The broker's grant-signing key; a new ES256 key when omitted.
     issuer

@@ -55,7 +55,8 @@ _OPEN_DELIVERY_SECONDS = 3600.0
 _RETRY_SECONDS = (0.2, 5.0)
 """First and longest pause between two attempts of the ``fail_open`` sender."""
 
-_Record = tuple[str, bytes, bytes, int]  # topic, key, value, timestamp ms
+_Record = tuple[str, bytes, bytes, int, list[tuple[str, bytes]]]
+"""Topic, key, value, timestamp ms, headers."""
 
 
 class Delivery:
@@ -121,12 +122,15 @@ class Delivery:
         """Records waiting in the ``fail_open`` buffer."""
         return len(self._buffer)
 
-    def send(self, topic: str, key: bytes, value: bytes, timestamp_ms: int) -> None:
+    def send(
+        self, topic: str, key: bytes, value: bytes, timestamp_ms: int,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
         """Send one record (``fail_closed``: waits at most ``timeout`` to hand it over)."""
         if self._closing:
             raise PublishError("the publisher is closed", "make a new TelemetryPublisher")
         if self._thread is None:
-            self._hand_over(self._live(), (topic, key, value, timestamp_ms))
+            self._hand_over(self._live(), (topic, key, value, timestamp_ms, headers or []))
             return
         with self._lock:
             if len(self._buffer) >= self._buffer_size:
@@ -135,7 +139,7 @@ class Delivery:
                     log.warning("Kafka at %s unreachable and %d records buffered: %d record(s) "
                                 "dropped so far", self.bootstrap, len(self._buffer), self.dropped)
                 return
-            self._buffer.append((topic, key, value, timestamp_ms))
+            self._buffer.append((topic, key, value, timestamp_ms, headers or []))
             self._lock.notify_all()
 
     def ensure_delivered(self) -> None:
@@ -207,9 +211,10 @@ class Delivery:
         return self._producer
 
     def _hand_over(self, producer: KafkaProducer, record: _Record) -> None:
-        topic, key, value, timestamp_ms = record
+        topic, key, value, timestamp_ms, headers = record
         try:
-            future = producer.send(topic, value=value, key=key, timestamp_ms=timestamp_ms)
+            future = producer.send(topic, value=value, key=key, timestamp_ms=timestamp_ms,
+                                   headers=headers)
         except KafkaTimeoutError:
             raise KafkaUnavailable(
                 self.bootstrap, f"a record for {topic} was not taken within {self.timeout:g} s"

@@ -31,9 +31,11 @@ from typing import Any, TypeVar
 import msgspec
 
 from intentwatch.contracts import (
+    KIND_HEADER,
     TOPICS,
     ContractError,
     Grant,
+    InputKind,
     TaskEvent,
     ToolCall,
     decode_grant_payload,
@@ -57,8 +59,8 @@ __all__ = ["BOOTSTRAP_ENV", "PublishError", "TelemetryPublisher", "default_boots
 BOOTSTRAP_ENV = "INTENTWATCH_BOOTSTRAP"
 """Environment variable naming the Kafka bootstrap servers (``host:port[,host:port]``)."""
 
-_PUBLISHED = (TOPICS["toolcalls"], TOPICS["tasks"], TOPICS["grants"])
-"""The topics a publisher writes to (they must exist)."""
+_PUBLISHED = (TOPICS["events"],)
+"""The topic a publisher writes to (it must exist): one log per agent."""
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -128,13 +130,13 @@ class TelemetryPublisher:
                                         "target": "mailto:jane@acme.org"})
         """
         record = decode_toolcall(encode_checked(self._complete(call), "tool call"))
-        self._send(TOPICS["toolcalls"], record.agent_id, encode(record), record.ts)
+        self._send("toolcall", record.agent_id, encode(record), record.ts)
         return record
 
     def publish_task_event(self, event: TaskEvent | Mapping[str, Any]) -> TaskEvent:
         """Validate and send one task event (``status``: started, completed, failed, cancelled)."""
         record = decode_task_event(encode_checked(self._complete(event), "task event"))
-        self._send(TOPICS["tasks"], record.agent_id, encode(record), record.ts)
+        self._send("task", record.agent_id, encode(record), record.ts)
         return record
 
     def publish_grant(self, grant: str | Grant | Mapping[str, Any]) -> Grant:
@@ -152,7 +154,7 @@ class TelemetryPublisher:
             data = msgspec.structs.asdict(grant) if isinstance(grant, Grant) else dict(grant)
             payload = decode_grant_payload(encode_checked(data, "grant"))
             value = encode(payload)
-        self._send(TOPICS["grants"], payload.agent_id, value, payload.issued_at)
+        self._send("grant", payload.agent_id, value, payload.issued_at)
         return payload
 
     # -- instrumentation ----------------------------------------------------------------
@@ -246,10 +248,12 @@ class TelemetryPublisher:
             data.setdefault("agent_id", self.agent_id)
         return data
 
-    def _send(self, topic: str, agent_id: str, value: bytes, event_time: float) -> None:
+    def _send(self, kind: InputKind, agent_id: str, value: bytes, event_time: float) -> None:
+        # One topic, keyed by agent: the agent's records stay in the order they are sent.
         # The record's Kafka timestamp is the event's time, so a replay of recorded
         # telemetry reads like the original traffic (the worker checks grants at it).
-        self.delivery.send(topic, agent_id.encode(), value, round(event_time * 1000))
+        self.delivery.send(TOPICS["events"], agent_id.encode(), value, round(event_time * 1000),
+                           [(KIND_HEADER, kind.encode())])
 
 
 def _jws_payload(token: str) -> bytes:

@@ -1,8 +1,8 @@
 """Signed grants: a task's approved intent, as a compact JWS from a trusted issuer.
 
 A credential broker signs each grant's JSON payload (the fields of
-:class:`~intentwatch.contracts.Grant`) and publishes it on ``intentwatch.grants.v1``
-keyed by the agent's SPIFFE ID. The pipeline checks it with
+:class:`~intentwatch.contracts.Grant`) and publishes it on ``intentwatch.events.v1``
+(kind ``grant``) keyed by the agent's SPIFFE ID. The pipeline checks it with
 :class:`GrantVerifier` before the grant enters state.
 
 Header: ``{"alg", "kid", "typ": "intentwatch-grant+jwt"}``. The explicit type
@@ -68,7 +68,7 @@ def sign_grant(payload: Mapping[str, Any] | Grant, key: SigningKey) -> str:
 
 
 class GrantVerifier:
-    """Turn a ``intentwatch.grants.v1`` record value into a trusted :class:`Grant`.
+    """Turn a grant record's value into a trusted :class:`Grant`.
 
     Parameters
     ----------
