@@ -23,7 +23,15 @@ from intentwatch.pipeline.settings import Settings
 from intentwatch.pipeline.worker import load_keyring
 from intentwatch.tokens import grants, keys
 from intentwatch.tokens.grants import GRANT_REJECTION_CODES, GrantVerifier
-from tests.test_pipeline_agents import ISSUER_KEY, OTHER_KEY, Sent, agent_id, call, grant_token
+from tests.test_pipeline_agents import (
+    ISSUER_KEY,
+    OTHER_KEY,
+    Sent,
+    agent_id,
+    call,
+    grant_token,
+    put,
+)
 
 
 @pytest.fixture
@@ -36,18 +44,16 @@ def pipeline(tmp_path: Path) -> Pipeline:
 
 async def test_the_hooks_count_what_the_pipeline_did(pipeline: Pipeline) -> None:
     agent = agent_id()
-    async with pipeline.agents[TOPICS["grants"]].test_context() as grants, \
-            pipeline.agents[TOPICS["toolcalls"]].test_context() as calls:
-        await grants.put(grant_token(agent), key=agent.encode())
-        await grants.put(grant_token(agent, "t2", key=OTHER_KEY), key=agent.encode())
-        await calls.put(call(agent), key=agent.encode())
-        await calls.put(call(agent), key=agent.encode())
-        await calls.put(call(agent, tool="iam.update_user_password"), key=agent.encode())
-        await calls.put(b'{"event_id": ', key=agent.encode())
+    async with pipeline.agent.test_context() as events:
+        await put(events, "grant", grant_token(agent), agent)
+        await put(events, "grant", grant_token(agent, "t2", key=OTHER_KEY), agent)
+        await put(events, "toolcall", call(agent), agent)
+        await put(events, "toolcall", call(agent), agent)
+        await put(events, "toolcall", call(agent, tool="iam.update_user_password"), agent)
+        await put(events, "toolcall", b'{"event_id": ', agent)
 
     sample = pipeline.metrics.registry.get_sample_value
-    assert sample("intentwatch_records_consumed_total", {"topic": TOPICS["grants"]}) == 2
-    assert sample("intentwatch_records_consumed_total", {"topic": TOPICS["toolcalls"]}) == 4
+    assert sample("intentwatch_records_consumed_total", {"topic": TOPICS["events"]}) == 6
     assert sample("intentwatch_grants_verified_total") == 1
     assert sample("intentwatch_grants_rejected_total", {"code": "unknown_kid"}) == 1
     assert sample("intentwatch_verdicts_total", {"decision": "allow"}) == 2
@@ -55,8 +61,8 @@ async def test_the_hooks_count_what_the_pipeline_did(pipeline: Pipeline) -> None
     assert sample("intentwatch_revocations_total", {"reason": "intent_violation"}) == 1
     assert sample("intentwatch_revocation_latency_seconds_count",
                   {"reason": "intent_violation"}) == 1
-    for reason, topic in (("unknown_kid", "grants"), ("ContractError", "toolcalls")):
-        labels = {"reason": reason, "topic": TOPICS[topic]}
+    for reason in ("unknown_kid", "ContractError"):
+        labels = {"reason": reason, "topic": TOPICS["events"]}
         assert sample("intentwatch_dead_letters_total", labels) == 1
     assert sample("intentwatch_engine_seconds_count", {"event": "toolcall"}) == 3
     assert sample("intentwatch_engine_seconds_count", {"event": "grant"}) == 1
@@ -69,16 +75,15 @@ async def test_the_hooks_count_what_the_pipeline_did(pipeline: Pipeline) -> None
     assert agent.encode() not in body and b"spiffe://" not in body
 
 
-async def test_a_tick_is_timed_and_what_it_publishes_counted(pipeline: Pipeline) -> None:
+async def test_a_tick_record_is_timed_and_what_it_publishes_counted(pipeline: Pipeline) -> None:
     agent = agent_id()
-    async with pipeline.agents[TOPICS["grants"]].test_context() as grants:
-        await grants.put(grant_token(agent, ttl=5.0), key=agent.encode())
-    pipeline.ready = True
-    pipeline.clock.observe(time.time() + 10.0)  # stream time passes the grant's expiry
-    await pipeline.tick()
+    async with pipeline.agent.test_context() as events:
+        await put(events, "tick", b"", agent, key=None, timestamp=time.time())
+        await put(events, "grant", grant_token(agent, ttl=5.0), agent)
+        await put(events, "tick", b"", agent, key=None, timestamp=time.time() + 10.0)
 
     sample = pipeline.metrics.registry.get_sample_value
-    assert sample("intentwatch_engine_seconds_count", {"event": "tick"}) == 1
+    assert sample("intentwatch_engine_seconds_count", {"event": "tick"}) == 2
     assert sample("intentwatch_revocations_total", {"reason": "ttl_expired"}) == 1
     assert sample("intentwatch_audits_total") == 1
 
@@ -107,21 +112,21 @@ class StandInConsumer:
 
 
 async def test_consumer_lag_per_partition_in_records_and_seconds() -> None:
-    calls, changelog = TOPICS["toolcalls"], "intentwatch-grants-changelog"
+    events, changelog = TOPICS["events"], "intentwatch-grants-changelog"
     consumer = StandInConsumer(
-        highwaters={TP(calls, 0): 10, TP(calls, 1): 7, TP(calls, 2): 50, TP(changelog, 0): 99},
-        positions={TP(calls, 2): 45},
+        highwaters={TP(events, 0): 10, TP(events, 1): 7, TP(events, 2): 50, TP(changelog, 0): 99},
+        positions={TP(events, 2): 45},
     )
-    metrics = Metrics(consumer=lambda: consumer, topics=[calls], wall=lambda: 100.0,
+    metrics = Metrics(consumer=lambda: consumer, topics=[events], wall=lambda: 100.0,
                       tables={"grants": {"a": 1, "b": 2}})
-    metrics.consumed(calls, 0, offset=5, timestamp=80.0)  # 4 records wait behind it
-    metrics.consumed(calls, 1, offset=6, timestamp=90.0)  # caught up
+    metrics.consumed(events, 0, offset=5, timestamp=80.0)  # 4 records wait behind it
+    metrics.consumed(events, 1, offset=6, timestamp=90.0)  # caught up
     await metrics.page(None)
 
     sample = metrics.registry.get_sample_value
-    lag = {p: sample("intentwatch_consumer_lag_records", {"topic": calls, "partition": str(p)})
+    lag = {p: sample("intentwatch_consumer_lag_records", {"topic": events, "partition": str(p)})
            for p in range(3)}
-    seconds = {p: sample("intentwatch_consumer_lag_seconds", {"topic": calls, "partition": str(p)})
+    seconds = {p: sample("intentwatch_consumer_lag_seconds", {"topic": events, "partition": str(p)})
                for p in range(3)}
     assert lag == {0: 4, 1: 0, 2: 5}  # partition 2: nothing processed yet, from its position
     assert seconds == {0: 20.0, 1: 0.0, 2: None}  # how old is unknown before a record
@@ -129,12 +134,12 @@ async def test_consumer_lag_per_partition_in_records_and_seconds() -> None:
                   {"topic": changelog, "partition": "0"}) is None
     assert sample("intentwatch_table_keys", {"table": "grants"}) == 2
 
-    metrics.assigned([TP(calls, 1), TP(calls, 2)])  # partition 0 went to another worker
-    consumer.highwaters.pop(TP(calls, 0))
-    consumer.positions[TP(calls, 0)] = 0
+    metrics.assigned([TP(events, 1), TP(events, 2)])  # partition 0 went to another worker
+    consumer.highwaters.pop(TP(events, 0))
+    consumer.positions[TP(events, 0)] = 0
     await metrics.page(None)
-    assert sample("intentwatch_consumer_lag_records", {"topic": calls, "partition": "0"}) is None
-    assert sample("intentwatch_consumer_lag_records", {"topic": calls, "partition": "1"}) == 0
+    assert sample("intentwatch_consumer_lag_records", {"topic": events, "partition": "0"}) is None
+    assert sample("intentwatch_consumer_lag_records", {"topic": events, "partition": "1"}) == 0
 
 
 async def test_metrics_before_the_consumer_started_are_served() -> None:
