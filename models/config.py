@@ -75,6 +75,13 @@ class ScoringConfig:
     """How long a call whose grant has not arrived yet waits before it is judged."""
     quiet_period_seconds: float = 1800.0
     """A task with no event for this long is over: its calls are learned, if not revoked."""
+    clock_skew_seconds: float = 30.0
+    """How far an agent's clock may run behind the grant issuer's before a call counts as
+    made before its grant was issued (expiry gets no such leeway)."""
+    max_ahead_seconds: float = 300.0
+    """How far past the wall clock, where it enters the worker, an event may be stamped;
+    later ones are rejected (``timestamp_in_future``), so no record can hold a task's
+    judgement or end."""
     weights: dict[str, float] = field(default_factory=dict)
     detectors: dict[str, Any] = field(default_factory=dict)
 

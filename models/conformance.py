@@ -24,7 +24,6 @@ from urllib.parse import urlsplit
 from intentwatch.contracts import LABEL_LEVELS, Grant, Reason, ToolCall, shorten
 
 __all__ = [
-    "CLOCK_SKEW_SECONDS",
     "Violation",
     "check_call",
     "labels_outside",
@@ -35,10 +34,6 @@ __all__ = [
 
 Violation = Reason
 """A conformance failure: ``code`` names the fact, ``detail`` explains it, weight is 1."""
-
-CLOCK_SKEW_SECONDS = 30.0
-"""How far an agent's clock may run behind the broker's before a call counts as
-made before its grant was issued (expiry gets no such leeway)."""
 
 _LEVEL_RANK = {level: rank for rank, level in enumerate(LABEL_LEVELS)}
 
@@ -100,8 +95,11 @@ def _violation(code: str, detail: str) -> Violation:
     return Violation(code=code, weight=1.0, detail=shorten(detail))
 
 
-def check_call(call: ToolCall, grant: Grant) -> list[Violation]:
+def check_call(call: ToolCall, grant: Grant, *, skew: float = 30.0) -> list[Violation]:
     """Every way ``call`` leaves ``grant`` (empty when it conforms).
+
+    ``skew`` is how far the agent's clock may run behind the grant issuer's before
+    the call counts as made before its grant was issued (expiry gets no leeway).
 
     Details are cut to :attr:`~intentwatch.contracts.Limits.DETAIL_CHARS` with a count of
     what was left out, however many labels or patterns they would name.
@@ -112,7 +110,7 @@ def check_call(call: ToolCall, grant: Grant) -> list[Violation]:
             "grant_expired",
             f"call made {call.ts - grant.expires_at:,.0f} s after grant {grant.grant_id} expired",
         ))
-    elif call.ts < grant.issued_at - CLOCK_SKEW_SECONDS:
+    elif call.ts < grant.issued_at - skew:
         violations.append(_violation(
             "grant_not_yet_valid",
             f"call made before grant {grant.grant_id} was issued",

@@ -45,6 +45,7 @@ from intentwatch.contracts import (
     format_ts,
     shorten,
 )
+from intentwatch.models.admission import admit_grant
 from intentwatch.models.catalogue import ToolCatalogue, ToolInfo
 from intentwatch.models.config import ScoringConfig, load_config
 from intentwatch.models.conformance import Violation, check_call, target_allowed, tool_allowed
@@ -167,6 +168,10 @@ class Engine:
         ``now`` is stream time, how far the agent's log has been read (the event's time
         when omitted). A call whose grant has not been read yet waits until stream time
         is ``grace_seconds`` past the call: the grant may follow it in the log.
+
+        Raises :class:`~intentwatch.contracts.RecordRejected` for a grant that must not
+        enter state (:mod:`~intentwatch.models.admission`): older than the task's,
+        reusing an id, or for a task that ended.
         """
         if isinstance(event, ToolCall):
             return self._on_call(event, event.ts if now is None else now)
@@ -223,8 +228,14 @@ class Engine:
     # -- grants and task events -----------------------------------------------------------
 
     def _on_grant(self, grant: Grant, now: float) -> Outcome:
-        self._rejected.pop((grant.agent_id, grant.task_id), None)
         tasks = dict(self.grants.get(grant.agent_id) or {})
+        task = self._tasks.get((grant.agent_id, grant.task_id))
+        if not admit_grant(
+            grant, current=tasks.get(grant.task_id), task_ended=task is not None and task.is_over,
+            others=(other for task_id, other in tasks.items() if task_id != grant.task_id),
+        ):
+            return Outcome()
+        self._rejected.pop((grant.agent_id, grant.task_id), None)
         tasks[grant.task_id] = grant
         self.grants[grant.agent_id] = tasks
         task = self._task(grant.agent_id, grant.task_id)
@@ -398,7 +409,7 @@ class Engine:
                 detail=f"no grant for task {call.task_id} arrived within "
                        f"{self.config.grace_seconds:g} s of the call",
             )]
-        violations = check_call(call, grant)
+        violations = check_call(call, grant, skew=self.config.clock_skew_seconds)
         violations.sort(key=lambda v: list(_VIOLATION_REASON).index(v.code))
         return violations
 

@@ -13,9 +13,11 @@ mapping), so they move with their partitions when workers join or leave.
 from __future__ import annotations
 
 import logging
+import math
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any
 
 import faust
@@ -25,6 +27,7 @@ from faust.serializers import codecs
 from faust.types import TP, AgentT
 
 from intentwatch.contracts import KIND_HEADER, TOPICS, ContractError, Grant, RecordRejected
+from intentwatch.models.admission import check_tick, check_time
 from intentwatch.models.clock import LogClock
 from intentwatch.models.config import ScoringConfig, load_config
 from intentwatch.models.detection import Detector
@@ -32,7 +35,6 @@ from intentwatch.models.engine import Engine, Outcome
 from intentwatch.models.replay import event_time
 from intentwatch.pipeline.decoding import Decoder, claimed_task, kind_of
 from intentwatch.pipeline.dlq import DeadLetterLog
-from intentwatch.pipeline.metrics import Metrics
 from intentwatch.pipeline.publishing import Headers, Publisher, Send
 from intentwatch.pipeline.settings import Settings
 from intentwatch.pipeline.snapshots import Snapshots
@@ -155,8 +157,6 @@ class Pipeline:
         self.received: Counter[str] = Counter()
         self._errors = DeadLetterLog()
         """Tracebacks of unexpected errors, one per error class a minute."""
-        self.metrics = Metrics(consumer=lambda: self.app.consumer, topics=INPUT_TOPICS,
-                               tables=self.app.tables)
         self.ready = False
         self._owned: frozenset[int] = frozenset()
         self.agent = self._agent()
@@ -170,7 +170,7 @@ class Pipeline:
             self._on_partitions_assigned  # type: ignore[arg-type]  # faust passes `assigned`
         )
         self.grants.on_recover(self._on_recovered)
-        add_views(self.app, jwks=keyring.jwks, status=self.status, metrics=self.metrics.page)
+        add_views(self.app, jwks=keyring.jwks, status=self.status)
 
     async def handle(
         self,
@@ -184,41 +184,42 @@ class Pipeline:
         """Process one input record; a record that cannot be used becomes a dead letter.
 
         Stream time is the partition's: a tick record moves it to the tick's timestamp,
-        a data record to its event time. Grants are verified at the record's timestamp,
-        when they were published; an expired grant still authorises nothing: calls
-        after its expiry violate it.
+        a data record to its event time. Grants are verified at that clock
+        (:func:`grant_time`), never at the record's timestamp: the producer sets that, so
+        a back-dated record would pass an expired grant and a forward-dated one a grant
+        not yet valid. A record (a tick too) stamped past the wall clock by more than the
+        allowance is rejected here, where records enter, before it can move the clock
+        (the engine never reads the wall clock, so a replay decides the same).
         """
         topic = TOPICS["events"]
         engine, clock = self._partition(partition)
-        self.metrics.consumed(topic, partition, offset, timestamp)
         try:
             if value is None:
                 raise RecordRejected("malformed", "record has no value")
             kind = kind_of(headers, value)
             self.received[kind] += 1
             if kind == "tick":
-                with self.metrics.engine_time(None):
-                    outcome = engine.tick(clock.tick(timestamp))
+                check_tick(timestamp, time.time(), self.config.max_ahead_seconds)
+                outcome = engine.tick(clock.tick(timestamp))
                 await self._publish(engine, outcome)
                 return outcome
-            event = self.decoder.decode(kind, key, value, timestamp)
+            event = self.decoder.decode(kind, key, value, partial(grant_time, clock))
+            check_time(event, time.time(), self.config.max_ahead_seconds)
         except ContractError as error:
             if isinstance(error, GrantRejected) and (claimed := claimed_task(value)):
                 engine.grant_rejected(*claimed, str(error))  # calls name why
             await self.publisher.dead_letter(topic, partition, offset, key, value, error)
-            self.metrics.dead_letter(topic, error)
             return None
-        self.metrics.decoded(event)
         now = clock.observe(event_time(event))
         outcome = engine.tick(now)
         try:
-            with self.metrics.engine_time(event):
-                outcome.extend(engine.process(event, now=now))
+            outcome.extend(engine.process(event, now=now))
         except Exception as error:
-            if self._errors.line(type(error).__name__, str(error)):
+            if not isinstance(error, ContractError) and self._errors.line(
+                type(error).__name__, str(error)
+            ):
                 log.exception("failed on %s/%d@%d", topic, partition, offset)
             await self.publisher.dead_letter(topic, partition, offset, key, value, error)
-            self.metrics.dead_letter(topic, error)
         await self._publish(engine, outcome)
         return outcome
 
@@ -233,10 +234,8 @@ class Pipeline:
             )
 
     async def _publish(self, engine: Engine, outcome: Outcome) -> None:
-        lost = await self.publisher.publish(outcome)
-        for revocation in lost:
+        for revocation in await self.publisher.publish(outcome):
             engine.revocation_lost(revocation)
-        self.metrics.published(outcome, lost)
 
 
     def owns(self, agent_id: str) -> bool:
@@ -296,7 +295,6 @@ class Pipeline:
 
     async def _on_partitions_assigned(self, sender: Any, assigned: set[TP], **_: Any) -> None:
         self._owned = frozenset(tp.partition for tp in assigned if tp.topic == TOPICS["events"])
-        self.metrics.assigned(assigned)
         for partition in set(self.engines) - self._owned:  # rebuilt from the tables if back
             del self.engines[partition], self.clocks[partition]
         log.info("assigned partitions %s", sorted(self._owned))
@@ -306,3 +304,12 @@ class Pipeline:
         self.clocks.clear()
         self.ready = True
         log.info("grants recovered for partitions %s", sorted(self._owned))
+
+
+def grant_time(clock: LogClock, grant: Grant) -> float:
+    """The time ``grant`` is judged valid at: its partition's stream time once the grant
+    is read (its issue time if later, at most the wall clock plus the clock's skew), the
+    wall clock before the partition has a stream time; never the record's timestamp."""
+    wall = time.time()
+    now = clock.now if clock.now > -math.inf else wall
+    return max(now, min(grant.issued_at, wall + clock.max_skew))

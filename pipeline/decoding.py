@@ -27,6 +27,7 @@ import msgspec
 from intentwatch.contracts import (
     KIND_HEADER,
     Event,
+    Grant,
     InputKind,
     RecordRejected,
     decode_task_event,
@@ -75,8 +76,17 @@ class Decoder:
             "task": decode_task_event,
         }
 
-    def decode(self, kind: InputKind, key: bytes | None, value: bytes, now: float) -> Event:
-        """The event in a record of ``kind``; raises :class:`ContractError` (or a subclass)."""
+    def decode(
+        self,
+        kind: InputKind,
+        key: bytes | None,
+        value: bytes,
+        now: float | Callable[[Grant], float],
+    ) -> Event:
+        """The event in a record of ``kind``; raises :class:`ContractError` (or a subclass).
+
+        ``now`` is the time a grant is judged valid at, or a function of the grant giving it.
+        """
         agent_key = _key_text(key)
         if kind == "grant":
             return self._grants.verify(value, agent_key, now)

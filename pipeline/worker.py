@@ -48,7 +48,14 @@ def grant_verifier(settings: Settings) -> GrantVerifier:
     if settings.allow_unsigned_grants:
         log.warning("accepting UNSIGNED grants: development only, anyone who can write the "
                     "grants topic can grant anything")
-    return GrantVerifier(settings.grant_issuers_jwks, allow_unsigned=settings.allow_unsigned_grants)
+    verifier = GrantVerifier(
+        settings.grant_issuers_jwks, allow_unsigned=settings.allow_unsigned_grants
+    )
+    if settings.grant_issuers_jwks is not None and not verifier.binds_issuers:
+        log.warning("%s is a plain JWKS: a grant signed by any of its keys may name any "
+                    'issuer; {"issuers": {issuer: JWKS}} binds each key to its issuer',
+                    settings.grant_issuers_jwks)
+    return verifier
 
 
 def run_worker(settings: Settings) -> None:

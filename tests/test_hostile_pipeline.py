@@ -4,7 +4,9 @@ own detail or to a failing publish (issue 10, rows 2 and 10)."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 import logging
 import time
 from pathlib import Path
@@ -13,12 +15,13 @@ from typing import Any
 import pytest
 
 from intentwatch.contracts import LIMITS, TOPICS, DeadLetterHeaders, ToolCall, encode
+from intentwatch.models.config import ScoringConfig
 from intentwatch.models.engine import Engine
 from intentwatch.pipeline.app import Pipeline
 from intentwatch.pipeline.publishing import Publisher
 from intentwatch.pipeline.settings import Settings
-from intentwatch.pipeline.worker import load_keyring
-from intentwatch.tokens.grants import GrantVerifier
+from intentwatch.pipeline.worker import grant_verifier, load_keyring
+from intentwatch.tokens.grants import GrantVerifier, sign_grant
 from intentwatch.tokens.keys import generate_key
 from intentwatch.tokens.revocations import RevocationVerifier
 from tests.test_pipeline_agents import ISSUER_KEY, Sent, agent_id, call, grant_token, put
@@ -183,3 +186,125 @@ def decode_grant(agent: str):
     return Grant(grant_id="g1", agent_id=agent, task_id="t1", credential_ids=["c1"],
                  intent="look up customer c-42", tools=["crm.*"], targets=["crm://*"],
                  data_labels=["internal"], issued_at=0.0, expires_at=900.0, issuer="broker")
+
+
+@pytest.mark.parametrize(
+    ("ttl", "record_ts", "code"),
+    [(-3600.0, -3630.0, b"expired"), (None, +5000.0, b"not_yet_valid")],
+    ids=["expired_grant_back_dated", "future_grant_forward_dated"],
+)
+async def test_grant_validity_is_checked_at_the_workers_clock_not_the_records(
+    pipeline: Pipeline, sent: Sent, ttl: float | None, record_ts: float, code: bytes
+) -> None:
+    agent = agent_id()
+    now = time.time()
+    if ttl is None:  # issued an hour from now
+        token = sign_grant({**grant_payload(agent), "issued_at": now + 3600,
+                            "expires_at": now + 7200}, ISSUER_KEY).encode()
+    else:
+        token = grant_token(agent, ttl=ttl)
+    async with pipeline.agent.test_context() as events:
+        await put(events, "grant", token, agent, timestamp=now + record_ts)
+
+    [(_, _, headers)] = sent.on("dlq")
+    assert headers[DeadLetterHeaders.ERROR_CLASS] == code
+    assert agent not in pipeline.grants
+
+
+async def test_a_grant_must_name_the_issuer_whose_key_signed_it(
+    tmp_path: Path, sent: Sent
+) -> None:
+    hr_key = generate_key("EdDSA")
+    trust = tmp_path / "issuers.json"
+    trust.write_text(json.dumps({"issuers": {
+        "https://broker.acme.org": {"keys": [ISSUER_KEY.public_jwk()]},
+        "https://hr.acme.org": {"keys": [hr_key.public_jwk()]},
+    }}))
+    settings = Settings(data_dir=tmp_path / "data", keys_dir=tmp_path / "keys", partitions=4,
+                        grant_issuers_jwks=trust)
+    pipeline = Pipeline(settings, keyring=load_keyring(settings.keys_dir),
+                        grant_verifier=grant_verifier(settings), send=sent)
+    agent = agent_id()
+    forged = sign_grant(grant_payload(agent, "t1"), hr_key).encode()  # names the broker
+    honest = sign_grant({**grant_payload(agent, "t2"), "issuer": "https://hr.acme.org"},
+                        hr_key).encode()
+    async with pipeline.agent.test_context() as events:
+        await put(events, "grant", forged, agent)
+        await put(events, "grant", honest, agent)
+
+    [(_, _, headers)] = sent.on("dlq")
+    assert headers[DeadLetterHeaders.ERROR_CLASS] == b"issuer_mismatch"
+    assert set(pipeline.grants[agent]) == {"t2"}
+
+
+@pytest.mark.parametrize(
+    ("first", "again", "code"),
+    [
+        ({"grant_id": "g-new", "issued_at": 60.0}, {"grant_id": "g-old", "tools": ["*"]},
+         b"grant_superseded"),
+        ({"grant_id": "g-1"}, {"grant_id": "g-1", "tools": ["*"]}, b"grant_id_reused"),
+    ],
+    ids=["older_after_newer", "same_id_other_content"],
+)
+async def test_a_replayed_grant_is_a_dead_letter_with_its_code(
+    pipeline: Pipeline, sent: Sent, first: dict[str, Any], again: dict[str, Any], code: bytes
+) -> None:
+    agent = agent_id()
+    now = time.time() - 120.0
+    base = grant_payload(agent)
+    newer = {**base, **first, "issued_at": now + first.get("issued_at", 0.0)}
+    older = {**base, **again, "issued_at": now}
+    async with pipeline.agent.test_context() as events:
+        await put(events, "grant", sign_grant(newer, ISSUER_KEY).encode(), agent)
+        await put(events, "grant", sign_grant(older, ISSUER_KEY).encode(), agent)
+        await put(events, "toolcall", call(agent, tool="iam.update_user_password"), agent)
+
+    [(_, _, headers)] = sent.on("dlq")
+    assert headers[DeadLetterHeaders.ERROR_CLASS] == code
+    assert [v["decision"] for v in sent.verdicts()] == ["revoke"]
+
+
+def grant_payload(agent: str, task: str = "t1") -> dict[str, Any]:
+    token = grant_token(agent, task)
+    return json.loads(base64.urlsafe_b64decode(token.split(b".")[1] + b"=="))
+
+
+async def test_a_record_stamped_far_ahead_moves_no_clock(pipeline: Pipeline, sent: Sent) -> None:
+    agent = agent_id()
+    async with pipeline.agent.test_context() as events:
+        await put(events, "toolcall", call(agent, ts=time.time() + 365 * 86400.0), agent)
+
+    [(_, _, headers)] = sent.on("dlq")
+    assert headers[DeadLetterHeaders.ERROR_CLASS] == b"timestamp_in_future"
+    assert all(clock.now <= time.time() for clock in pipeline.clocks.values())
+
+
+async def test_how_far_ahead_a_record_may_be_stamped_is_configuration(
+    tmp_path: Path, sent: Sent
+) -> None:
+    settings = Settings(data_dir=tmp_path / "data", keys_dir=tmp_path / "keys", partitions=4)
+    pipeline = Pipeline(settings, keyring=load_keyring(settings.keys_dir),
+                        grant_verifier=GrantVerifier({"keys": [ISSUER_KEY.public_jwk()]}),
+                        config=ScoringConfig(max_ahead_seconds=10.0), send=sent)
+    agent = agent_id()
+    async with pipeline.agent.test_context() as events:
+        await put(events, "grant", grant_token(agent), agent)
+        await put(events, "toolcall", call(agent, ts=time.time() + 60.0), agent)
+        await put(events, "toolcall", call(agent, ts=time.time() + 3.0), agent)
+
+    assert [h[DeadLetterHeaders.ERROR_CLASS] for _, _, h in sent.on("dlq")] == [
+        b"timestamp_in_future"
+    ]
+    assert [v["decision"] for v in sent.verdicts()] == ["allow"]
+
+
+async def test_a_tick_stamped_far_ahead_moves_no_clock(pipeline: Pipeline, sent: Sent) -> None:
+    agent = agent_id()
+    async with pipeline.agent.test_context() as events:
+        await put(events, "grant", grant_token(agent), agent)
+        await put(events, "tick", b"", agent, key=None, timestamp=time.time() + 365 * 86400.0)
+
+    [(_, _, headers)] = sent.on("dlq")
+    assert headers[DeadLetterHeaders.ERROR_CLASS] == b"timestamp_in_future"
+    assert sent.on("revocations") == []  # the grant did not expire
+    assert all(clock.now <= time.time() + 5.0 for clock in pipeline.clocks.values())

@@ -46,6 +46,8 @@ __all__ = ["RejectedRevocation", "RevocationSubscriber", "fetch_jwks"]
 
 log = logging.getLogger("intentwatch.sdk.subscriber")
 
+DEFAULT_MAX_AGE_SECONDS = 86400.0
+"""How long after its issue a revocation is accepted unless ``max_age`` says otherwise."""
 JWKS_REFRESH_SECONDS = 10.0
 """Least time between two JWKS downloads prompted by an unknown ``kid`` (a rotated key)."""
 
@@ -56,7 +58,7 @@ class RejectedRevocation:
 
     code: str
     """Why: ``malformed``, ``alg_not_allowed``, ``wrong_type``, ``unknown_kid``,
-    ``bad_signature``, ``wrong_issuer`` or ``wrong_audience``."""
+    ``bad_signature``, ``wrong_issuer``, ``wrong_audience`` or ``stale``."""
     message: str
     partition: int
     offset: int
@@ -83,6 +85,10 @@ class RevocationSubscriber:
         ``earliest``.
     audience, issuer
         If given, every token's ``aud`` must name ``audience`` and its ``iss`` equal ``issuer``.
+    max_age
+        Seconds after its issue (``iat``) a revocation is still accepted; an older one is
+        dropped as ``stale`` (a genuine revocation replayed later); ``None`` accepts any.
+        Expired credentials need no revocation, so a day is plenty.
     on_rejected
         Called with a :class:`RejectedRevocation` for every dropped record.
     ready_timeout
@@ -104,6 +110,7 @@ class RevocationSubscriber:
         offset: Literal["latest", "earliest"] = "latest",
         audience: str | None = None,
         issuer: str | None = None,
+        max_age: float | None = DEFAULT_MAX_AGE_SECONDS,
         on_rejected: Callable[[RejectedRevocation], None] | None = None,
         ready_timeout: float = 30.0,
         dedupe_window: int = 100_000,
@@ -116,7 +123,7 @@ class RevocationSubscriber:
         self.duplicates = 0
         self.rejected: Counter[str] = Counter()
         self._jwks = jwks
-        self._audience, self._issuer = audience, issuer
+        self._audience, self._issuer, self._max_age = audience, issuer, max_age
         deadline = time.monotonic() + ready_timeout
         self._verifier = self._load_verifier(timeout=ready_timeout)
         self._jwks_loaded_at = time.monotonic()
@@ -243,7 +250,9 @@ class RevocationSubscriber:
         jwks = self._jwks
         if isinstance(jwks, str) and _is_url(jwks):
             jwks = fetch_jwks(jwks, timeout)
-        return RevocationVerifier(jwks, audience=self._audience, issuer=self._issuer)
+        return RevocationVerifier(
+            jwks, audience=self._audience, issuer=self._issuer, max_age=self._max_age
+        )
 
     def _wait_assigned(self, deadline: float) -> None:
         while not self._consumer.assignment():

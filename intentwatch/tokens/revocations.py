@@ -36,6 +36,7 @@ b'r1'
 
 from __future__ import annotations
 
+import time
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Annotated, Literal
@@ -149,7 +150,7 @@ class SignedRevocation:
 class RevocationRejected(TokenRejected):
     """A revocation failed verification. ``code`` is one of ``malformed``,
     ``alg_not_allowed``, ``wrong_type``, ``unknown_kid``, ``bad_signature``,
-    ``wrong_issuer``, ``wrong_audience``."""
+    ``wrong_issuer``, ``wrong_audience``, ``stale``."""
 
 
 def revocation_claims(
@@ -223,6 +224,9 @@ class RevocationVerifier:
         If given, ``iss`` must equal it.
     algorithms
         Accepted ``alg`` values; asymmetric only.
+    max_age
+        If given, a token issued (``iat``) more than this many seconds before ``now``
+        is ``stale``: a genuine revocation replayed later is refused.
     """
 
     def __init__(
@@ -232,15 +236,20 @@ class RevocationVerifier:
         audience: str | None = None,
         issuer: str | None = None,
         algorithms: Collection[str] = DEFAULT_ALGORITHMS,
+        max_age: float | None = None,
     ) -> None:
         self.audience = audience
         self.issuer = issuer
+        self.max_age = max_age
         self._jws = JwsVerifier(
             jwks, types=(SET_TYPE,), algorithms=algorithms, rejected=RevocationRejected
         )
 
-    def verify(self, token: bytes | str) -> Revocation:
-        """The revocation in ``token``, or raise :class:`RevocationRejected`."""
+    def verify(self, token: bytes | str, now: float | None = None) -> Revocation:
+        """The revocation in ``token``, or raise :class:`RevocationRejected`.
+
+        ``now`` is the time ``max_age`` counts back from (default: the clock).
+        """
         _, payload = self._jws.verify(token)
         try:
             claims = _claims_decoder.decode(payload)
@@ -253,6 +262,11 @@ class RevocationVerifier:
         audiences = [claims.aud] if isinstance(claims.aud, str) else claims.aud
         if self.audience is not None and self.audience not in audiences:
             raise RevocationRejected("wrong_audience", f"not addressed to {self.audience!r}")
+        age = (time.time() if now is None else now) - claims.iat
+        if self.max_age is not None and age > self.max_age:
+            raise RevocationRejected(
+                "stale", f"issued {age:,.0f} s ago, more than the {self.max_age:g} s accepted"
+            )
         event = claims.events.session_revoked
         extra = claims.intentwatch
         return Revocation(
