@@ -4,8 +4,9 @@
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: demo test test-fast lint bench clean
+.PHONY: demo test test-fast lint bench clean prometheus
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,11 +17,17 @@ $(BIN)/.installed: pyproject.toml
 demo: $(BIN)/.installed
 	$(BIN)/intentwatch demo
 
-test: lint
+test: lint prometheus
 	$(BIN)/python -m pytest
 
-test-fast: $(BIN)/.installed
+test-fast: $(BIN)/.installed prometheus
 	$(BIN)/python -m pytest -m "not kafka"
+
+# Prometheus and promtool for the metrics tests: Debian's package, installed when missing.
+prometheus:
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null || { \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; }
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .

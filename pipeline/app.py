@@ -35,6 +35,7 @@ from intentwatch.models.engine import Engine, Outcome
 from intentwatch.models.replay import event_time
 from intentwatch.pipeline.decoding import Decoder, claimed_task, kind_of
 from intentwatch.pipeline.dlq import DeadLetterLog
+from intentwatch.pipeline.metrics import Metrics
 from intentwatch.pipeline.publishing import Headers, Publisher, Send
 from intentwatch.pipeline.settings import Settings
 from intentwatch.pipeline.snapshots import Snapshots
@@ -157,6 +158,8 @@ class Pipeline:
         self.received: Counter[str] = Counter()
         self._errors = DeadLetterLog()
         """Tracebacks of unexpected errors, one per error class a minute."""
+        self.metrics = Metrics(consumer=lambda: self.app.consumer, topics=INPUT_TOPICS,
+                               tables=self.app.tables)
         self.ready = False
         self._owned: frozenset[int] = frozenset()
         self.agent = self._agent()
@@ -170,7 +173,7 @@ class Pipeline:
             self._on_partitions_assigned  # type: ignore[arg-type]  # faust passes `assigned`
         )
         self.grants.on_recover(self._on_recovered)
-        add_views(self.app, jwks=keyring.jwks, status=self.status)
+        add_views(self.app, jwks=keyring.jwks, status=self.status, metrics=self.metrics.page)
 
     async def handle(
         self,
@@ -193,6 +196,7 @@ class Pipeline:
         """
         topic = TOPICS["events"]
         engine, clock = self._partition(partition)
+        self.metrics.consumed(topic, partition, offset, timestamp)
         try:
             if value is None:
                 raise RecordRejected("malformed", "record has no value")
@@ -200,7 +204,8 @@ class Pipeline:
             self.received[kind] += 1
             if kind == "tick":
                 check_tick(timestamp, time.time(), self.config.max_ahead_seconds)
-                outcome = engine.tick(clock.tick(timestamp))
+                with self.metrics.engine_time(None):
+                    outcome = engine.tick(clock.tick(timestamp))
                 await self._publish(engine, outcome)
                 return outcome
             event = self.decoder.decode(kind, key, value, partial(grant_time, clock))
@@ -209,17 +214,21 @@ class Pipeline:
             if isinstance(error, GrantRejected) and (claimed := claimed_task(value)):
                 engine.grant_rejected(*claimed, str(error))  # calls name why
             await self.publisher.dead_letter(topic, partition, offset, key, value, error)
+            self.metrics.dead_letter(topic, error)
             return None
+        self.metrics.decoded(event)
         now = clock.observe(event_time(event))
         outcome = engine.tick(now)
         try:
-            outcome.extend(engine.process(event, now=now))
+            with self.metrics.engine_time(event):
+                outcome.extend(engine.process(event, now=now))
         except Exception as error:
             if not isinstance(error, ContractError) and self._errors.line(
                 type(error).__name__, str(error)
             ):
                 log.exception("failed on %s/%d@%d", topic, partition, offset)
             await self.publisher.dead_letter(topic, partition, offset, key, value, error)
+            self.metrics.dead_letter(topic, error)
         await self._publish(engine, outcome)
         return outcome
 
@@ -234,8 +243,10 @@ class Pipeline:
             )
 
     async def _publish(self, engine: Engine, outcome: Outcome) -> None:
-        for revocation in await self.publisher.publish(outcome):
+        lost = await self.publisher.publish(outcome)
+        for revocation in lost:
             engine.revocation_lost(revocation)
+        self.metrics.published(outcome, lost)
 
 
     def owns(self, agent_id: str) -> bool:
@@ -295,6 +306,7 @@ class Pipeline:
 
     async def _on_partitions_assigned(self, sender: Any, assigned: set[TP], **_: Any) -> None:
         self._owned = frozenset(tp.partition for tp in assigned if tp.topic == TOPICS["events"])
+        self.metrics.assigned(assigned)
         for partition in set(self.engines) - self._owned:  # rebuilt from the tables if back
             del self.engines[partition], self.clocks[partition]
         log.info("assigned partitions %s", sorted(self._owned))

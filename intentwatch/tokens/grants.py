@@ -60,17 +60,24 @@ from intentwatch.tokens.keys import (
     TokenRejected,
 )
 
-__all__ = ["GRANT_TYPE", "GrantRejected", "GrantVerifier", "TrustSource", "sign_grant"]
+__all__ = [
+    "GRANT_REJECTION_CODES", "GRANT_TYPE", "GrantRejected", "GrantVerifier", "TrustSource",
+    "sign_grant",
+]
 
 GRANT_TYPE = "intentwatch-grant+jwt"
 """The ``typ`` header of grants signed by :func:`sign_grant`."""
 
 
+GRANT_REJECTION_CODES: tuple[str, ...] = (
+    "malformed", "unsigned", "alg_not_allowed", "wrong_type", "unknown_kid", "bad_signature",
+    "untrusted_issuer", "issuer_mismatch", "not_yet_valid", "expired", "agent_mismatch",
+)
+"""Every ``code`` a :class:`GrantRejected` can carry."""
+
+
 class GrantRejected(TokenRejected):
-    """A grant failed verification. ``code`` is one of ``malformed``, ``unsigned``,
-    ``alg_not_allowed``, ``wrong_type``, ``unknown_kid``, ``bad_signature``,
-    ``untrusted_issuer``, ``issuer_mismatch``, ``not_yet_valid``, ``expired``,
-    ``agent_mismatch``."""
+    """A grant failed verification; ``code`` is one of :data:`GRANT_REJECTION_CODES`."""
 
 
 TrustSource = JwksSource | Mapping[str, Any]
