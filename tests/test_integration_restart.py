@@ -2,6 +2,9 @@
 
 The first worker learns a completed task and is stopped by SIGTERM; a second one in the
 same consumer group with the same data dir starts from its snapshot instead of cold.
+Other tests share the broker and the input topic, so the first worker may learn their
+tasks too, up to its last moment: the snapshot it leaves holds at least what it had
+learned when last asked.
 """
 
 from __future__ import annotations
@@ -35,8 +38,9 @@ def test_a_restarted_worker_resumes_from_what_it_learned(
             })
         sdk.publish_task_event({"agent_id": agent, "task_id": "t1", "status": "completed"})
         sdk.flush()
-        learned = wait_for(lambda: first.status()["learned"]["learned_calls"],
-                           lambda calls: calls >= 4, 60, "the completed task to be learned")
+        wait_for(lambda: first.status()["learned"]["learned_calls"],
+                 lambda calls: calls >= 4, 60, "the completed task to be learned")
+        learned = first.status()["learned"]["learned_calls"]
     finally:
         first.close()
         first.stop()
@@ -45,7 +49,7 @@ def test_a_restarted_worker_resumes_from_what_it_learned(
 
     second = RunningWorker(kafka_bootstrap, tmp_path, issuer_key, app_id=app_id)
     try:
-        assert second.status()["learned"]["restored_calls"] == learned
+        assert second.status()["learned"]["restored_calls"] >= learned >= 4
     finally:
         second.close()
         second.stop()

@@ -20,6 +20,7 @@ from intentwatch.contracts import KIND_HEADER, TOPICS, DeadLetterHeaders, encode
 from intentwatch.tokens.grants import GRANT_TYPE
 from intentwatch.tokens.keys import generate_key
 from intentwatch.tokens.revocations import CONTENT_TYPE, SESSION_REVOKED, RevocationVerifier
+from tests.conftest import wait_for
 from tests.forge import hmac_with_public_key, segments, unsecured, with_payload
 
 pytestmark = pytest.mark.kafka
@@ -86,7 +87,10 @@ def test_rejected_grant_is_a_dead_letter_with_its_code(
     assert (headers[DeadLetterHeaders.SOURCE_TOPIC], int(headers[DeadLetterHeaders.SOURCE_OFFSET])
             ) == (TOPICS["events"], source.offset)
     assert letter.value == value
-    assert worker.status()["published"][f"dlq.{code}"] >= 1
+    # the worker counts a dead letter once the broker has acknowledged it, which can be
+    # after a consumer has read it
+    wait_for(lambda: worker.status()["published"].get(f"dlq.{code}", 0), lambda n: n >= 1, 30,
+             f"the worker to count its dlq.{code} dead letter")
 
 
 def test_expired_grant_is_revoked_within_the_bound(worker: Any, agent: str) -> None:
