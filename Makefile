@@ -1,4 +1,4 @@
-# Two commands do all the set-up on a fresh machine (Python 3.11, Java 17, Maven):
+# Two commands do all the set-up on a fresh machine (Python 3.11, Java 17, Maven, Go 1.26):
 #   make demo   - the whole loop on a local Kafka: worker, simulated fleet, live revocations
 #   make test   - lint, type check and the full test suite (starts its own Kafka)
 PYTHON ?= python3.11
@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: demo test test-fast lint bench clean prometheus
+.PHONY: demo test test-fast lint bench clean prometheus collector
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +17,7 @@ $(BIN)/.installed: pyproject.toml
 demo: $(BIN)/.installed
 	$(BIN)/intentwatch demo
 
-test: lint prometheus
+test: lint prometheus collector
 	$(BIN)/python -m pytest
 
 test-fast: $(BIN)/.installed prometheus
@@ -32,6 +32,10 @@ prometheus:
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+
+# The OpenTelemetry Collector the tests run: built with Go on first use (minutes), then cached.
+collector: $(BIN)/.installed
+	$(BIN)/python -m intentwatch.local.otelcol build
 
 bench: $(BIN)/.installed
 	$(BIN)/python -m bench.quality

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
 import msgspec
-from msgspec import Meta, Struct
+from msgspec import UNSET, Meta, Struct, UnsetType
 
 __all__ = [
     "ACTIONS",
@@ -169,6 +169,10 @@ else:
 """RFC 3339 with a time zone, or epoch seconds (1970 to 9999), on the wire; epoch seconds
 once decoded (so the type checker sees ``float``)."""
 GrantItems = Annotated[list[NonEmpty], Meta(max_length=Limits.GRANT_ITEMS)]
+SemconvVersion = Annotated[str, Meta(max_length=32, description=(
+    "only on calls read from OpenTelemetry spans: the OpenTelemetry semantic conventions "
+    "version they were read by, e.g. 1.41.0"))]
+"""Absent (not null) on calls that did not come from a span, and on their verdicts."""
 
 Action = Literal["read", "write", "delete", "send", "execute", "admin"]
 ACTIONS: tuple[str, ...] = ("read", "write", "delete", "send", "execute", "admin")
@@ -270,6 +274,13 @@ class ToolCall(Struct, kw_only=True):
     trace_id: HexId | None = None
     span_id: HexId | None = None
     parent_span_id: HexId | None = None
+    tool_type: Annotated[str, Meta(max_length=Limits.ID_CHARS, description=(
+        "OpenTelemetry gen_ai.tool.type: function, extension, datastore"))] | None = None
+    result: Annotated[Any, Meta(description=(
+        "what the tool returned (OpenTelemetry gen_ai.tool.call.result), possibly cut"))] = None
+    conversation_id: Annotated[str, Meta(max_length=Limits.ID_CHARS, description=(
+        "OpenTelemetry gen_ai.conversation.id"))] | None = None
+    semconv_version: SemconvVersion | UnsetType = UNSET
 
     def __post_init__(self) -> None:
         _check_spiffe_id(self.agent_id)
@@ -341,6 +352,7 @@ class Verdict(Struct, kw_only=True):
     """What decided: ``grant`` (a conformance violation), ``task_revoked``, ``intent``
     (intent or destination evidence), ``novelty`` (past the novelty level),
     ``novelty_only`` or ``delegated`` (held at alert), ``score`` (below the revoke level)."""
+    semconv_version: SemconvVersion | UnsetType = UNSET
 
 
 class Revocation(Struct, kw_only=True):

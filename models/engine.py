@@ -372,6 +372,7 @@ class Engine:
             tool=call.tool, ts=format_ts(call.ts), score=score, decision=decision,
             reasons=reasons, components=assessment.components, model_version=self.config.version,
             rule=rule,
+            semconv_version=call.semconv_version,
         )
         outcome.verdicts.append(verdict)
         self._record_usage(task, call, violations, score)

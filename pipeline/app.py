@@ -8,6 +8,8 @@ grant expiry, quiet tasks) is done as that partition's log moves on, by its data
 records and by the tick records a timer writes into it, so reading the same log
 again decides the same. Active grants live in a faust table (the engines' ``grants``
 mapping), so they move with their partitions when workers join or leave.
+A second agent (:mod:`~intentwatch.pipeline.spans`) turns the OpenTelemetry Collector's
+span records into tool calls on the input topic.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from intentwatch.pipeline.metrics import Metrics
 from intentwatch.pipeline.publishing import Headers, Publisher, Send
 from intentwatch.pipeline.settings import Settings
 from intentwatch.pipeline.snapshots import Snapshots
+from intentwatch.pipeline.spans import SpanInput
 from intentwatch.pipeline.topics import TopicSpec, layout
 from intentwatch.pipeline.web import add_views
 from intentwatch.tokens.grants import GrantRejected, GrantVerifier
@@ -80,7 +83,11 @@ def worker_topics(settings: Settings) -> dict[str, TopicSpec]:
     """Every topic a worker with ``settings`` needs (see
     :func:`~intentwatch.pipeline.topics.layout`)."""
     changelogs = [f"{settings.app_id}-{table}-changelog" for table in TABLES]  # faust's names
-    return layout(settings, inputs=INPUT_TOPICS, changelogs=changelogs)
+    topics = layout(settings, inputs=INPUT_TOPICS, changelogs=changelogs)
+    # The Collector's span topic: read, re-keyed by agent, so not co-partitioned.
+    topics[settings.otlp_topic] = TopicSpec(
+        settings.otlp_topic, settings.partitions, settings.replication_factor)
+    return topics
 
 
 @lru_cache(maxsize=65536)
@@ -163,6 +170,11 @@ class Pipeline:
         self.ready = False
         self._owned: frozenset[int] = frozenset()
         self.agent = self._agent()
+        self.spans = SpanInput(
+            self.app, settings.otlp_topic, settings.otlp_encoding, send=send or self._send,
+            dead_letter=self.publisher.dead_letter, received=self.received,
+            partitions=settings.partitions,
+        )
         self.app.timer(settings.tick_seconds, name="intentwatch.tick")(self.tick)
         self.app.timer(settings.snapshot_seconds, name="intentwatch.snapshot")(
             self.snapshots.save
@@ -263,6 +275,7 @@ class Pipeline:
             "received": dict(self.received),
             "published": dict(self.publisher.counts),
             "learned": self.snapshots.status(),
+            "spans": self.spans.status(),
         }
 
     def _agent(self) -> AgentT:

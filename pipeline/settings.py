@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from intentwatch.pipeline.otlp import ENCODINGS
+
 __all__ = ["Settings"]
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -38,6 +40,8 @@ class Settings:
     tick_seconds: float = 0.2
     snapshot_seconds: float = 30.0
     log_level: str = "info"
+    otlp_topic: str = "otlp_spans"
+    otlp_encoding: str = "otlp_proto"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -53,7 +57,9 @@ class Settings:
         (development only), ``INTENTWATCH_ISSUER`` / ``INTENTWATCH_AUDIENCE`` (``iss``
         and ``aud`` of revocations), ``INTENTWATCH_TICK_SECONDS``,
         ``INTENTWATCH_SNAPSHOT_SECONDS`` (how often what the detector learned is saved to
-        the data dir), ``INTENTWATCH_LOG_LEVEL``.
+        the data dir), ``INTENTWATCH_LOG_LEVEL``, ``INTENTWATCH_OTLP_TOPIC`` and
+        ``INTENTWATCH_OTLP_ENCODING`` (the OpenTelemetry Collector's span topic and its
+        Kafka exporter's ``encoding``: ``otlp_proto`` or ``otlp_json``).
         """
         env = os.environ if env is None else env
         default = cls()
@@ -85,6 +91,9 @@ class Settings:
                 "SNAPSHOT_SECONDS", get("SNAPSHOT_SECONDS", default.snapshot_seconds)
             ),
             log_level=get("LOG_LEVEL", default.log_level).lower(),
+            otlp_topic=get("OTLP_TOPIC", default.otlp_topic),
+            otlp_encoding=_one_of("OTLP_ENCODING", get("OTLP_ENCODING", default.otlp_encoding),
+                                  ENCODINGS),
         )
 
 
@@ -106,6 +115,12 @@ def _positive_float(name: str, text: str) -> float:
     if not value > 0:
         raise ValueError(f"INTENTWATCH_{name} must be a positive number of seconds, got {text!r}")
     return value
+
+
+def _one_of(name: str, text: str, choices: tuple[str, ...]) -> str:
+    if text not in choices:
+        raise ValueError(f"INTENTWATCH_{name} must be one of {', '.join(choices)}, got {text!r}")
+    return text
 
 
 def _flag(name: str, text: str) -> bool:

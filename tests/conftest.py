@@ -76,7 +76,7 @@ class RunningWorker:
     """A worker process and the clients the tests use to talk to it."""
 
     def __init__(self, bootstrap: str, home: Path, issuer_key: Any,
-                 app_id: str | None = None) -> None:
+                 app_id: str | None = None, settings: dict[str, str] | None = None) -> None:
         from intentwatch import RevocationSubscriber, TelemetryPublisher
         from intentwatch.contracts import TOPICS
         from intentwatch.local.kafka_broker import free_port
@@ -103,6 +103,7 @@ class RunningWorker:
             "INTENTWATCH_ISSUER": self.issuer,
             "INTENTWATCH_AUDIENCE": self.audience,
             "INTENTWATCH_TICK_SECONDS": "0.2",
+            **(settings or {}),  # more INTENTWATCH_* variables
         })
         with self.log_file.open("wb") as log:
             self.process = subprocess.Popen(

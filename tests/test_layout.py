@@ -24,7 +24,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = {"intentwatch": REPO / "intentwatch", "intentwatch.models": REPO / "models",
             "intentwatch.pipeline": REPO / "pipeline"}
-WORKER_ONLY = ("faust", "aiokafka", "river", "sklearn", "scipy", "numpy", "tldextract", "mode")
+WORKER_ONLY = ("faust", "aiokafka", "river", "sklearn", "scipy", "numpy", "tldextract", "mode",
+               "opentelemetry")
 VOCABULARY = ("intentwatch.contracts", "intentwatch.schemas", "intentwatch.tokens")
 
 ALLOWED: dict[str, tuple[str, ...]] = {

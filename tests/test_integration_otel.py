@@ -1,0 +1,115 @@
+"""OpenTelemetry spans end to end, all real: an agent instrumented with the OpenTelemetry
+Python SDK exports OTLP to the Collector built by :mod:`intentwatch.local.otelcol`, whose
+Kafka exporter writes to the session's broker; a worker process reads the spans, judges
+the tool calls, and a violating tool span is revoked at the ``RevocationSubscriber``.
+Both exporter encodings, each with its own topic, Collector and worker.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.trace import Status, StatusCode
+
+from intentwatch.contracts import DeadLetterHeaders
+from intentwatch.local import otelcol
+from tests.conftest import RunningWorker
+
+# A first run builds the Collector (minutes); `make test` builds it before the suite.
+pytestmark = [pytest.mark.kafka, pytest.mark.timeout(900)]
+
+
+class Agent:
+    """An agent process's tracing: the OpenTelemetry SDK exporting OTLP/HTTP to the Collector,
+    its SPIFFE ID a resource attribute and the header the Collector keys records by."""
+
+    def __init__(self, collector: otelcol.LocalCollector, agent_id: str,
+                 resource: dict[str, str] | None = None) -> None:
+        self.provider = TracerProvider(resource=Resource.create(
+            {"service.name": "support-agent", "intentwatch.agent.id": agent_id}
+            if resource is None else resource))
+        self.provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(
+            f"{collector.http_endpoint}/v1/traces", headers={"intentwatch-agent-id": agent_id})))
+        self.tracer = self.provider.get_tracer("support-agent")
+
+    def call_tool(self, tool: str, call_id: str, task: str, **attributes: Any) -> None:
+        """One tool call, traced as GenAI semantic conventions 1.41.0 say."""
+        with self.tracer.start_as_current_span(f"execute_tool {tool}", attributes={
+            "gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": tool,
+            "gen_ai.tool.call.id": call_id, "gen_ai.conversation.id": task, **attributes,
+        }) as span:
+            span.set_status(Status(StatusCode.OK))
+
+    def close(self) -> None:
+        assert self.provider.force_flush(10_000)
+        self.provider.shutdown()
+
+
+@pytest.fixture(scope="module", params=["otlp_proto", "otlp_json"])
+def otel(
+    request: pytest.FixtureRequest, kafka_bootstrap: str, issuer_key: Any,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[RunningWorker, otelcol.LocalCollector]]:
+    """A worker reading one encoding from its own span topic, and a Collector writing it."""
+    encoding = request.param
+    topic = f"t-{uuid.uuid4().hex[:12]}-otlp_spans"
+    home = tmp_path_factory.mktemp(f"otel-{encoding}")
+    worker = RunningWorker(kafka_bootstrap, home, issuer_key, settings={
+        "INTENTWATCH_OTLP_TOPIC": topic, "INTENTWATCH_OTLP_ENCODING": encoding})
+    try:
+        collector = otelcol.start(kafka_bootstrap, home / "otelcol.log", topic=topic,
+                                  encoding=encoding)
+        try:
+            yield worker, collector
+        finally:
+            collector.stop()
+    finally:
+        worker.close()
+        worker.stop()
+
+
+def test_a_violating_tool_span_is_revoked_at_the_subscriber(
+    otel: tuple[RunningWorker, otelcol.LocalCollector], agent: str
+) -> None:
+    worker, collector = otel
+    worker.publisher.publish_grant(worker.grant(agent, "t1"))
+    worker.publisher.flush()
+    sdk = Agent(collector, agent)
+    sdk.call_tool("crm.lookup_customer", "call_1", "t1", **{
+        "gen_ai.tool.call.arguments": json.dumps({"customer_id": "c-42"}),
+        "intentwatch.tool.target": "crm://c-42", "intentwatch.data.labels": ["internal"]})
+    sdk.call_tool("iam.update_user_password", "call_2", "t1", **{
+        "gen_ai.tool.call.arguments": json.dumps({"user": "admin"})})
+    sdk.close()
+
+    [revocation] = worker.revocations(agent)
+    assert (revocation.task_id, revocation.reason_code) == ("t1", "intent_violation")
+    assert revocation.evidence == ["call_2"]
+    verdicts = [json.loads(r.value) for r in worker.topics["verdicts"].of(agent, 2)]
+    assert [(v["event_id"], v["decision"]) for v in verdicts] == [
+        ("call_1", "allow"), ("call_2", "revoke")]
+    assert {v["semconv_version"] for v in verdicts} == {"1.41.0"}
+    assert worker.status()["spans"]["tool_calls"] == 2
+
+
+def test_a_tool_span_without_an_agent_id_is_a_dead_letter(
+    otel: tuple[RunningWorker, otelcol.LocalCollector], agent: str
+) -> None:
+    worker, collector = otel
+    sdk = Agent(collector, agent, resource={"service.name": "support-agent"})
+    sdk.call_tool("crm.lookup_customer", "call_1", "t1")
+    sdk.close()
+
+    [record] = worker.topics["dlq"].of(agent)  # keyed as the Collector keyed the record
+    headers = dict(record.headers)
+    assert headers[DeadLetterHeaders.ERROR_CLASS] == b"no_agent_id"
+    assert headers[DeadLetterHeaders.SOURCE_TOPIC] == worker.status()["spans"]["topic"].encode()
+    assert worker.topics["verdicts"].now(agent) == []
