@@ -12,6 +12,7 @@ letter (a span's dead letter holds that span alone, in the record's encoding).
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -59,7 +60,8 @@ class SpanInput:
     async def handle(
         self, partition: int, offset: int, key: bytes | None, value: bytes | None
     ) -> None:
-        """Publish the tool calls of one record, in the order they were made."""
+        """Publish the tool calls of one record, in the order they were made, and return
+        once the broker has them all (so the record's offset is committed after that)."""
         self._received[self.topic] += 1
         try:
             found = tool_calls(decode_traces(value or b"", self.encoding))
@@ -68,13 +70,18 @@ class SpanInput:
                 log.exception("failed on %s/%d@%d", self.topic, partition, offset)
             await self._dead_letter(self.topic, partition, offset, key, value, error)
             return
+        deliveries = []
         for item in found:
             if isinstance(item, RejectedSpan):
                 await self._dead_letter(self.topic, partition, offset, key,
                                         encode_traces(item.traces, self.encoding), item.error)
             else:
-                await self._send(TOPICS["toolcalls"], item.agent_id.encode(), encode(item), ())
-                self.tool_calls += 1
+                deliveries.append(
+                    await self._send(TOPICS["toolcalls"], item.agent_id.encode(), encode(item), ()))
+        for delivery in deliveries:  # the record is handled once the broker has every call
+            if inspect.isawaitable(delivery):
+                await delivery
+        self.tool_calls += len(deliveries)
 
     def status(self) -> dict[str, Any]:
         """For ``/status``: the topic, its encoding and the tool calls read so far."""

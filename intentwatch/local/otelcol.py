@@ -8,8 +8,10 @@ like the Kafka broker's jars; later uses take the binary built then. The first b
 downloads about 650 MB of Go modules into Go's module cache and takes minutes.
 
 ``otelcol.yaml`` is the Collector configuration intentwatch ships: OTLP in, the Kafka
-exporter out, keyed by agent; environment variables set its ports, broker, topic and
-encoding (:func:`start` sets them all)::
+exporter out, keyed by agent. ``INTENTWATCH_OTLP_GRPC_ENDPOINT`` and
+``INTENTWATCH_OTLP_HTTP_ENDPOINT`` (``127.0.0.1:4317``, ``127.0.0.1:4318``),
+``INTENTWATCH_BOOTSTRAP``, ``INTENTWATCH_OTLP_TOPIC`` and ``INTENTWATCH_OTLP_ENCODING``
+set its receivers, broker, topic and encoding (:func:`start` sets them all)::
 
     python -m intentwatch.local.otelcol build   # once; prints the binary's path
     python -m intentwatch.local.otelcol run     # the shipped configuration, in the foreground
@@ -149,9 +151,9 @@ def start(
     OTLP receivers on free ports of 127.0.0.1; wait until both accept connections."""
     binary = build(cache)
     grpc, http = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
-    env = {**os.environ, "OTLP_GRPC_ENDPOINT": grpc, "OTLP_HTTP_ENDPOINT": http,
-           "INTENTWATCH_BOOTSTRAP": bootstrap, "INTENTWATCH_OTLP_TOPIC": topic,
-           "INTENTWATCH_OTLP_ENCODING": encoding}
+    env = {**os.environ, "INTENTWATCH_BOOTSTRAP": bootstrap, "INTENTWATCH_OTLP_TOPIC": topic,
+           "INTENTWATCH_OTLP_ENCODING": encoding, "INTENTWATCH_OTLP_GRPC_ENDPOINT": grpc,
+           "INTENTWATCH_OTLP_HTTP_ENDPOINT": http}
     with log_file.open("wb") as log:
         process = subprocess.Popen(
             [str(binary), "--config", f"file:{CONFIG}"], env=env, stdin=subprocess.DEVNULL,
