@@ -90,4 +90,5 @@ class SpanInput:
     async def _consume(self, stream: faust.StreamT) -> AsyncIterator[None]:
         async for event in stream.events():
             message = event.message
-            yield await self.handle(message.partition, message.offset, event.key, event.value)
+            await self.handle(message.partition, message.offset, event.key, event.value)
+            yield None
