@@ -65,8 +65,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1 import trace_pb2
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, TracesData
 
-from intentwatch.contracts import ContractError, ToolCall, decode_toolcall
-from intentwatch.pipeline.decoding import RecordRejected
+from intentwatch.contracts import ContractError, RecordRejected, ToolCall, decode_toolcall
 
 __all__ = [
     "ATTRIBUTES",
@@ -123,7 +122,7 @@ def decode_traces(value: bytes, encoding: str) -> TracesData:
     >>> decode_traces(b"{", "otlp_proto")
     Traceback (most recent call last):
     ...
-    intentwatch.pipeline.decoding.RecordRejected: malformed: not an OTLP protobuf TracesData ...
+    intentwatch.contracts.RecordRejected: malformed: not an OTLP protobuf TracesData ...
     """
     traces = TracesData()
     if encoding == "otlp_proto":

@@ -9,8 +9,8 @@ import pytest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status, TracesData
 
-from intentwatch.contracts import ContractError, ToolCall
-from intentwatch.pipeline.decoding import RecordRejected, reason_of
+from intentwatch.contracts import ContractError, RecordRejected, ToolCall
+from intentwatch.pipeline.decoding import reason_of
 from intentwatch.pipeline.otlp import (
     MAX_RESULT_BYTES,
     SEMCONV_VERSION,
