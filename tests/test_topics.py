@@ -33,8 +33,9 @@ runner = CliRunner()
 
 
 def test_the_layout_has_every_topic_and_compacted_changelogs() -> None:
-    specs = worker_topics(Settings(app_id="iw", partitions=4, replication_factor=3))
-    assert set(specs) == {*TOPICS.values(), "iw-grants-changelog"}
+    specs = worker_topics(Settings(app_id="iw", partitions=4, replication_factor=3,
+                                   otlp_topic="spans"))
+    assert set(specs) == {*TOPICS.values(), "iw-grants-changelog", "spans"}
     assert {spec.partitions for spec in specs.values()} == {4}
     assert {spec.replication for spec in specs.values()} == {3}
     assert specs["iw-grants-changelog"].configs == {"cleanup.policy": "compact"}
