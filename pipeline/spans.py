@@ -3,11 +3,12 @@
 A faust agent (``concurrency=1``) reads the topic the Collector's Kafka exporter writes
 (``otlp_spans`` unless configured otherwise), decodes each record's ``TracesData``,
 maps its ``execute_tool`` spans (:mod:`intentwatch.pipeline.otlp`) and publishes the
-tool calls onto the tool-call topic keyed by their agent's SPIFFE ID. The Collector's
-records may be unkeyed or keyed by trace id; from here on every record of an agent is
-on that agent's partition, where its state is, and is judged like any other call.
-A record that cannot be read, and each span that cannot be judged, becomes a dead
-letter (a span's dead letter holds that span alone, in the record's encoding).
+tool calls on the input topic (kind ``toolcall``), keyed by their agent's SPIFFE ID.
+The Collector's records may be unkeyed or keyed by trace id; from here on every record
+of an agent is on that agent's partition, in its one log with its grants and task
+events, and is judged like any other call. A record that cannot be read, and each span
+that cannot be judged, becomes a dead letter (a span's dead letter holds that span
+alone, in the record's encoding).
 """
 
 from __future__ import annotations
@@ -20,13 +21,15 @@ from typing import Any
 
 import faust
 
-from intentwatch.contracts import TOPICS, ContractError, encode
+from intentwatch.contracts import KIND_HEADER, TOPICS, ContractError, encode
 from intentwatch.pipeline.otlp import RejectedSpan, decode_traces, encode_traces, tool_calls
 from intentwatch.pipeline.publishing import Send
 
 __all__ = ["DeadLetter", "SpanInput"]
 
 log = logging.getLogger(__name__)
+
+_TOOLCALL = ((KIND_HEADER, b"toolcall"),)
 
 DeadLetter = Callable[[str, int, int, bytes | None, bytes | None, BaseException], Awaitable[None]]
 """``dead_letter(topic, partition, offset, key, value, error)``."""
@@ -76,8 +79,8 @@ class SpanInput:
                 await self._dead_letter(self.topic, partition, offset, key,
                                         encode_traces(item.traces, self.encoding), item.error)
             else:
-                deliveries.append(
-                    await self._send(TOPICS["toolcalls"], item.agent_id.encode(), encode(item), ()))
+                deliveries.append(await self._send(
+                    TOPICS["events"], item.agent_id.encode(), encode(item), _TOOLCALL))
         for delivery in deliveries:  # the record is handled once the broker has every call
             if inspect.isawaitable(delivery):
                 await delivery

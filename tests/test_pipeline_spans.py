@@ -6,11 +6,11 @@ from __future__ import annotations
 import msgspec
 from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 
-from intentwatch.contracts import TOPICS, DeadLetterHeaders, decode_toolcall
+from intentwatch.contracts import KIND_HEADER, DeadLetterHeaders, decode_toolcall
 from intentwatch.pipeline.app import Pipeline
 from intentwatch.pipeline.otlp import decode_traces, encode_traces
 from tests.test_otlp import tool_span, traces
-from tests.test_pipeline_agents import Sent, agent_id, call, grant_token, pipeline, sent
+from tests.test_pipeline_agents import Sent, agent_id, call, grant_token, pipeline, put, sent
 
 __all__ = ["pipeline", "sent"]  # fixtures
 
@@ -24,15 +24,16 @@ def batch(*agents: str | None) -> TracesData:
     return data
 
 
-async def test_tool_spans_are_rekeyed_by_agent_onto_the_tool_call_topic(
+async def test_tool_spans_are_rekeyed_by_agent_onto_the_input_topic(
     pipeline: Pipeline, sent: Sent
 ) -> None:
     first, second = agent_id(), agent_id()
     async with pipeline.spans.agent.test_context() as spans:
         await spans.put(encode_traces(batch(first, second), "otlp_proto"), key=b"trace-id")
 
-    forwarded = sent.on("toolcalls")
+    forwarded = sent.on("events")
     assert [key for key, _, _ in forwarded] == [first.encode(), second.encode()]
+    assert {headers[KIND_HEADER] for _, _, headers in forwarded} == {b"toolcall"}
     calls = [decode_toolcall(value) for _, value, _ in forwarded]
     assert [(c.agent_id, c.event_id, c.semconv_version) for c in calls] == [
         (first, "call_1", "1.41.0"), (second, "call_2", "1.41.0")]
@@ -49,7 +50,7 @@ async def test_a_span_without_an_agent_is_a_dead_letter_holding_that_span_alone(
     async with pipeline.spans.agent.test_context() as spans:
         await spans.put(record, key=None, partition=1)
 
-    assert [key for key, _, _ in sent.on("toolcalls")] == [agent.encode()]
+    assert [key for key, _, _ in sent.on("events")] == [agent.encode()]
     [(key, value, headers)] = sent.on("dlq")
     assert key is None
     assert headers[DeadLetterHeaders.SOURCE_TOPIC] == b"otlp_spans"
@@ -68,7 +69,7 @@ async def test_a_record_that_cannot_be_read_is_a_dead_letter_and_the_next_is_rea
 
     [(_, value, headers)] = sent.on("dlq")
     assert (value, headers[DeadLetterHeaders.ERROR_CLASS]) == (b"\xff\xff", b"malformed")
-    assert len(sent.on("toolcalls")) == 1
+    assert len(sent.on("events")) == 1
 
 
 async def test_a_call_from_a_span_is_judged_and_its_verdict_names_the_conventions(
@@ -77,11 +78,10 @@ async def test_a_call_from_a_span_is_judged_and_its_verdict_names_the_convention
     agent = agent_id()
     async with pipeline.spans.agent.test_context() as spans:
         await spans.put(encode_traces(batch(agent), "otlp_proto"), key=None)
-    [(key, value, _)] = sent.on("toolcalls")
-    async with pipeline.agents[TOPICS["grants"]].test_context() as grants, \
-            pipeline.agents[TOPICS["toolcalls"]].test_context() as calls:
-        await grants.put(grant_token(agent), key=agent.encode())
-        await calls.put(value, key=key)
+    [(_, value, _)] = sent.on("events")
+    async with pipeline.agent.test_context() as events:
+        await put(events, "grant", grant_token(agent), agent)
+        await put(events, "toolcall", value, agent)
 
     [verdict] = sent.verdicts()
     assert (verdict["event_id"], verdict["semconv_version"]) == ("call_1", "1.41.0")
@@ -91,10 +91,9 @@ async def test_verdicts_of_sdk_calls_have_no_convention_version(
     pipeline: Pipeline, sent: Sent
 ) -> None:
     agent = agent_id()
-    async with pipeline.agents[TOPICS["grants"]].test_context() as grants, \
-            pipeline.agents[TOPICS["toolcalls"]].test_context() as calls:
-        await grants.put(grant_token(agent), key=agent.encode())
-        await calls.put(call(agent), key=agent.encode())
+    async with pipeline.agent.test_context() as events:
+        await put(events, "grant", grant_token(agent), agent)
+        await put(events, "toolcall", call(agent), agent)
 
     [(_, value, _)] = sent.on("verdicts")
     assert "semconv_version" not in msgspec.json.decode(value)
