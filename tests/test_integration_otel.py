@@ -157,8 +157,9 @@ def test_the_readme_example_is_judged(
             started = time.time()
             exec(compile(python, "README.md", "exec"), {"__name__": "readme"})
             agent = "spiffe://acme.org/agents/support/agent-7"
-            verdicts = [json.loads(r.value) for r in worker.topics["verdicts"].of(agent, 2)
-                        if r.timestamp / 1000 >= started - 1]
+            # A new worker first reads the whole input log the session's tests wrote.
+            records = worker.topics["verdicts"].of(agent, 2, timeout=600)
+            verdicts = [json.loads(r.value) for r in records if r.timestamp / 1000 >= started - 1]
             assert [(v["tool"], v["decision"], v["semconv_version"]) for v in verdicts] == [
                 ("crm.lookup_customer", "allow", "1.41.0"),
                 ("iam.update_user_password", "revoke", "1.41.0")]
