@@ -186,3 +186,16 @@ def test_a_revocation_the_broker_did_not_take_is_counted_apart() -> None:
     assert sample("intentwatch_revocation_latency_seconds_sum", {"reason": "intent_violation"}) \
         == 1.0
     assert sample("intentwatch_revocation_latency_seconds_count", {"reason": "anomaly"}) == 0
+
+
+def test_an_event_the_engine_refuses_is_not_engine_work() -> None:
+    """It becomes a dead letter: counting it as engine work too would count it twice."""
+    metrics = Metrics()
+    count = lambda: metrics.registry.get_sample_value(  # noqa: E731
+        "intentwatch_engine_seconds_count", {"event": "tick"}
+    ) or 0.0
+    with metrics.engine_time(None):
+        pass
+    with pytest.raises(ValueError), metrics.engine_time(None):
+        raise ValueError("refused")
+    assert count() == 1.0
