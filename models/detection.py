@@ -142,10 +142,11 @@ class FusionConfig:
     """Score from which novelty alone (rarities, volumes, the shared model) revokes under a
     broad grant; below it, and always under a narrow grant, only intent or destination
     evidence revokes and novelty at most alerts."""
-    evidence_level: float = 0.2
+    evidence_level: float = 0.45
     """Risk that a task's intent and destination evidence alone must reach (in one of its
-    calls so far) before the score may revoke: an unasked write, send, delete or change of
-    access, a destination nothing vouches for, a flow, an unasked privilege."""
+    calls so far) before the score may revoke: an unasked send, delete or change of access,
+    a destination nothing vouches for, a flow, an unasked privilege (an unasked write or
+    code run, which the lexicon often misses in honest requests, is not enough)."""
     delegated: str = "alert"
     """What intent or destination evidence can do in a task whose request delegates to
     data (``do the tasks in my to-do list``): ``alert`` or ``revoke``."""

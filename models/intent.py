@@ -169,8 +169,8 @@ _extract = tldextract.TLDExtract(suffix_list_urls=())
 _HANDLE_IN_TEXT = re.compile(r"(?<![\w@])@[a-z0-9][\w.-]{1,63}", re.IGNORECASE)
 _DELEGATION = re.compile(
     r"\b(?:do|complete|handle|finish|work through|go through|carry out|execute|perform|"
-    r"follow|action|process|take care of)\b[^.;!?]{0,40}?\b(?:tasks?|to-?dos?|"
-    r"instructions?|steps?|requests?|items?|actions?|list|checklist)\b[^.;!?]{0,30}?"
+    r"follow|action|process|take care of)\b[^;!?\n]{0,40}?\b(?:tasks?|to-?dos?|"
+    r"instructions?|steps?|requests?|items?|actions?|list|checklist)\b[^;!?\n]{0,60}?"
     r"\b(?:in|from|on|of|listed|described|written)\b"
     r"|\b(?:do|follow|handle)\s+(?:what|whatever)\b[^.;!?]{0,40}?"
     r"\b(?:says?|asks?|tells?|requests?|wants?)\b",
@@ -579,8 +579,11 @@ class ParsedIntent:
         domain = parts.domain
         if domain is None:
             return False
-        brand = domain.split(".", 1)[0].replace("-", "")
-        return domain in self.domains or (len(brand) >= 4 and brand in self.words)
+        label = domain.split(".", 1)[0]
+        brand, head = label.replace("-", ""), label.split("-", 1)[0]
+        return domain in self.domains or any(
+            len(name) >= 4 and name in self.words for name in (brand, head)
+        )
 
     def records_like(self, parts: TargetParts) -> frozenset[str]:
         """Record identifiers the intent names that look like the target's (ticket 51796

@@ -120,7 +120,7 @@ def test_fields_and_labels(events: list[dict]) -> None:
             assert e["outcome"] in ("ok", "error", "denied")
             assert e["truth"]["attack"] or not e["truth"]["harmful"]
         elif e["kind"] == "task":
-            assert set(e["truth"]) == {"attack", "attack_type"}
+            assert set(e["truth"]) == {"attack", "attack_type", "kind"}
 
 
 def test_every_attack_type_appears_and_does_harm(tasks: dict[str, dict]) -> None:
@@ -243,3 +243,32 @@ def test_roles_are_data_files_and_a_misspelt_step_key_is_refused(tmp_path) -> No
     (tmp_path / "hr.json").write_text(json.dumps(data))
     with pytest.raises(ValueError, match="lables"):
         load_role(tmp_path / "hr.json")
+
+
+def test_an_extra_action_is_one_harmful_call_to_an_ordinary_destination(
+        tasks: dict[str, dict]) -> None:
+    """The rest of the task is an ordinary task; the one harmful call goes to a personal or
+    company mailbox or a bank account, as benign sends and payments do."""
+    extra = [t for t in tasks.values() if attack_type(t) == "extra_action"]
+    assert extra
+    for task in extra:
+        attack = [c for c in task["calls"] if c["truth"]["attack"]]
+        assert len(attack) == 1 and attack[0]["truth"]["harmful"]
+        assert attack[0]["target"].startswith(("mailto:", "iban:"))
+
+
+def test_held_out_kinds_never_run_in_the_warm_up_and_are_the_only_ones_after() -> None:
+    spec = FleetSpec(seed=5, agents_per_role=1, history_days=1, attack_days=1,
+                     held_out_kinds=1)
+    held = {name: spec.held_out(load_role(_DATA / "roles" / f"{name}.json"))
+            for name in ROLE_NAMES}
+    assert all(len(kinds) == 1 for kinds in held.values())
+    seen: Counter[bool] = Counter()
+    warm = spec.start.timestamp() + spec.history_days * 86400
+    for event in generate(spec):
+        if event["kind"] == "task" and event["status"] == "started":
+            role = event["agent_id"].split("/")[-2]
+            after = datetime.fromisoformat(event["ts"].replace("Z", "+00:00")).timestamp() >= warm
+            assert (event["truth"]["kind"] in held[role]) == after
+            seen[after] += 1
+    assert seen[True] and seen[False]

@@ -16,9 +16,10 @@ from intentwatch.models.replay import replay
 from intentwatch.simulation.fleet import FleetSpec, generate
 
 SPEC = FleetSpec(seed=4, agents_per_role=1, history_days=1.0, attack_days=1.0, attack_rate=0.3)
-DIGEST = "325ddc325f614d105ed17d8ab992c20db07730c3fa19923fc1e02935d7bf2613"
+DIGEST = "2ad0b65eef93fe11015f6d46359c5bcb276dd00051175f248bf9edd3d3c22549"
 """sha256 of the outputs of the engine of config 2026.12.1 (issue 11: destination provenance,
-novelty alone held at alert, verdicts name their rule, verb-based intent reading)."""
+novelty alone held at alert, verdicts name their rule, verb-based intent reading; the
+fleet's extra_action attacks, ordinary drop sites, delegating and data-destination tasks)."""
 
 
 def replay_digest(spec: FleetSpec) -> tuple[int, str]:
