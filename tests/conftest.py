@@ -180,9 +180,32 @@ class RunningWorker:
             except OSError:
                 status = {}
             if status.get("ready") and status.get("partitions"):
+                self._wait_caught_up(len(status["partitions"]))
                 return
             time.sleep(0.2)
         pytest.fail(f"worker not ready within 120 s:\n{self._log_tail()}")
+
+    def _wait_caught_up(self, partitions: int, timeout: float = 600.0) -> None:
+        """Wait until the worker has read the shared input log up to its end.
+
+        A new consumer group starts at the beginning of the session's input topic, which
+        every earlier test (and every worker's tick records) has filled: a test's own
+        records wait behind all of it. Caught up is every held partition at most a few
+        records behind (ticks keep arriving), as the worker's own lag metric says.
+        """
+        from prometheus_client.parser import text_string_to_metric_families
+
+        from intentwatch.contracts import TOPICS
+
+        def lags() -> list[float]:
+            with urllib.request.urlopen(f"{self.url}/metrics", timeout=5) as response:
+                text = response.read().decode()
+            return [sample.value for family in text_string_to_metric_families(text)
+                    if family.name == "intentwatch_consumer_lag_records"
+                    for sample in family.samples if sample.labels["topic"] == TOPICS["events"]]
+
+        wait_for(lags, lambda found: len(found) == partitions and max(found) <= 20, timeout,
+                 "the worker to catch up with the input log")
 
     def _log_tail(self) -> str:
         return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-40:])
