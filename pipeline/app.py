@@ -228,7 +228,6 @@ class Pipeline:
             await self.publisher.dead_letter(topic, partition, offset, key, value, error)
             self.metrics.dead_letter(topic, error)
             return None
-        self.metrics.decoded(event)
         now = clock.observe(event_time(event))
         outcome = engine.tick(now)
         try:
@@ -241,6 +240,8 @@ class Pipeline:
                 log.exception("failed on %s/%d@%d", topic, partition, offset)
             await self.publisher.dead_letter(topic, partition, offset, key, value, error)
             self.metrics.dead_letter(topic, error)
+        else:  # an event the engine refused is a dead letter, not a judged event
+            self.metrics.decoded(event)
         await self._publish(engine, outcome)
         return outcome
 
