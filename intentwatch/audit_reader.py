@@ -17,6 +17,7 @@ _decoder = msgspec.json.Decoder(AuditRecord)
 def read_audit_records(bootstrap: str, *, timeout: float = 10.0) -> Iterator[AuditRecord]:
     """Yield the audit records from the beginning of the topic up to its current end."""
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                             isolation_level="read_committed",
                              consumer_timeout_ms=int(timeout * 1000))
     try:
         partitions = consumer.partitions_for_topic(TOPICS["audit"]) or set()

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import heapq
 import uuid
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Literal
@@ -51,7 +51,7 @@ from intentwatch.models.config import ScoringConfig, load_config
 from intentwatch.models.conformance import Violation, check_call, target_allowed, tool_allowed
 from intentwatch.models.detection import Detector
 
-__all__ = ["Engine", "Outcome"]
+__all__ = ["Engine", "Outcome", "TaskState", "Tombstone"]
 
 _REVOCATION_NAMESPACE = uuid.UUID("5b1f4a5e-3c55-4d4e-9a8f-0c6f1d2e7a10")
 
@@ -72,6 +72,8 @@ _INTENT_CODES = frozenset({"intent", "unnamed_target", "privilege", "destination
 _MAX_STAGED_CALLS = 512
 _MAX_REJECTED_GRANTS = 10_000
 _TOMBSTONE_SECONDS = 24 * 3600.0
+_MAX_TOMBSTONES = 4096
+"""Ended tasks remembered per agent (the oldest are forgotten first)."""
 
 TaskStatus = Literal["open", "completed", "failed", "cancelled", "expired"]
 
@@ -93,9 +95,27 @@ class Outcome:
         return bool(self.verdicts or self.revocations or self.audits)
 
 
+@dataclass(frozen=True, kw_only=True)
+class Tombstone:
+    """What is kept of a task once it ended, for a day of stream time: enough to refuse
+    its credentials, never to expire or audit it again, and to revoke each cause once.
+
+    >>> Tombstone(status="completed", ended_at=500.0).revoked
+    {}
+    """
+
+    status: TaskStatus
+    ended_at: float
+    revoked: dict[str, str] = field(default_factory=dict)
+    """Reason code -> revocation id, as sent."""
+    audit_pending: bool = False
+    """It ended before its grant was read: the audit waits for the grant."""
+
+
 @dataclass
-class _Task:
-    """What the engine knows of one task between its first event and its end."""
+class TaskState:
+    """What the engine knows of one task between its first event and its end: plain data,
+    kept in the ``open`` store so that a restart goes on where the task was."""
 
     agent_id: str
     task_id: str
@@ -104,10 +124,13 @@ class _Task:
     ended_at: float | None = None
     last_seen: float = 0.0
     staged: list[tuple[ToolCall, ToolInfo]] = field(default_factory=list)
+    """Calls judged so far, learned when the task ends without revocation."""
+    parked: list[ToolCall] = field(default_factory=list)
+    """Calls logged before the task's grant, waiting for it."""
     revoked: dict[str, str] = field(default_factory=dict)  # reason code -> revocation id
-    tools: Counter[str] = field(default_factory=Counter)
-    targets: Counter[str] = field(default_factory=Counter)
-    labels: Counter[str] = field(default_factory=Counter)
+    tools: dict[str, int] = field(default_factory=dict)
+    targets: dict[str, int] = field(default_factory=dict)
+    labels: dict[str, int] = field(default_factory=dict)
     out_of_grant: list[dict[str, str]] = field(default_factory=list)
     calls: int = 0
     max_score: float = 0.0
@@ -134,6 +157,13 @@ class Engine:
     grants
         Where active grants live: agent id -> {task id -> Grant}. The pipeline
         passes a faust table; values are assigned back after every change.
+    open
+        Where open tasks' :class:`TaskState` s live: agent id -> {task id -> TaskState};
+        written back after each event or tick that changed them.
+    ended
+        Where ended tasks' :class:`Tombstone` s live: agent id -> {task id -> Tombstone};
+        like ``grants``, a table in the pipeline, so that after a restart an ended
+        task's credentials are still refused and its grant not expired again.
     catalogue
         Operator knowledge of tools (action class, description).
     detector
@@ -145,18 +175,24 @@ class Engine:
         config: ScoringConfig | None = None,
         *,
         grants: MutableMapping[str, dict[str, Grant]] | None = None,
+        open: MutableMapping[str, dict[str, TaskState]] | None = None,
+        ended: MutableMapping[str, dict[str, Tombstone]] | None = None,
         catalogue: ToolCatalogue | None = None,
         detector: Detector | None = None,
     ) -> None:
         self.config = config or load_config()
         self.grants: MutableMapping[str, dict[str, Grant]] = grants if grants is not None else {}
+        self.open: MutableMapping[str, dict[str, TaskState]] = open if open is not None else {}
+        self.ended: MutableMapping[str, dict[str, Tombstone]] = ended if ended is not None else {}
         self.catalogue = catalogue or ToolCatalogue()
         self.detector = detector or Detector(self.config)
-        self._tasks: dict[tuple[str, str], _Task] = {}
-        self._parked: dict[tuple[str, str], list[ToolCall]] = {}
-        self._grace: list[tuple[float, str, str]] = []  # (deadline, agent, task), grants time
+        self._tasks: dict[tuple[str, str], TaskState] = {}
+        """Every task the engine knows (open ones as in ``open``, ended ones for a day)."""
+        self._changed: set[tuple[str, str]] = set()
+        self._grace: list[tuple[float, str, str]] = []  # (deadline, agent, task), stream time
         self._expiries: list[tuple[float, str, str]] = []  # (expires_at, agent, task)
-        self._last_sweep = float("-inf")
+        self.last_sweep = float("-inf")
+        """Stream time of the last sweep for quiet tasks (kept with the stream time)."""
         self._rejected: OrderedDict[tuple[str, str], str] = OrderedDict()
         """Why the last grant record naming (agent, task) was rejected, newest last."""
 
@@ -174,12 +210,15 @@ class Engine:
         reusing an id, or for a task that ended.
         """
         if isinstance(event, ToolCall):
-            return self._on_call(event, event.ts if now is None else now)
-        if isinstance(event, Grant):
-            return self._on_grant(event, event.issued_at if now is None else now)
-        if isinstance(event, TaskEvent):
-            return self._on_task_event(event)
-        raise TypeError(f"not an intentwatch event: {type(event).__name__}")
+            outcome = self._on_call(event, event.ts if now is None else now)
+        elif isinstance(event, Grant):
+            outcome = self._on_grant(event, event.issued_at if now is None else now)
+        elif isinstance(event, TaskEvent):
+            outcome = self._on_task_event(event)
+        else:
+            raise TypeError(f"not an intentwatch event: {type(event).__name__}")
+        self._write_back()
+        return outcome
 
     def tick(self, now: float) -> Outcome:
         """Do what is due by stream time ``now``: judge calls whose grant never came,
@@ -191,30 +230,39 @@ class Engine:
         while self._expiries and self._expiries[0][0] <= now:
             when, agent_id, task_id = heapq.heappop(self._expiries)
             self._expire(agent_id, task_id, when, outcome)
-        if now - self._last_sweep >= self.config.quiet_period_seconds / 4:
-            self._last_sweep = now
+        if now - self.last_sweep >= self.config.quiet_period_seconds / 4:
+            self.last_sweep = now
             self._sweep(now, outcome)
+        self._write_back()
         return outcome
 
     def restore(self, keep: Callable[[str], bool] = lambda agent_id: True) -> None:
-        """Rebuild time-driven work from the grants store for the agents ``keep`` accepts
-        (after recovery or rebalance).
-
-        Tasks of restored grants count as open: one that ended just before a crash
-        is revoked again at expiry, which receivers treat as a no-op.
-        """
+        """Take over the open tasks, grants and tombstones of the agents ``keep`` accepts
+        (after recovery or rebalance): parked calls wait for their grants again, the
+        grants of open tasks expire, ended tasks stay ended."""
+        self._tasks.clear()
+        for agent_id, tasks in self.open.items():
+            if keep(agent_id):
+                for task_id, task in tasks.items():
+                    self._tasks[agent_id, task_id] = task
+        for agent_id, tombstones in self.ended.items():
+            if keep(agent_id):
+                for task_id in tombstones:
+                    self._task(agent_id, task_id)
         self._grace = [
-            (calls[0].ts + self.config.grace_seconds, *key) for key, calls in self._parked.items()
+            (task.parked[0].ts + self.config.grace_seconds, *key)
+            for key, task in self._tasks.items() if task.parked
         ]
         heapq.heapify(self._grace)
         self._expiries = []
-        for agent_id, tasks in self.grants.items():
+        for agent_id, grants in self.grants.items():
             if not keep(agent_id):
                 continue
-            for task_id, grant in tasks.items():
-                self._task(agent_id, task_id)
-                self._expiries.append((grant.expires_at, agent_id, task_id))
+            for task_id, grant in grants.items():
+                if not self._task(agent_id, task_id).is_over:
+                    self._expiries.append((grant.expires_at, agent_id, task_id))
         heapq.heapify(self._expiries)
+        self._changed.clear()
 
     def grant_rejected(self, agent_id: str, task_id: str, why: str) -> None:
         """Note that a grant record naming this task was rejected (``why``, e.g.
@@ -255,6 +303,7 @@ class Engine:
             if task.audit_pending:
                 task.audit_pending = False
                 outcome.audits.append(self._audit(task, grant))
+            self._bury(task)
         return outcome
 
     def _on_task_event(self, event: TaskEvent) -> Outcome:
@@ -291,10 +340,11 @@ class Engine:
         self._end(task, "expired", when, grant, outcome)
 
     def _end(
-        self, task: _Task, status: TaskStatus, ts: float, grant: Grant | None, outcome: Outcome
+        self, task: TaskState, status: TaskStatus, ts: float, grant: Grant | None, outcome: Outcome
     ) -> None:
         task.status = status
         task.ended_at = ts
+        self._changed.add((task.agent_id, task.task_id))
         self.detector.end_task(
             task.agent_id, task.task_id, task.staged, learn=not task.revoked_for_cause
         )
@@ -303,6 +353,7 @@ class Engine:
             task.audit_pending = True
         else:
             outcome.audits.append(self._audit(task, grant))
+        self._bury(task)
 
     def _sweep(self, now: float, outcome: Outcome) -> None:
         """End quiet open tasks (learning them) and forget long-finished or orphan ones
@@ -312,7 +363,9 @@ class Engine:
             idle = now - max(task.last_seen, task.ended_at or task.last_seen)
             if idle > _TOMBSTONE_SECONDS and (task.is_over or self._grant(*key) is None):
                 del self._tasks[key]
+                self._changed.add(key)
                 self._drop_grant(*key)
+                self._forget_tombstone(*key)
                 if task.audit_pending:
                     outcome.audits.append(self._audit(task, None))
             elif task.staged and idle >= quiet:
@@ -320,17 +373,17 @@ class Engine:
                     task.agent_id, task.task_id, task.staged, learn=not task.revoked_for_cause
                 )
                 task.staged = []
+                self._changed.add(key)
 
     # -- tool calls -----------------------------------------------------------------------
 
     def _on_call(self, call: ToolCall, now: float) -> Outcome:
         outcome = Outcome()
         key = (call.agent_id, call.task_id)
-        task = self._tasks.get(key)
-        if self._grant(*key) is None and (task is None or not task.is_over):
-            parked = self._parked.setdefault(key, [])
-            parked.append(call)
-            if len(parked) == 1:
+        if self._grant(*key) is None and not self._task(*key).is_over:
+            task = self._task(*key)
+            task.parked.append(call)
+            if len(task.parked) == 1:
                 deadline = max(call.ts, now) + self.config.grace_seconds
                 heapq.heappush(self._grace, (deadline, *key))
             return outcome
@@ -338,7 +391,12 @@ class Engine:
         return outcome
 
     def _judge_parked(self, agent_id: str, task_id: str, outcome: Outcome) -> None:
-        for call in self._parked.pop((agent_id, task_id), []):
+        task = self._tasks.get((agent_id, task_id))
+        if task is None or not task.parked:
+            return
+        calls, task.parked = task.parked, []
+        self._changed.add((agent_id, task_id))
+        for call in calls:
             self._judge(call, outcome)
 
     def _judge(self, call: ToolCall, outcome: Outcome) -> None:
@@ -390,7 +448,7 @@ class Engine:
                 evidence=[call.event_id], extra_credentials=[call.credential_id],
             )
 
-    def _violations(self, call: ToolCall, task: _Task, grant: Grant | None) -> list[Violation]:
+    def _violations(self, call: ToolCall, task: TaskState, grant: Grant | None) -> list[Violation]:
         if task.is_over and call.ts > (task.ended_at or 0.0):
             when = format_ts(task.ended_at) if task.ended_at is not None else "earlier"
             return [Violation(
@@ -415,14 +473,15 @@ class Engine:
         return violations
 
     def _record_usage(
-        self, task: _Task, call: ToolCall, violations: list[Violation], score: float
+        self, task: TaskState, call: ToolCall, violations: list[Violation], score: float
     ) -> None:
         task.calls += 1
         task.max_score = max(task.max_score, score)
-        task.tools[call.tool] += 1
+        task.tools[call.tool] = task.tools.get(call.tool, 0) + 1
         if call.target is not None:
-            task.targets[call.target] += 1
-        task.labels.update(call.data_labels)
+            task.targets[call.target] = task.targets.get(call.target, 0) + 1
+        for label in call.data_labels:
+            task.labels[label] = task.labels.get(label, 0) + 1
         for violation in violations:
             task.out_of_grant.append({
                 "event_id": call.event_id, "code": violation.code, "tool": call.tool,
@@ -433,7 +492,7 @@ class Engine:
 
     def _revoke(
         self,
-        task: _Task,
+        task: TaskState,
         grant: Grant | None,
         code: ReasonCode,
         ts: float,
@@ -450,6 +509,9 @@ class Engine:
             _REVOCATION_NAMESPACE, f"{task.agent_id}|{task.task_id}|{code}"
         ))
         task.revoked[code] = revocation_id
+        self._changed.add((task.agent_id, task.task_id))
+        if task.is_over:  # a late call or grant: said once, across restarts too
+            self._bury(task)
         credentials = list(grant.credential_ids) if grant is not None else []
         credentials += [c for c in extra_credentials if c is not None and c not in credentials]
         outcome.revocations.append(Revocation(
@@ -465,8 +527,12 @@ class Engine:
         code = revocation.reason_code
         if task is not None and task.revoked.get(code) == revocation.revocation_id:
             del task.revoked[code]
+            self._changed.add((revocation.agent_id, revocation.task_id))
+            if task.is_over:
+                self._bury(task)
+            self._write_back()
 
-    def _audit(self, task: _Task, grant: Grant | None) -> AuditRecord:
+    def _audit(self, task: TaskState, grant: Grant | None) -> AuditRecord:
         granted = {
             "tools": list(grant.tools) if grant else [],
             "targets": list(grant.targets) if grant else [],
@@ -498,12 +564,61 @@ class Engine:
 
     # -- state ----------------------------------------------------------------------------
 
-    def _task(self, agent_id: str, task_id: str) -> _Task:
+    def _task(self, agent_id: str, task_id: str) -> TaskState:
+        """The task's state, made or taken from its tombstone; written back after the event."""
         key = (agent_id, task_id)
+        self._changed.add(key)
         task = self._tasks.get(key)
         if task is None:
-            task = self._tasks[key] = _Task(agent_id, task_id)
+            tombstone = (self.ended.get(agent_id) or {}).get(task_id)
+            task = TaskState(agent_id, task_id)
+            if tombstone is not None:
+                task = TaskState(
+                    agent_id, task_id, status=tombstone.status, ended_at=tombstone.ended_at,
+                    last_seen=tombstone.ended_at, revoked=dict(tombstone.revoked),
+                    audit_pending=tombstone.audit_pending,
+                )
+            self._tasks[key] = task
         return task
+
+    def _write_back(self) -> None:
+        """Put the open tasks this event or tick touched into ``open``; drop ended ones."""
+        by_agent: dict[str, list[str]] = {}
+        for agent_id, task_id in self._changed:
+            by_agent.setdefault(agent_id, []).append(task_id)
+        self._changed.clear()
+        for agent_id, task_ids in by_agent.items():
+            tasks = dict(self.open.get(agent_id) or {})
+            for task_id in task_ids:
+                task = self._tasks.get((agent_id, task_id))
+                if task is not None and not task.is_over:
+                    tasks[task_id] = task
+                else:
+                    tasks.pop(task_id, None)
+            if tasks:
+                self.open[agent_id] = tasks
+            elif agent_id in self.open:
+                del self.open[agent_id]
+
+    def _bury(self, task: TaskState) -> None:
+        """Keep what ends with the task (its tombstone) where restarts find it."""
+        assert task.ended_at is not None
+        tombstones = dict(self.ended.get(task.agent_id) or {})
+        tombstones[task.task_id] = Tombstone(
+            status=task.status, ended_at=task.ended_at, revoked=dict(task.revoked),
+            audit_pending=task.audit_pending,
+        )
+        while len(tombstones) > _MAX_TOMBSTONES:
+            del tombstones[min(tombstones, key=lambda t: tombstones[t].ended_at)]
+        self.ended[task.agent_id] = tombstones
+
+    def _forget_tombstone(self, agent_id: str, task_id: str) -> None:
+        tombstones = dict(self.ended.get(agent_id) or {})
+        if tombstones.pop(task_id, None) is not None:
+            if tombstones:
+                self.ended[agent_id] = tombstones
+            else:
+                del self.ended[agent_id]
 
     def _grant(self, agent_id: str, task_id: str) -> Grant | None:
         tasks = self.grants.get(agent_id)

@@ -26,6 +26,7 @@ import faust
 import msgspec
 from aiokafka.partitioner import murmur2
 from faust.serializers import codecs
+from faust.streams import current_event
 from faust.types import TP, AgentT
 
 from intentwatch.contracts import KIND_HEADER, TOPICS, ContractError, Grant, RecordRejected
@@ -33,7 +34,7 @@ from intentwatch.models.admission import check_tick, check_time
 from intentwatch.models.clock import LogClock
 from intentwatch.models.config import ScoringConfig, load_config
 from intentwatch.models.detection import Detector
-from intentwatch.models.engine import Engine, Outcome
+from intentwatch.models.engine import Engine, Outcome, TaskState, Tombstone
 from intentwatch.models.replay import event_time
 from intentwatch.pipeline.decoding import Decoder, claimed_task, kind_of
 from intentwatch.pipeline.dlq import DeadLetterLog
@@ -47,7 +48,7 @@ from intentwatch.pipeline.web import add_views
 from intentwatch.tokens.grants import GrantRejected, GrantVerifier
 from intentwatch.tokens.keys import Keyring
 
-__all__ = ["INPUT_TOPICS", "TABLES", "GrantsTable", "Pipeline", "agent_partition", "worker_topics"]
+__all__ = ["INPUT_TOPICS", "TABLES", "Pipeline", "TypedTable", "agent_partition", "worker_topics"]
 
 log = logging.getLogger(__name__)
 
@@ -57,26 +58,42 @@ INPUT_TOPICS = (TOPICS["events"],)
 """The topic the worker consumes: every agent's grants, calls and task events, keyed by
 agent SPIFFE ID."""
 
-TABLES = ("grants",)
+TABLES = ("grants", "open", "ended", "partitions")
 """The names of the worker's tables; each has a compacted changelog topic, co-partitioned
 with the input topics."""
 
-_GRANTS_CODEC = "intentwatch-grants"
+
+class PartitionState(msgspec.Struct, frozen=True):
+    """What a partition's engine keeps besides its agents' tables: its stream time."""
+
+    clock: tuple[float, float, float, float]
+    """:meth:`LogClock.state`."""
+    last_sweep: float
+    """:attr:`Engine.last_sweep`."""
 
 
-class _GrantsCodec(codecs.Codec):
-    """A grants table value, ``{task id: Grant}``, as JSON (msgspec, strict on the way in)."""
+class _TypedCodec(codecs.Codec):
+    """Table values of one type as msgpack (msgspec; typed, strict on the way in)."""
 
-    _decoder = msgspec.json.Decoder(dict[str, Grant])
+    def __init__(self, value_type: Any) -> None:
+        super().__init__()
+        self._decoder = msgspec.msgpack.Decoder(value_type)
 
-    def _dumps(self, value: dict[str, Grant]) -> bytes:
-        return msgspec.json.encode(value)
+    def _dumps(self, value: Any) -> bytes:
+        return msgspec.msgpack.encode(value)
 
-    def _loads(self, data: bytes) -> dict[str, Grant]:
+    def _loads(self, data: bytes) -> Any:
         return self._decoder.decode(data)
 
 
-codecs.register(_GRANTS_CODEC, _GrantsCodec())
+_CODECS = {
+    "intentwatch-grants": dict[str, Grant],
+    "intentwatch-open": dict[str, TaskState],
+    "intentwatch-ended": dict[str, Tombstone],
+    "intentwatch-partitions": PartitionState,
+}
+for _name, _type in _CODECS.items():
+    codecs.register(_name, _TypedCodec(_type))
 
 
 def worker_topics(settings: Settings) -> dict[str, TopicSpec]:
@@ -96,12 +113,12 @@ def agent_partition(agent_id: str, partitions: int) -> int:
     return (murmur2(agent_id.encode()) & 0x7FFFFFFF) % partitions
 
 
-class GrantsTable(faust.Table):
-    """Agent id → ``{task id: Grant}``, as JSON."""
+class TypedTable(faust.Table):
+    """Agent id (or partition) → a typed value (its codec one of :data:`_CODECS`)."""
 
-    def __init__(self, app: faust.App, **kwargs: Any) -> None:
+    def __init__(self, app: faust.App, *, codec: str, **kwargs: Any) -> None:
         super().__init__(app, **kwargs)
-        self.value_serializer = _GRANTS_CODEC
+        self.value_serializer = codec
 
 
 class Pipeline:
@@ -131,7 +148,9 @@ class Pipeline:
             topic_partitions=settings.partitions,
             topic_replication_factor=settings.replication_factor,
             topic_disable_leader=True,
-            table_standby_replicas=0,
+            table_standby_replicas=settings.standby_replicas,
+            broker_session_timeout=settings.session_timeout_seconds,
+            broker_heartbeat_interval=settings.session_timeout_seconds / 6,
             consumer_auto_offset_reset="earliest",
             web_port=settings.web_port,
             web_bind=settings.web_bind,
@@ -144,11 +163,14 @@ class Pipeline:
             )
             for name in TOPICS.values()
         }
-        self.grants = GrantsTable(
-            self.app, name="grants", partitions=settings.partitions,
-            beacon=self.app.tables.beacon, help="Active grants: agent id -> {task id: Grant}.",
+        self.grants = self._table("grants", "Active grants: agent id -> {task id: Grant}.")
+        self.open = self._table("open", "Open tasks: agent id -> {task id: TaskState}.")
+        self.ended = self._table(
+            "ended", "Ended tasks, for a day: agent id -> {task id: Tombstone}."
         )
-        self.app.tables.add(self.grants)
+        self.partitions = self._table(
+            "partitions", "Stream time of each partition: 'partition-N' -> PartitionState."
+        )
         self.config = config or load_config()
         self.detector = Detector(self.config)
         """What was learned, shared by the partitions' engines."""
@@ -218,6 +240,7 @@ class Pipeline:
                 check_tick(timestamp, time.time(), self.config.max_ahead_seconds)
                 with self.metrics.engine_time(None):
                     outcome = engine.tick(clock.tick(timestamp))
+                self._keep_time(partition, engine, clock)
                 await self._publish(engine, outcome)
                 return outcome
             event = self.decoder.decode(kind, key, value, partial(grant_time, clock))
@@ -242,6 +265,7 @@ class Pipeline:
             self.metrics.dead_letter(topic, error)
         else:  # an event the engine refused is a dead letter, not a judged event
             self.metrics.decoded(event)
+        self._keep_time(partition, engine, clock)
         await self._publish(engine, outcome)
         return outcome
 
@@ -292,22 +316,48 @@ class Pipeline:
             consume
         )
 
+    def _table(self, name: str, help: str) -> TypedTable:
+        table = TypedTable(self.app, codec=f"intentwatch-{name}", name=name,
+                          partitions=self.settings.partitions, beacon=self.app.tables.beacon,
+                          help=help)
+        self.app.tables.add(table)
+        return table
+
     def _partition(self, partition: int) -> tuple[Engine, LogClock]:
         engine = self.engines.get(partition)
         if engine is None:
             engine = self.engines[partition] = Engine(
-                self.config, grants=self.grants, detector=self.detector
+                self.config, grants=self.grants, open=self.open, ended=self.ended,
+                detector=self.detector,
             )
             engine.restore(lambda agent: agent_partition(agent, self.settings.partitions)
                            == partition)
-            self.clocks[partition] = LogClock()
+            kept = self.partitions.get(f"partition-{partition}")
+            if kept is None:
+                self.clocks[partition] = LogClock()
+            else:
+                self.clocks[partition] = LogClock.from_state(kept.clock)
+                engine.last_sweep = kept.last_sweep
         return engine, self.clocks[partition]
+
+    def _keep_time(self, partition: int, engine: Engine, clock: LogClock) -> None:
+        self.partitions[f"partition-{partition}"] = PartitionState(
+            clock.state(), engine.last_sweep
+        )
 
     async def _send(
         self, topic: str, key: bytes | None, value: bytes, headers: Headers
     ) -> Awaitable[object]:
-        """Hand the record to the producer; the result resolves once the broker has it."""
-        return await self.topics[topic].send(key=key, value=value, headers=list(headers))
+        """Hand the record to the producer; the result resolves once the broker has it.
+
+        It goes to the partition of the record being processed: all topics are keyed by
+        agent and co-partitioned, and a dead letter's key may be anything.
+        """
+        event = current_event()
+        partition = event.message.partition if event is not None else None
+        return await self.topics[topic].send(
+            key=key, value=value, partition=partition, headers=list(headers)
+        )
 
     async def _on_start(self) -> None:
         settings = self.settings

@@ -37,7 +37,9 @@ class Settings:
     allow_unsigned_grants: bool = False
     issuer: str = "urn:intentwatch"
     audience: str = "urn:intentwatch:credential-brokers"
-    tick_seconds: float = 0.2
+    tick_seconds: float = 0.5
+    session_timeout_seconds: float = 6.0
+    standby_replicas: int = 0
     snapshot_seconds: float = 30.0
     log_level: str = "info"
     otlp_topic: str = "otlp_spans"
@@ -55,7 +57,12 @@ class Settings:
         signing keyring, created on first start), ``INTENTWATCH_GRANT_ISSUERS_JWKS``
         (JWKS file of the trusted grant issuers), ``INTENTWATCH_ALLOW_UNSIGNED_GRANTS``
         (development only), ``INTENTWATCH_ISSUER`` / ``INTENTWATCH_AUDIENCE`` (``iss``
-        and ``aud`` of revocations), ``INTENTWATCH_TICK_SECONDS``,
+        and ``aud`` of revocations), ``INTENTWATCH_TICK_SECONDS`` (how often the worker
+        writes a tick record into each partition it owns, moving stream time on there),
+        ``INTENTWATCH_SESSION_TIMEOUT_SECONDS`` (how long the group waits for a silent
+        worker before its partitions move; the broker's ``group.min.session.timeout.ms``
+        is the floor), ``INTENTWATCH_STANDBY_REPLICAS`` (workers keeping a warm copy of
+        each partition's tables),
         ``INTENTWATCH_SNAPSHOT_SECONDS`` (how often what the detector learned is saved to
         the data dir), ``INTENTWATCH_LOG_LEVEL``, ``INTENTWATCH_OTLP_TOPIC`` and
         ``INTENTWATCH_OTLP_ENCODING`` (the OpenTelemetry Collector's span topic and its
@@ -87,6 +94,13 @@ class Settings:
             issuer=get("ISSUER", default.issuer),
             audience=get("AUDIENCE", default.audience),
             tick_seconds=_positive_float("TICK_SECONDS", get("TICK_SECONDS", default.tick_seconds)),
+            session_timeout_seconds=_positive_float(
+                "SESSION_TIMEOUT_SECONDS",
+                get("SESSION_TIMEOUT_SECONDS", default.session_timeout_seconds),
+            ),
+            standby_replicas=_count(
+                "STANDBY_REPLICAS", get("STANDBY_REPLICAS", default.standby_replicas)
+            ),
             snapshot_seconds=_positive_float(
                 "SNAPSHOT_SECONDS", get("SNAPSHOT_SECONDS", default.snapshot_seconds)
             ),
@@ -104,6 +118,16 @@ def _positive_int(name: str, text: str) -> int:
         value = 0
     if value < 1:
         raise ValueError(f"INTENTWATCH_{name} must be a positive integer, got {text!r}")
+    return value
+
+
+def _count(name: str, text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise ValueError(f"INTENTWATCH_{name} must be a whole number (0 or more), got {text!r}")
     return value
 
 

@@ -47,7 +47,8 @@ class TopicRecords:
         from kafka import KafkaConsumer, TopicPartition
 
         self._consumer = KafkaConsumer(
-            bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=100
+            bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=100,
+            isolation_level="read_committed",  # what the workers' transactions committed
         )
         partitions = wait_for(lambda: self._consumer.partitions_for_topic(topic), bool, 60,
                               f"topic {topic}")
@@ -102,7 +103,7 @@ class RunningWorker:
             "INTENTWATCH_GRANT_ISSUERS_JWKS": str(jwks_file),
             "INTENTWATCH_ISSUER": self.issuer,
             "INTENTWATCH_AUDIENCE": self.audience,
-            "INTENTWATCH_TICK_SECONDS": "0.2",
+            "INTENTWATCH_TICK_SECONDS": "0.5",
             **(settings or {}),  # more INTENTWATCH_* variables
         })
         with self.log_file.open("wb") as log:

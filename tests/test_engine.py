@@ -348,3 +348,32 @@ def test_a_task_that_ended_before_its_grant_is_revoked_and_audited_when_the_gran
     out = engine.process(grant(expires_at=9e9), now=650.0)
     assert [r.reason_code for r in out.revocations] == ["task_completed"]
     assert len(out.audits) == 1
+
+
+def test_an_ended_task_stays_ended_for_an_engine_restored_from_its_tables():
+    grants, ended = {}, {}
+    config = ScoringConfig(version="test-1", alert_threshold=0.5, revoke_threshold=0.8)
+    first = Engine(config, grants=grants, ended=ended, detector=ScriptedDetector())
+    first.process(grant(expires_at=1000.0))
+    first.process(call(ts=200.0))
+    assert len(first.process(task_event("completed", ts=500.0)).audits) == 1
+
+    restarted = Engine(config, grants=grants, ended=ended, detector=ScriptedDetector())
+    restarted.restore()
+    after_expiry = restarted.tick(1500.0)
+    assert not after_expiry.revocations and not after_expiry.audits  # not expired again
+    late = restarted.process(call(ts=1600.0, n=2), now=1600.0)
+    assert late.verdicts[0].reasons[0].code == "call_after_task_end"
+    assert [r.reason_code for r in late.revocations] == ["credential_reuse"]
+    again = Engine(config, grants=grants, ended=ended, detector=ScriptedDetector())
+    again.restore()
+    assert not again.process(call(ts=1700.0, n=3), now=1700.0).revocations  # said once
+
+
+def test_tombstones_are_forgotten_after_a_day_of_stream_time():
+    engine, _ = make_engine()
+    engine.process(grant(expires_at=9e9))
+    engine.process(task_event("completed", ts=500.0))
+    assert set(engine.ended[AGENT]) == {"t1"}
+    engine.tick(500.0 + 2 * 86400.0)
+    assert AGENT not in engine.ended and AGENT not in engine.grants

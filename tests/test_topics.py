@@ -35,12 +35,13 @@ runner = CliRunner()
 def test_the_layout_has_every_topic_and_compacted_changelogs() -> None:
     specs = worker_topics(Settings(app_id="iw", partitions=4, replication_factor=3,
                                    otlp_topic="spans"))
-    assert set(specs) == {*TOPICS.values(), "iw-grants-changelog", "spans"}
+    assert set(specs) == {*TOPICS.values(), *(f"iw-{table}-changelog" for table in TABLES),
+                          "spans"}
     assert {spec.partitions for spec in specs.values()} == {4}
     assert {spec.replication for spec in specs.values()} == {3}
     assert specs["iw-grants-changelog"].configs == {"cleanup.policy": "compact"}
-    assert {n for n, s in specs.items() if s.copartitioned} == {*INPUT_TOPICS,
-                                                                "iw-grants-changelog"}
+    assert {n for n, s in specs.items() if s.copartitioned} == {
+        *INPUT_TOPICS, *(f"iw-{table}-changelog" for table in TABLES)}
 
 
 def test_the_layout_names_the_changelog_of_every_table_of_the_worker(tmp_path: Path) -> None:
