@@ -350,11 +350,13 @@ class Pipeline:
     ) -> Awaitable[object]:
         """Hand the record to the producer; the result resolves once the broker has it.
 
-        It goes to the partition of the record being processed: all topics are keyed by
-        agent and co-partitioned, and a dead letter's key may be anything.
+        What an input record produced goes to that record's partition: all topics are
+        keyed by agent and co-partitioned, and a dead letter's key may be anything. What a
+        span record produced (tool calls re-keyed by agent) goes where its key says.
         """
         event = current_event()
-        partition = event.message.partition if event is not None else None
+        partition = (event.message.partition
+                     if event is not None and event.message.topic == TOPICS["events"] else None)
         return await self.topics[topic].send(
             key=key, value=value, partition=partition, headers=list(headers)
         )
