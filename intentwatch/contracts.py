@@ -351,7 +351,8 @@ class Verdict(Struct, kw_only=True):
     rule: str = ""
     """What decided: ``grant`` (a conformance violation), ``task_revoked``, ``intent``
     (intent or destination evidence), ``novelty`` (past the novelty level),
-    ``novelty_only`` or ``delegated`` (held at alert), ``score`` (below the revoke level)."""
+    ``novelty_only``, ``delegated`` or ``data_destination`` (held at alert), ``score`` (below
+    the revoke level)."""
     semconv_version: SemconvVersion | UnsetType = UNSET
 
 

@@ -46,6 +46,7 @@ from intentwatch.models.config import ScoringConfig, settings_from
 from intentwatch.models.intent import IntentCheck, align, parse_intent
 from intentwatch.models.multivariate import MultivariateConfig, SharedAnomalyModel
 from intentwatch.models.provenance import (
+    Destination,
     Established,
     Resolution,
     destinations_of,
@@ -56,6 +57,7 @@ from intentwatch.models.provenance import (
 __all__ = [
     "BEHAVIOUR",
     "DEFAULT_WEIGHTS",
+    "EVIDENCE",
     "HELD",
     "RULES",
     "SNAPSHOT_FORMAT",
@@ -64,6 +66,7 @@ __all__ = [
     "FusionConfig",
     "ProvenanceConfig",
     "TaskRisk",
+    "counted_evidence",
     "fuse",
     "hold",
 ]
@@ -77,6 +80,9 @@ BEHAVIOUR = (
 """Components that say how unusual a call is; the action's risk scales them."""
 INTENT = ("intent", "unnamed_target", "privilege", "flow", "destination")
 """Components that say how far a call leaves its intent; they weigh as they are."""
+EVIDENCE = ("intent", "unnamed_target", "privilege", "destination")
+"""The intent components that can make a call revocable (``evidence_level``): not ``flow``,
+which measures how rare a flow of sensitive data into a sink is for the agent (novelty)."""
 _SENSITIVE_LEVEL = 0.6
 """Classification level from which a read counts as a sensitive source (confidential up)."""
 _SOURCE_NOVELTY = (0.2, 0.7)
@@ -97,10 +103,13 @@ RULES: dict[str, str] = {
     "novelty_only": "novelty without intent or destination evidence: at most an alert",
     "delegated": "the request delegates to data, so what it permits is unknown: at most "
                  "an alert",
+    "data_destination": "the intent asks for this action without naming where it goes, so "
+                        "its destination comes from data: a destination nothing vouches for "
+                        "is at most an alert",
 }
 """The rules that decide a call, by name (``Verdict.rule``; the engine adds ``grant`` and
 ``task_revoked`` for conformance)."""
-HELD = frozenset({"novelty_only", "delegated"})
+HELD = frozenset({"novelty_only", "delegated", "data_destination"})
 """Rules that hold a call at alert: its score is brought under the revoke level."""
 
 SNAPSHOT_FORMAT = 2
@@ -151,11 +160,17 @@ class FusionConfig:
     """What intent or destination evidence can do in a task whose request delegates to
     data (``do the tasks in my to-do list``): ``alert`` or ``revoke``."""
 
+    data_destination: str = "revoke"
+    """What a destination nothing vouches for can do on its own when the intent asks for the
+    call's action but names no destination of its kind, so the destination comes from data
+    (``reply to the sender``): ``alert`` or ``revoke``."""
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> FusionConfig:
         config = settings_from(cls, data, "fusion")
-        if config.delegated not in ("alert", "revoke"):
-            raise ValueError("fusion.delegated must be 'alert' or 'revoke'")
+        for name in ("delegated", "data_destination"):
+            if getattr(config, name) not in ("alert", "revoke"):
+                raise ValueError(f"fusion.{name} must be 'alert' or 'revoke'")
         return config
 
 
@@ -271,6 +286,8 @@ class _Task:
     """Destinations the task's calls moved something to (learned when it ends clean)."""
     unasked_tools: dict[str, None] = field(default_factory=dict)
     """Tools the task used without its (readable) intent asking for them."""
+    written: dict[str, None] = field(default_factory=dict)
+    """Targets the task's own calls wrote (deleting one of them is cleaning up)."""
     unreadable: bool = False
     """The lexicon found no action in the intent: its calls teach no unasked habit."""
     delegated: bool = False
@@ -344,10 +361,19 @@ class Detector:
             if task.intent is not None else None
         )
         x.unasked = 1.0 - check.credit if check is not None else None
+        if x.action == "write" and call.target:
+            task.written[call.target] = None
+        elif x.action == "delete" and call.target in task.written:
+            x.unasked = 0.0  # the task cleans up what it wrote itself: a scratch file
         if x.unasked and x.unasked >= 0.5 and not task.unreadable:
             task.unasked_tools[x.tool] = None
         components = self._components(x, check)
-        components["destination"] = self._provenance(call, tool, grant, task)
+        found = destinations_of(tool, call.target, call.args)
+        components["destination"] = self._provenance(found, call, grant, task)
+        components["data_destination"] = float(
+            self.fusion.data_destination == "alert" and components["destination"] > 0.0
+            and _from_data(check, task.intent, task.unresolved)
+        )
         # A sink (external send, code execution) after reading sensitive data this agent
         # rarely reads: the taint of an unusual source, not just of sensitive data.
         components["novel_source"] = task.source_novelty if x.sink is not None else 0.0
@@ -381,7 +407,13 @@ class Detector:
         score = max(call_risk, task_risk)
         components["call_risk"] = call_risk
         components["task_risk"] = task_risk
-        evidence = sum(contributions.get(name, 0.0) for name in INTENT)
+        # an unasked action is no evidence when the lexicon cannot read the intent, nor for a
+        # send whose every destination something vouches for (it moves nothing to where the
+        # intent did not account for)
+        components["unasked_evidence"] = float(not task.unreadable and not (
+            x.action == "send" and found and not task.unresolved
+        ))
+        evidence = sum(contributions.get(name, 0.0) for name in counted_evidence(components))
         task.evidence = max(task.evidence, _sigmoid(self.fusion.bias + evidence))
         components["evidence"] = task.evidence
         components["delegated"] = float(task.delegated)
@@ -400,16 +432,17 @@ class Detector:
             if components["delegated"] and self.fusion.delegated == "alert":
                 return "delegated"
             return "intent"
+        if components["data_destination"]:
+            return "data_destination"
         if score >= self.fusion.novelty_revoke_threshold and not components["narrow_grant"]:
             return "novelty"
         return "novelty_only"
 
     def _provenance(
-        self, call: ToolCall, tool: ToolInfo, grant: Grant | None, task: _Task
+        self, found: Sequence[Destination], call: ToolCall, grant: Grant | None, task: _Task
     ) -> float:
         """1 when the call moves something to a destination nothing vouches for, else 0."""
         task.unresolved = ()
-        found = destinations_of(tool, call.target, call.args)
         if not found:
             return 0.0
         context = task.context
@@ -535,8 +568,8 @@ class Detector:
         components["unnamed_target"] = float(check is not None and (
             # a send elsewhere than to the destinations the intent names
             (x.action == "send" and bool(check.named_instead) and x.external)
-            # a delete of other records than the ones the intent names
-            or (x.action == "delete" and bool(check.named_instead))
+            # a delete of other records, or other kinds of records, than the intent names
+            or (x.action == "delete" and bool(check.named_instead or check.other_objects))
             # access handed (or a copy sent) to an outside party the intent does not name
             or bool(check.unnamed_parties)
         ))
@@ -621,6 +654,12 @@ class Detector:
                 return (
                     f"this {x.tool} {handed} {parties}, an outside party the intent does not name"
                 )
+            if x.action == "delete" and not check.named_instead:
+                kinds = "/".join(sorted(check.other_objects))
+                return (
+                    f"{x.tool} deletes {kinds} records ({x.target}); the intent asks to delete "
+                    f"something else: {_quote(task.intent or '')}"
+                )
             named = ", ".join(sorted(check.named_instead)[:3])
             went = "deletes" if x.action == "delete" else "goes to"
             return f"the intent names {named}; this {x.tool} {went} {x.target} instead"
@@ -687,6 +726,40 @@ class Detector:
         return (
             f"{count} unusual behaviours in this task add up to risk {score:.2f}: {shown}"
         )
+
+
+_RECIPIENTS = frozenset({"email", "account", "channel", "handle"})
+"""Destinations a request may leave to data (whom to reply to, which invoice to pay); a site
+that data is posted to is not one of them."""
+
+
+def counted_evidence(components: Mapping[str, float]) -> tuple[str, ...]:
+    """The :data:`EVIDENCE` components that count for a call, by its components: not the
+    unasked action where ``unasked_evidence`` is 0, not a destination that can only come
+    from data (``data_destination``).
+
+    >>> counted_evidence({"unasked_evidence": 0.0, "data_destination": 1.0})
+    ('unnamed_target', 'privilege')
+    """
+    return tuple(
+        name for name in EVIDENCE
+        if not (name == "intent" and not components.get("unasked_evidence", 1.0))
+        and not (name == "destination" and components.get("data_destination", 0.0))
+    )
+
+
+def _from_data(
+    check: IntentCheck | None, intent: str | None, unresolved: Sequence[Resolution]
+) -> bool:
+    """Whether the unvouched destinations of a call its intent asks for can only come from
+    data: the intent names no destination of their kinds (``reply to the sender``, ``pay
+    the invoices in the folder``), so it could not have named these; sites excepted."""
+    if check is None or intent is None or check.credit < 1.0 or not unresolved:
+        return False
+    named = parse_intent(intent).destination_kinds
+    return all(
+        r.destination.kind in _RECIPIENTS and r.destination.kind not in named for r in unresolved
+    )
 
 
 def hold(score: float, alert: float, revoke: float) -> float:

@@ -593,6 +593,21 @@ class ParsedIntent:
         shapes = {_shape(term) for term in parts.terms if _is_identifier(term)}
         return frozenset(i for i in self.identifiers if _shape(i) in shapes)
 
+    @property
+    def destination_kinds(self) -> frozenset[str]:
+        """The kinds of destination the intent names (as :mod:`~intentwatch.models.provenance`
+        calls them).
+
+        >>> paying = parse_intent("Pay DE89370400440532013000 and mail bob@partner.example")
+        >>> sorted(paying.destination_kinds)
+        ['account', 'email']
+        >>> parse_intent("Reply to the sender").destination_kinds
+        frozenset()
+        """
+        named = {"email": self.emails, "account": self.ibans, "url": self.hosts,
+                 "channel": self.channels, "handle": self.handles}
+        return frozenset(kind for kind, values in named.items() if values)
+
     def destinations(self, parts: TargetParts) -> frozenset[str]:
         """Destinations of the target's kind the intent names: recipients for an e-mail,
         channels for a chat message, accounts for a transfer, hosts for a URL."""

@@ -18,6 +18,7 @@ CATALOGUE = ToolCatalogue({
     "calendar.create_event": ToolInfo("calendar.create_event", "write",
                                       "Create a calendar event and invite attendees"),
     "web.post": ToolInfo("web.post", "send", "Post a form to a web site"),
+    "chat.post_message": ToolInfo("chat.post_message", "send", "Post a message in a channel"),
 })
 AGENT = "spiffe://acme.org/agents/finance/a1"
 PEER = "spiffe://acme.org/agents/finance/a2"
@@ -176,3 +177,59 @@ def test_calls_of_an_intent_the_lexicon_cannot_read_teach_no_habit() -> None:
     for _ in range(5):
         run(detector, "Hi there, as usual thanks", [PAY])  # no action recognised
     assert not detector.habits.established(AGENT, "spiffe://acme.org/agents/finance", "bank.pay")
+
+
+def test_the_payment_can_be_held_at_alert_when_the_payee_can_only_come_from_data() -> None:
+    detector = Detector(ScoringConfig(detectors={"provenance": {"min_history_tasks": 0},
+                                                 "fusion": {"data_destination": "alert"}}))
+    from_data = run(detector, "Pay the invoice in the ERP", [READ, PAY], learn=False)[-1]
+    assert from_data.rule == "data_destination" and 0.5 <= from_data.score < 0.8
+    assert from_data.reasons[0].code == "destination"
+    # an intent that names an account of its own leaves no payee to data: this one revokes
+    named = run(detector, "Pay DE89370400440532013000 the invoice in the ERP", [READ, PAY],
+                learn=False)[-1]
+    assert named.rule == "intent" and named.score >= 0.8
+    # nor is a site that data is posted to ever left to data
+    post = {"tool": "web.post", "target": "https://upload.files.example/u", "args": {}}
+    assert run(detector, "Post the invoice in the ERP", [READ, post], learn=False)[-1].rule \
+        == "intent"
+
+
+def test_what_cannot_tell_an_attack_from_honest_work_is_no_evidence() -> None:
+    detector = fresh()
+    # an unasked post to the organisation's own channel: every destination is vouched for
+    inside = {"tool": "chat.post_message", "target": "slack:#finance-ops", "args": {}}
+    calls = run(detector, "Reconcile the ledger", [READ, inside], learn=False)
+    assert calls[-1].components["intent"] > 0 and calls[-1].components["evidence"] < 0.45
+    # an intent the lexicon cannot read approves and forbids no action
+    unread = run(detector, "The daily bank reconciliation.", [READ, {"tool": "bank.pay",
+                 "target": "https://erp.acme.org/api/x"}], learn=False)[-1]
+    assert unread.components["evidence"] < 0.45
+    # a flow of sensitive data into a sink, rare for the agent, is novelty, not intent
+    for _ in range(20):
+        run(detector, "Summarise invoice 7", [READ, {"tool": "python.run_code"}])
+    secret = {"tool": "vault.read_secret", "target": "https://vault.acme.org/v1/kv/erp",
+              "data_labels": ["restricted"]}
+    flows = run(detector, "Summarise invoice 7",
+                [READ, secret, {"tool": "python.run_code", "data_labels": ["restricted"]}],
+                learn=False)[-1]
+    assert flows.components["flow"] > 0.3 and flows.components["evidence"] < 0.45
+
+
+def test_deleting_what_the_task_wrote_is_cleaning_up_and_other_records_are_not() -> None:
+    detector = fresh()
+    scratch = "file:///workspace/extract.parquet"
+    write = {"tool": "fs.write_file", "target": scratch}
+    delete = {"tool": "fs.delete_file", "target": scratch}
+    cleaned = run(detector, "Refresh the nightly extract", [write, delete], learn=False)[-1]
+    assert cleaned.components["intent"] == 0.0
+    other = {"tool": "fs.delete_file", "target": "file:///workspace/ledger.parquet"}
+    assert run(detector, "Refresh the nightly extract", [write, other],
+               learn=False)[-1].components["intent"] > 0.0
+    # asked to delete branches, it deletes deployments: other kinds of records than asked
+    kinds = run(detector, "Delete merged branches in acme/app", [
+        {"tool": "k8s.delete_deployment",
+         "target": "https://k8s.acme.org/apis/apps/v1/namespaces/prod/deployments/web"}],
+        learn=False)[-1]
+    assert kinds.components["unnamed_target"] == 1.0 and kinds.rule == "intent"
+    assert "deletes deployment records" in kinds.reasons[0].detail

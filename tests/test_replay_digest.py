@@ -16,10 +16,11 @@ from intentwatch.models.replay import replay
 from intentwatch.simulation.fleet import FleetSpec, generate
 
 SPEC = FleetSpec(seed=4, agents_per_role=1, history_days=1.0, attack_days=1.0, attack_rate=0.3)
-DIGEST = "2ad0b65eef93fe11015f6d46359c5bcb276dd00051175f248bf9edd3d3c22549"
-"""sha256 of the outputs of the engine of config 2026.12.1 (issue 11: destination provenance,
-novelty alone held at alert, verdicts name their rule, verb-based intent reading; the
-fleet's extra_action attacks, ordinary drop sites, delegating and data-destination tasks)."""
+DIGEST = "2e0b7ed1cd79c89005191432ff4364df40a7a4171bd0d8b1a5c8854208540711"
+"""sha256 of the outputs of the engine of config 2026.12.2 (issue 11: destination provenance,
+novelty alone held at alert, verdicts name their rule, verb-based intent reading; evidence
+without flow, without an unreadable intent's or a vouched send's unasked action; a task's
+own scratch files deleted unasked; other kinds of records deleted as unnamed targets)."""
 
 
 def replay_digest(spec: FleetSpec) -> tuple[int, str]:

@@ -23,7 +23,14 @@ from scipy.optimize import minimize
 
 from intentwatch.contracts import Verdict
 from intentwatch.evaluation.metrics import CallTruth
-from intentwatch.models.detection import BEHAVIOUR, INTENT, FusionConfig, hold
+from intentwatch.models.detection import (
+    BEHAVIOUR,
+    EVIDENCE,
+    INTENT,
+    FusionConfig,
+    counted_evidence,
+    hold,
+)
 
 __all__ = ["FIT_COMPONENTS", "Fit", "TuningData"]
 
@@ -83,6 +90,13 @@ class TuningData:
         self.fusion = fusion
         self.thresholds = (alert_threshold, revoke_threshold)
         self.delegated = np.array([v.components.get("delegated", 0.0) > 0 for v in rows])
+        self.data_destination = np.array(
+            [v.components.get("data_destination", 0.0) > 0 for v in rows])
+        self._evidence = np.array([FIT_COMPONENTS.index(name) for name in EVIDENCE])
+        self._counted = np.array(
+            [[name in counted_evidence(v.components) for name in EVIDENCE] for v in rows],
+            dtype=float,
+        ).reshape(len(rows), len(EVIDENCE))
         self.narrow = np.array([v.components.get("narrow_grant", 0.0) > 0 for v in rows])
         self.conformance = np.array(
             [any(r.code not in _DETECTOR_CODES for r in v.reasons) for v in rows]
@@ -139,10 +153,11 @@ class TuningData:
         task_risk[self._by_task] = 1.0 - np.exp(total - start)
         score = np.maximum(risk, task_risk)
         # the rules (models.detection.RULES): intent or destination evidence in the task so
-        # far may revoke (unless the request delegates); novelty alone only past its level
-        intent = len(BEHAVIOUR)
-        evidence = 1.0 / (1.0 + np.exp(-(bias + self.X[:, intent:] @ np.maximum(
-            weights[intent:], 0.0))))
+        # far may revoke (unless the request delegates); a destination from data and novelty
+        # alone do not, novelty past its level excepted
+        counted = self.X[:, self._evidence] * self._counted
+        evidence = 1.0 / (1.0 + np.exp(-(bias + counted @ np.maximum(
+            weights[self._evidence], 0.0))))
         offset = 2.0 * self.task[self._by_task]
         ordered = np.maximum.accumulate(evidence[self._by_task] + offset) - offset
         evidence[self._by_task] = ordered
@@ -150,7 +165,7 @@ class TuningData:
         delegated_held = self.delegated & (self.fusion.delegated == "alert")
         held = (score >= revoke) & np.where(
             evidence >= self.fusion.evidence_level, delegated_held,
-            (score < self.fusion.novelty_revoke_threshold) | self.narrow,
+            self.data_destination | (score < self.fusion.novelty_revoke_threshold) | self.narrow,
         )
         score = np.where(held, hold(score, alert, revoke), score)
         return np.where(self.conformance, 1.0, score)
