@@ -283,7 +283,8 @@ def audit(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the topic.")] = 10.0,
 ) -> None:
-    """Right-sizing advice from the audit topic: privileges granted but never used."""
+    """Right-sizing advice from the audit topic: privileges granted but never used, and a
+    narrow grant for requests that delegate to data."""
     from intentwatch.audit_reader import read_audit_records
     from intentwatch.models.rightsizing import advise
 
@@ -294,7 +295,8 @@ def audit(
         print(json.dumps([group.to_dict() for group in advice], indent=2))
         return
     table = Table(title=f"granted but never used, by {by}")
-    for column in ("group", "tasks", "revoked", "out-of-grant calls", "never-used privileges"):
+    for column in ("group", "tasks", "revoked", "out-of-grant calls", "never-used privileges",
+                   "requests that delegate to data: grant them narrowly"):
         table.add_column(column)
     for group in advice:
         unused = [
@@ -302,8 +304,12 @@ def audit(
             for kind, patterns in group.never_used.items()
             for pattern, count in patterns.items()
         ]
+        narrow = group.delegating_grant()
+        delegating = "-" if narrow is None else f"{group.delegating_tasks} tasks: " + "; ".join(
+            f"{kind} {', '.join(values) or '(none)'}" for kind, values in narrow.items()
+        )
         table.add_row(group.group, str(group.tasks), str(group.revoked_tasks),
-                      str(group.out_of_grant_calls), "\n".join(unused) or "-")
+                      str(group.out_of_grant_calls), "\n".join(unused) or "-", delegating)
     console.print(table)
 
 

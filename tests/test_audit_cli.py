@@ -14,11 +14,12 @@ from intentwatch.models.rightsizing import advise
 from intentwatch.pipeline.settings import Settings
 
 
-def audit(agent: str, task: str, *, used_tools: dict[str, int], revoked: bool = False):
+def audit(agent: str, task: str, *, used_tools: dict[str, int], revoked: bool = False,
+          intent: str = "answer the ticket"):
     granted = {"tools": ["crm.*", "gmail.*", "iam.*"], "targets": ["*.acme.org", "mailto:*"],
                "data_labels": ["internal", "pii"]}
     return AuditRecord(
-        agent_id=agent, task_id=task, grant_id=f"g-{task}", intent="answer the ticket",
+        agent_id=agent, task_id=task, grant_id=f"g-{task}", intent=intent,
         granted=granted,
         used={"tools": used_tools, "targets": {"https://crm.acme.org/c/1": 1},
               "data_labels": {"pii": 1}},
@@ -45,6 +46,23 @@ def test_advice_keeps_only_privileges_never_used_in_any_task():
                                   "data_labels": {"internal": 2}}
     assert [advice.group for advice in advise(records, by="agent")] == [
         f"{role}/a1", f"{role}/a2"]
+    assert by_role.delegating_grant() is None
+
+
+def test_requests_that_delegate_to_data_under_broad_grants_get_a_narrow_one_proposed():
+    role = "spiffe://acme.org/agents/support"
+    records = [
+        audit(f"{role}/a1", "t1", used_tools={"crm.lookup": 2},
+              intent="Do the tasks in the handover notes"),
+        audit(f"{role}/a2", "t2", used_tools={"gmail.send": 1},
+              intent="Please follow the instructions in the ticket"),
+        audit(f"{role}/a2", "t3", used_tools={"iam.reset": 1}, intent="Answer ticket 7"),
+    ]
+    (by_role,) = advise(records, by="role")
+    assert by_role.delegating_tasks == 2
+    assert by_role.delegating_grant() == {"tools": ["crm.lookup", "gmail.send"],
+                                          "targets": ["https://crm.acme.org/c/1"]}
+    assert by_role.to_dict()["delegating_grant"] == by_role.delegating_grant()
 
 
 @pytest.mark.kafka

@@ -12,6 +12,7 @@ import re
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from opentelemetry.trace import Status, StatusCode
 
 from intentwatch.contracts import DeadLetterHeaders
 from intentwatch.local import otelcol
-from tests.conftest import REPO, RunningWorker
+from tests.conftest import REPO, RunningWorker, wait_for
 
 # A first run builds the Collector (minutes); `make test` builds it before the suite.
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(900)]
@@ -158,8 +159,15 @@ def test_the_readme_example_is_judged(
             exec(compile(python, "README.md", "exec"), {"__name__": "readme"})
             agent = "spiffe://acme.org/agents/support/agent-7"
             # A new worker first reads the whole input log the session's tests wrote.
-            records = worker.topics["verdicts"].of(agent, 2, timeout=600)
-            verdicts = [json.loads(r.value) for r in records if r.timestamp / 1000 >= started - 1]
+            # Earlier tests ran the same example: keep the verdicts of this run's calls (by
+            # their event time, not by when the worker, catching up, judged them).
+            def this_run() -> list[dict[str, Any]]:
+                return [v for v in map(json.loads, (r.value for r in verdicts_of(agent)))
+                        if datetime.fromisoformat(v["ts"]).timestamp() >= started - 1]
+
+            verdicts_of = worker.topics["verdicts"].now
+            verdicts = wait_for(this_run, lambda got: len(got) >= 2, 600,
+                                f"2 verdicts for {agent} of this run")
             assert [(v["tool"], v["decision"], v["semconv_version"]) for v in verdicts] == [
                 ("crm.lookup_customer", "allow", "1.41.0"),
                 ("iam.update_user_password", "revoke", "1.41.0")]
