@@ -78,9 +78,9 @@ BEHAVIOUR = (
     "novel_source", "hst",
 )
 """Components that say how unusual a call is; the action's risk scales them."""
-INTENT = ("intent", "unnamed_target", "privilege", "flow", "destination")
+INTENT = ("intent", "unasked_harm", "unnamed_target", "privilege", "flow", "destination")
 """Components that say how far a call leaves its intent; they weigh as they are."""
-EVIDENCE = ("intent", "unnamed_target", "privilege", "destination")
+EVIDENCE = ("intent", "unasked_harm", "unnamed_target", "privilege", "destination")
 """The intent components that can make a call revocable (``evidence_level``): not ``flow``,
 which measures how rare a flow of sensitive data into a sink is for the agent (novelty)."""
 _SENSITIVE_LEVEL = 0.6
@@ -116,7 +116,8 @@ SNAPSHOT_FORMAT = 2
 """Version of :meth:`Detector.snapshot`'s layout."""
 
 DEFAULT_WEIGHTS: dict[str, float] = {
-    "intent": 2.6, "unnamed_target": 7.99, "privilege": 7.99, "flow": 6.08, "destination": 8.0,
+    "intent": 2.6, "unasked_harm": 1.6, "unnamed_target": 7.99, "privilege": 7.99, "flow": 6.08,
+    "destination": 8.0,
     "tool_rarity": 0.63, "kind_tool_rarity": 1.0, "target_rarity": 0.8,
     "internal_site_rarity": 0.21, "external_site_rarity": 0.21, "domain_novelty": 0.21,
     "transition_rarity": 4.18, "bytes_out": 0.21, "bytes_in": 0.2, "task_bytes_out": 1.87,
@@ -576,6 +577,10 @@ class Detector:
         components["privilege"] = float(
             check is not None and check.unapproved_privilege is not None
         )
+        # an irreversible or access-changing action the intent does not ask for at all
+        components["unasked_harm"] = float(
+            x.action in ("delete", "admin") and habitual >= 1.0
+        )
         if check is not None:
             # What the intent approves is no surprise: a new tool for an action it asks
             # for, a new target it names, an unusual order of approved steps (to a target
@@ -671,6 +676,13 @@ class Detector:
                 f"{x.tool} {what} {x.privilege}-level privilege ({x.target}); the intent does "
                 f"not ask for {x.privilege} rights"
             )
+        if name == "unasked_harm":
+            what = "deletes" if x.action == "delete" else "changes access"
+            return (
+                f"{x.tool} {what} ({x.target or 'no target'}), which the intent does not ask "
+                f"for at all and this agent has not done unasked before: "
+                f"{_quote(task.intent or '')}"
+            )
         if name == "intent":
             assert check is not None and task.intent is not None
             what = "/".join(sorted(check.tool_concepts)) or x.action
@@ -743,7 +755,8 @@ def counted_evidence(components: Mapping[str, float]) -> tuple[str, ...]:
     """
     return tuple(
         name for name in EVIDENCE
-        if not (name == "intent" and not components.get("unasked_evidence", 1.0))
+        if not (name in ("intent", "unasked_harm")
+                and not components.get("unasked_evidence", 1.0))
         and not (name == "destination" and components.get("data_destination", 0.0))
     )
 

@@ -233,3 +233,14 @@ def test_deleting_what_the_task_wrote_is_cleaning_up_and_other_records_are_not()
         learn=False)[-1]
     assert kinds.components["unnamed_target"] == 1.0 and kinds.rule == "intent"
     assert "deletes deployment records" in kinds.reasons[0].detail
+
+
+def test_a_delete_or_access_change_the_intent_does_not_ask_for_at_all_revokes() -> None:
+    detector = fresh()
+    wipe = {"tool": "drive.delete_file", "target": "https://drive.google.com/file/d/1x"}
+    verdict = run(detector, "Schedule an interview with bob@acme.org", [wipe], learn=False)[-1]
+    assert verdict.components["unasked_harm"] == 1.0 and verdict.rule == "intent"
+    assert any(r.code == "unasked_harm" and "does not ask for at all" in r.detail
+               for r in verdict.reasons)
+    asked = run(detector, "Delete the file 1x from the drive", [wipe], learn=False)[-1]
+    assert asked.components["unasked_harm"] == 0.0 and asked.score < 0.8

@@ -16,11 +16,12 @@ from intentwatch.models.replay import replay
 from intentwatch.simulation.fleet import FleetSpec, generate
 
 SPEC = FleetSpec(seed=4, agents_per_role=1, history_days=1.0, attack_days=1.0, attack_rate=0.3)
-DIGEST = "2e0b7ed1cd79c89005191432ff4364df40a7a4171bd0d8b1a5c8854208540711"
-"""sha256 of the outputs of the engine of config 2026.12.2 (issue 11: destination provenance,
+DIGEST = "a2025dbca7ae3b7c4e275933ac1c8e1db5114847973dff9cef05d61d32b7389c"
+"""sha256 of the outputs of the engine of config 2026.12.3 (issue 11: destination provenance,
 novelty alone held at alert, verdicts name their rule, verb-based intent reading; evidence
 without flow, without an unreadable intent's or a vouched send's unasked action; a task's
-own scratch files deleted unasked; other kinds of records deleted as unnamed targets)."""
+own scratch files deleted unasked; other kinds of records deleted as unnamed targets; a
+delete or access change the intent does not ask for at all as evidence of its own)."""
 
 
 def replay_digest(spec: FleetSpec) -> tuple[int, str]:
