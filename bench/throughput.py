@@ -178,8 +178,8 @@ def bench_engine(work: Workload, *, profile: bool) -> EngineResult:
     # The worker's other steps, each over the whole fleet, without Kafka.
     decoder = Decoder(GrantVerifier(None, allow_unsigned=True))
     start = time.process_time()
-    for message, event in zip(work.messages, events, strict=True):
-        decoder.decode(message.topic, message.key, message.value, event_time(event))
+    for message, event, record in zip(work.messages, events, work.records, strict=True):
+        decoder.decode(record["kind"], message.key, message.value, event_time(event))
     wire_decode = time.process_time() - start
     start = time.process_time()
     for verdict in verdicts:
@@ -600,7 +600,7 @@ def _measure(name: str, worker: WorkerProcess, broker: localkafka.LocalKafka, to
                                  expected, timeout=args.timeout, stall=args.stall, label=label)
     finally:
         worker.stop()
-    contents = read_topic(broker.bootstrap, topic, partitions, keep_values=name == IW)
+    contents = read_topic(broker.bootstrap, topic, partitions, keep_values=name.startswith(IW))
     window = events = us = None
     first, last = contents.first_ms, contents.last_ms
     if first is not None and last is not None and last > first:
@@ -661,8 +661,11 @@ def run_bare(broker: localkafka.LocalKafka, work: Workload, partitions: int, run
 
 def run_intentwatch(broker: localkafka.LocalKafka, work: Workload, partitions: int,
                     run_dir: Path, tag: str, args: argparse.Namespace, *,
-                    profile_to: Path | None = None) -> StreamResult:
-    """``python -m intentwatch.pipeline.worker`` over the fleet on freshly made topics."""
+                    profile_to: Path | None = None, linger_ms: int | None = None,
+                    ) -> StreamResult:
+    """``python -m intentwatch.pipeline.worker`` over the fleet on freshly made topics
+    (``linger_ms``: its ``INTENTWATCH_PRODUCER_LINGER_MS``, else its default)."""
+    tag = tag if linger_ms is None else f"{tag}-l{linger_ms}"
     admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
     topics = {TOPICS[name]: (LOG_APPEND if name in OUTPUT_TOPICS else {}) for name in TOPICS}
     try:
@@ -679,12 +682,14 @@ def run_intentwatch(broker: localkafka.LocalKafka, work: Workload, partitions: i
         "INTENTWATCH_KEYS_DIR": str(run_dir / "keys"),
         "INTENTWATCH_ALLOW_UNSIGNED_GRANTS": "1",
         "INTENTWATCH_LOG_LEVEL": "warning",
+        **({} if linger_ms is None else {"INTENTWATCH_PRODUCER_LINGER_MS": str(linger_ms)}),
     }
     worker = WorkerProcess(f"{IW} ({tag})", "intentwatch.pipeline.worker", env,
                            run_dir / f"iw-{tag}.log", profile_to=profile_to,
                            faust_env=args.faust_env)
     label = f"{IW}, {partitions} partition(s)" + (", cProfile" if profile_to else "")
-    result, contents = _measure(IW, worker, broker, TOPICS["verdicts"], partitions,
+    name = IW if linger_ms is None else f"{IW}, linger {linger_ms} ms"
+    result, contents = _measure(name, worker, broker, TOPICS["verdicts"], partitions,
                                 len(work.messages), work.calls, preload_s, args, label)
     verdicts = [msgspec.json.decode(value) for value in contents.values]
     ids = Counter(v["event_id"] for v in verdicts)
@@ -770,8 +775,7 @@ def report(info: dict[str, Any], work: Workload, engine: EngineResult,
         how = {
             BARE: "forward raw bytes, concurrency=1",
             BARE_QUIET: "same, root logger not at DEBUG",
-            IW: "decode → engine → publish, 3 agents",
-        }[s.name]
+        }.get(s.name, "decode → engine → publish, 3 agents")
         base = bare.get(s.partitions)
         outputs = f"{s.outputs:,}/{s.expected_outputs:,}" + ("" if s.completed else " (!)")
         table.add_row(
@@ -811,10 +815,10 @@ def report(info: dict[str, Any], work: Workload, engine: EngineResult,
     stages.add_row("[bold]sum of worker steps", f"[bold]{in_process:.1f}")
     for s in streams:
         base = bare.get(s.partitions)
-        if s.name == IW and s.cpu_us_per_event and base and base.cpu_us_per_event:
+        if s.name.startswith(IW) and s.cpu_us_per_event and base and base.cpu_us_per_event:
             stages.add_row(f"bare faust stream, {s.partitions} partition(s)",
                            f"{base.cpu_us_per_event:.1f}")
-            stages.add_row(f"intentwatch worker, {s.partitions} partition(s)",
+            stages.add_row(f"{s.name}, {s.partitions} partition(s)",
                            f"{s.cpu_us_per_event:.1f}")
             rest = s.cpu_us_per_event - base.cpu_us_per_event - in_process
             stages.add_row(f"  not explained by bare + steps (table writes, 3 agents, "
@@ -900,10 +904,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--faust-env", action="append", default=[], metavar="NAME=VALUE",
                         help="faust setting for both workers as an environment variable, "
                              "e.g. PRODUCER_LINGER=0.005 (repeatable)")
+    parser.add_argument("--linger-ms", default="",
+                        help="comma-separated INTENTWATCH_PRODUCER_LINGER_MS values: one "
+                             "intentwatch run each (default: one run, the worker's default)")
     parser.add_argument("--output", type=Path, default=RESULTS, help="results JSON file")
     parser.add_argument("--workdir", type=Path, default=None,
                         help="keep broker data and worker logs here (default: a temporary dir)")
     args = parser.parse_args(argv)
+    args.linger_ms = [int(ms) for ms in args.linger_ms.split(",") if ms.strip()]
     pairs = [item.split("=", 1) for item in args.faust_env]
     if any(len(pair) != 2 for pair in pairs):
         parser.error("--faust-env takes NAME=VALUE")
@@ -936,14 +944,17 @@ def run_streams(args: argparse.Namespace, work: Workload, run_dir: Path,
         counts = [int(p) for p in args.partitions.split(",") if p.strip()]
         chosen = {"bare": (run_bare, {}), "quiet": (run_bare, {"no_spinner": True}),
                   "intentwatch": (run_intentwatch, {})}
+        lingers: list[dict[str, Any]] = [{"linger_ms": ms} for ms in args.linger_ms] or [{}]
         for partitions in counts:
             tag = f"p{partitions}-{run_id}"
             for which in args.runs:
                 run, options = chosen[which]
-                result = run(broker, work, partitions, run_dir, tag, args, **options)
-                streams.append(result)
-                console.print(f"{result.name}, {partitions} partition(s): "
-                              f"{_num(result.events_per_s)} events/s")
+                for linger in lingers if which == "intentwatch" else [{}]:
+                    result = run(broker, work, partitions, run_dir, tag, args,
+                                 **options, **linger)
+                    streams.append(result)
+                    console.print(f"{result.name}, {partitions} partition(s): "
+                                  f"{_num(result.events_per_s)} events/s")
         if args.profile and counts:
             sample = work.head(args.profile_records)
             for name, run in ((BARE, run_bare), (IW, run_intentwatch)):

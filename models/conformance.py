@@ -52,6 +52,11 @@ def target_host(target: str) -> str | None:
 
 def tool_allowed(patterns: Sequence[str], tool: str) -> bool:
     """Whether any glob pattern of the grant covers ``tool``."""
+    return _tool_covered(tuple(patterns), tool)
+
+
+@lru_cache(maxsize=65536)
+def _tool_covered(patterns: tuple[str, ...], tool: str) -> bool:
     return any(fnmatchcase(tool, pattern) for pattern in patterns)
 
 

@@ -35,8 +35,9 @@ from __future__ import annotations
 
 import math
 import pickle
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from intentwatch.contracts import Grant, Reason, ToolCall
@@ -210,6 +211,11 @@ class Assessment:
     """Named component values, e.g. ``{"intent": .., "tool_rarity": .., "hst": ..}``."""
     rule: str = "score"
     """Which of :data:`RULES` decided."""
+    explain: Callable[[], list[Reason]] | None = None
+    """For a call scored under the alert level, whose reasons carry codes and weights but
+    no sentence (``detail`` is empty: an allowed call needs none): the same reasons with
+    their sentences, for a call that is revoked all the same (a grant violation). Call it
+    before the next call of the task is assessed."""
 
 
 def fuse(
@@ -316,6 +322,9 @@ class Detector:
     def __init__(self, config: ScoringConfig) -> None:
         self.config = config
         detectors = config.detectors
+        sections = sorted(set(detectors) - {"fusion", "baseline", "multivariate", "provenance"})
+        if sections:
+            raise ValueError(f"unknown detector settings: {', '.join(sections)}")
         self.fusion = FusionConfig.from_dict(detectors.get("fusion", {}))
         self.baseline = Baseline(BaselineConfig.from_dict(detectors.get("baseline", {})))
         self.shared = SharedAnomalyModel(
@@ -422,8 +431,16 @@ class Detector:
         rule = self._rule(score, components)
         if rule in HELD:
             score = hold(score, self.config.alert_threshold, self.config.revoke_threshold)
-        reasons = self._reasons(x, check, contributions, call_risk, score, task)
-        return Assessment(score=score, reasons=reasons, components=components, rule=rule)
+        top = self._top_reasons(contributions, call_risk, score)
+        if score >= self.config.alert_threshold:
+            reasons = self._explained(top, x, check, score, task)
+            return Assessment(score=score, reasons=reasons, components=components, rule=rule)
+        return Assessment(
+            score=score,
+            reasons=[Reason(code=name, weight=weight, detail="") for name, weight in top],
+            components=components, rule=rule,
+            explain=partial(self._explained, top, x, check, score, task),
+        )
 
     def _rule(self, score: float, components: dict[str, float]) -> str:
         """Which rule decides a call of this score (see :data:`RULES`)."""
@@ -608,15 +625,11 @@ class Detector:
 
     # -- explanation --------------------------------------------------------------------------
 
-    def _reasons(
-        self,
-        x: Observation,
-        check: IntentCheck | None,
-        contributions: dict[str, float],
-        call_risk: float,
-        score: float,
-        task: _Task,
-    ) -> list[Reason]:
+    def _top_reasons(
+        self, contributions: dict[str, float], call_risk: float, score: float
+    ) -> list[tuple[str, float]]:
+        """The reasons' codes and weights (each component's share of the call's risk, and
+        the task's risk above it), weightiest first, as many as a verdict carries."""
         minimum = self.fusion.min_reason_weight
         total = sum(contributions.values())
         weights = {
@@ -626,12 +639,25 @@ class Detector:
             weights["task_risk"] = score - call_risk
         top = sorted(weights.items(), key=lambda item: item[1], reverse=True)
         return [
+            (name, round(weight, 4)) for name, weight in top[: self.fusion.max_reasons]
+            if weight >= minimum
+        ]
+
+    def _explained(
+        self,
+        top: list[tuple[str, float]],
+        x: Observation,
+        check: IntentCheck | None,
+        score: float,
+        task: _Task,
+    ) -> list[Reason]:
+        return [
             Reason(
-                code=name, weight=round(weight, 4),
+                code=name, weight=weight,
                 detail=(self._explain_task(task, score) if name == "task_risk"
                         else self._explain(name, x, check, task)),
             )
-            for name, weight in top[: self.fusion.max_reasons] if weight >= minimum
+            for name, weight in top
         ]
 
     def _explain(self, name: str, x: Observation, check: IntentCheck | None, task: _Task) -> str:

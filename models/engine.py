@@ -25,6 +25,7 @@ is compared with the config's thresholds.
 from __future__ import annotations
 
 import heapq
+import itertools
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, MutableMapping
@@ -188,6 +189,13 @@ class Engine:
         self.detector = detector or Detector(self.config)
         self._tasks: dict[tuple[str, str], TaskState] = {}
         """Every task the engine knows (open ones as in ``open``, ended ones for a day)."""
+        self._order: dict[tuple[str, str], int] = {}
+        """When each task entered ``_tasks`` (a sweep handles its tasks in that order)."""
+        self._entered = itertools.count()
+        self._checks: list[tuple[float, int, str, str]] = []
+        """(stream time, order, agent, task): when a sweep is next to look at a task (it may
+        find nothing due yet); one live entry per task, the one in ``_check_at``."""
+        self._check_at: dict[tuple[str, str], float] = {}
         self._changed: set[tuple[str, str]] = set()
         self._grace: list[tuple[float, str, str]] = []  # (deadline, agent, task), stream time
         self._expiries: list[tuple[float, str, str]] = []  # (expires_at, agent, task)
@@ -241,10 +249,13 @@ class Engine:
         (after recovery or rebalance): parked calls wait for their grants again, the
         grants of open tasks expire, ended tasks stay ended."""
         self._tasks.clear()
+        self._order.clear()
+        self._checks.clear()
+        self._check_at.clear()
         for agent_id, tasks in self.open.items():
             if keep(agent_id):
                 for task_id, task in tasks.items():
-                    self._tasks[agent_id, task_id] = task
+                    self._enter((agent_id, task_id), task)
         for agent_id, tombstones in self.ended.items():
             if keep(agent_id):
                 for task_id in tombstones:
@@ -357,9 +368,19 @@ class Engine:
 
     def _sweep(self, now: float, outcome: Outcome) -> None:
         """End quiet open tasks (learning them) and forget long-finished or orphan ones
-        (writing the audit of a task whose grant never came)."""
+        (writing the audit of a task whose grant never came).
+
+        Only the tasks whose check is due are looked at (a task seen since goes back in
+        the queue), in the order they entered: the same as looking at every task."""
         quiet = self.config.quiet_period_seconds
-        for key, task in list(self._tasks.items()):
+        due = []
+        while self._checks and self._checks[0][0] <= now:
+            when, order, agent_id, task_id = heapq.heappop(self._checks)
+            if self._check_at.get((agent_id, task_id)) == when:  # else a stale entry
+                del self._check_at[agent_id, task_id]
+                due.append((order, (agent_id, task_id)))
+        for _, key in sorted(due):
+            task = self._tasks[key]
             idle = now - max(task.last_seen, task.ended_at or task.last_seen)
             if idle > _TOMBSTONE_SECONDS and (task.is_over or self._grant(*key) is None):
                 del self._tasks[key]
@@ -368,12 +389,15 @@ class Engine:
                 self._forget_tombstone(*key)
                 if task.audit_pending:
                     outcome.audits.append(self._audit(task, None))
-            elif task.staged and idle >= quiet:
+                del self._order[key]
+                continue
+            if task.staged and idle >= quiet:
                 self.detector.end_task(
                     task.agent_id, task.task_id, task.staged, learn=not task.revoked_for_cause
                 )
                 task.staged = []
                 self._changed.add(key)
+            self._check(key, task, now)
 
     # -- tool calls -----------------------------------------------------------------------
 
@@ -407,7 +431,10 @@ class Engine:
         assessment = self.detector.assess(call, grant, tool)
         violations = self._violations(call, task, grant)
 
-        reasons = sorted(assessment.reasons, key=lambda r: r.weight, reverse=True)
+        reasons = assessment.reasons
+        if (violations or task.revoked_for_cause) and assessment.explain is not None:
+            reasons = assessment.explain()  # revoked all the same: the sentences are needed
+        reasons = sorted(reasons, key=lambda r: r.weight, reverse=True)
         decision: Decision
         rule = assessment.rule
         if violations:
@@ -436,6 +463,8 @@ class Engine:
         self._record_usage(task, call, violations, score)
         if not task.is_over and len(task.staged) < _MAX_STAGED_CALLS:
             task.staged.append((call, tool))
+            if len(task.staged) == 1:  # it can go quiet now
+                self._check((call.agent_id, call.task_id), task, float("-inf"))
         if decision == "revoke" and not task.revoked_for_cause:
             if violations:
                 code = _VIOLATION_REASON[violations[0].code]
@@ -578,8 +607,25 @@ class Engine:
                     last_seen=tombstone.ended_at, revoked=dict(tombstone.revoked),
                     audit_pending=tombstone.audit_pending,
                 )
-            self._tasks[key] = task
+            self._enter(key, task)
         return task
+
+    def _enter(self, key: tuple[str, str], task: TaskState) -> None:
+        self._tasks[key] = task
+        self._order[key] = next(self._entered)
+        self._check(key, task, float("-inf"))
+
+    def _check(self, key: tuple[str, str], task: TaskState, now: float) -> None:
+        """Schedule the sweep's next look at ``task``: when it goes quiet (staged calls),
+        else when it may be forgotten; after ``now`` (the next sweep at the earliest)."""
+        base = max(task.last_seen, task.ended_at or task.last_seen)
+        when = base + (self.config.quiet_period_seconds if task.staged else _TOMBSTONE_SECONDS)
+        if when <= now:  # due but kept (an open task with a grant): look again next sweep
+            when = now + self.config.quiet_period_seconds / 4
+        scheduled = self._check_at.get(key)
+        if scheduled is None or when < scheduled:
+            self._check_at[key] = when
+            heapq.heappush(self._checks, (when, self._order[key], *key))
 
     def _write_back(self) -> None:
         """Put the open tasks this event or tick touched into ``open``; drop ended ones."""

@@ -186,6 +186,7 @@ def destinations_of(
     return tuple(found.values())
 
 
+@lru_cache(maxsize=16384)
 def _explicit(pattern: str) -> bool:
     """A target pattern that names something: not ``*``, not only a scheme (``mailto:*``,
     ``https://*``) and not only a public suffix (``*.com``)."""

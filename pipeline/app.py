@@ -152,6 +152,7 @@ class Pipeline:
             broker_session_timeout=settings.session_timeout_seconds,
             broker_heartbeat_interval=settings.session_timeout_seconds / 6,
             consumer_auto_offset_reset="earliest",
+            producer_linger=settings.producer_linger_ms / 1000,
             web_port=settings.web_port,
             web_bind=settings.web_bind,
             web_host=settings.web_host,

@@ -1,8 +1,10 @@
 """Engine outcomes and dead letters onto the output topics, keyed by agent SPIFFE ID.
 
-Revocations and dead letters are awaited until the broker has them (retried a few
-times), so the input record's offset is committed only after they are stored; a
-revocation that cannot be published is handed back, so the engine can revoke again.
+Revocations go first and are awaited until the broker has them (retried a few
+times), as are dead letters, so the input record's offset is committed only after
+they are stored; a revocation that cannot be published is handed back, so the engine
+can revoke again. Verdicts and audits are handed to the producer without waiting: it
+batches them (``INTENTWATCH_PRODUCER_LINGER_MS``).
 """
 
 from __future__ import annotations
@@ -62,14 +64,13 @@ class Publisher:
         self.counts: Counter[str] = Counter()
 
     async def publish(self, outcome: Outcome) -> list[Revocation]:
-        """Publish everything one event or tick produced, verdicts first.
+        """Publish everything one event or tick produced, revocations first: each is
+        signed and awaited until the broker has it before any verdict or audit of the
+        outcome is handed to the producer, so none waits behind their batch.
 
         Returns the revocations that could not be published even after retries (the
         caller tells the engine, so that the task can be revoked again).
         """
-        for verdict in outcome.verdicts:
-            await self._forward("verdicts", verdict.agent_id, encode(verdict))
-            self.counts[f"verdicts.{verdict.decision}"] += 1
         unpublished = []
         for revocation in outcome.revocations:
             try:
@@ -92,6 +93,9 @@ class Publisher:
             self.counts[f"revocations.{revocation.reason_code}"] += 1
             log.info("revoked %s task %s: %s", revocation.agent_id, revocation.task_id,
                      revocation.reason_code)
+        for verdict in outcome.verdicts:
+            await self._forward("verdicts", verdict.agent_id, encode(verdict))
+            self.counts[f"verdicts.{verdict.decision}"] += 1
         for audit in outcome.audits:
             await self._forward("audit", audit.agent_id, encode(audit))
             self.counts["audits"] += 1

@@ -41,6 +41,7 @@ class Settings:
     session_timeout_seconds: float = 6.0
     standby_replicas: int = 0
     snapshot_seconds: float = 30.0
+    producer_linger_ms: int = 5
     log_level: str = "info"
     otlp_topic: str = "otlp_spans"
     otlp_encoding: str = "otlp_proto"
@@ -64,7 +65,9 @@ class Settings:
         is the floor), ``INTENTWATCH_STANDBY_REPLICAS`` (workers keeping a warm copy of
         each partition's tables),
         ``INTENTWATCH_SNAPSHOT_SECONDS`` (how often what the detector learned is saved to
-        the data dir), ``INTENTWATCH_LOG_LEVEL``, ``INTENTWATCH_OTLP_TOPIC`` and
+        the data dir), ``INTENTWATCH_PRODUCER_LINGER_MS`` (how long the producer waits to
+        batch verdicts and audits per produce request; 0: one request per record),
+        ``INTENTWATCH_LOG_LEVEL``, ``INTENTWATCH_OTLP_TOPIC`` and
         ``INTENTWATCH_OTLP_ENCODING`` (the OpenTelemetry Collector's span topic and its
         Kafka exporter's ``encoding``: ``otlp_proto`` or ``otlp_json``).
         """
@@ -103,6 +106,9 @@ class Settings:
             ),
             snapshot_seconds=_positive_float(
                 "SNAPSHOT_SECONDS", get("SNAPSHOT_SECONDS", default.snapshot_seconds)
+            ),
+            producer_linger_ms=_count(
+                "PRODUCER_LINGER_MS", get("PRODUCER_LINGER_MS", default.producer_linger_ms)
             ),
             log_level=get("LOG_LEVEL", default.log_level).lower(),
             otlp_topic=get("OTLP_TOPIC", default.otlp_topic),

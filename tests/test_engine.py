@@ -5,6 +5,7 @@ The learned layers are replaced by a scripted detector here; they have tests of 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
@@ -23,6 +24,7 @@ class ScriptedAssessment:
     reasons: list[Reason] = field(default_factory=list)
     components: dict[str, float] = field(default_factory=dict)
     rule: str = "score"
+    explain: Callable[[], list[Reason]] | None = None
 
 
 class ScriptedDetector:
@@ -377,3 +379,21 @@ def test_tombstones_are_forgotten_after_a_day_of_stream_time():
     assert set(engine.ended[AGENT]) == {"t1"}
     engine.tick(500.0 + 2 * 86400.0)
     assert AGENT not in engine.ended and AGENT not in engine.grants
+
+
+def test_an_allowed_call_names_its_reasons_without_sentences_a_revoked_one_with_them():
+    engine = Engine()  # the real detector: the sentences are only written when needed
+    engine.process(grant())
+    allowed = engine.process(call(tool="crm.update_customer", target="https://crm.acme.org/c/7"))
+    verdict = allowed.verdicts[0]
+    assert verdict.decision == "allow"
+    assert [(r.code, r.detail) for r in verdict.reasons] == [("intent", "")]
+    assert verdict.reasons[0].weight == pytest.approx(verdict.score, abs=1e-3)
+
+    engine = Engine()
+    engine.process(grant())
+    revoked = engine.process(call(tool="crm.update_customer", target="https://crm.acme.org/c/7",
+                                  data_labels=["confidential"])).verdicts[0]
+    assert revoked.decision == "revoke" and revoked.reasons[0].code == "label_not_granted"
+    intent = next(r for r in revoked.reasons if r.code == "intent")
+    assert "is not what the intent asks for" in intent.detail

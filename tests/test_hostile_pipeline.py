@@ -176,6 +176,9 @@ async def test_the_evidence_of_a_revocation_is_cut_and_counted_and_it_is_publish
     )
     [(_, token, _)] = published.on("revocations")
     assert unpublished == [] and len(token) < 4096
+    # the revocation goes first: no verdict or audit is queued before it
+    assert [topic for topic, *_ in published.records] == [TOPICS["revocations"],
+                                                            TOPICS["verdicts"]]
     verifier = RevocationVerifier({"keys": [key.public_jwk()]})
     assert verifier.verify(token).reason == revocation.reason
 
