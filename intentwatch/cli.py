@@ -1,18 +1,23 @@
 """The ``intentwatch`` command.
 
-Each subcommand imports what it needs when it runs, so ``--help`` is instant.
+Each subcommand imports what it needs when it runs, so ``--help`` is instant. A user's
+mistake ends in one line and exit code 2 (:mod:`intentwatch.user_errors`).
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from intentwatch.user_errors import Commands, UserError
 
 app = typer.Typer(
     help="Runtime enforcement for AI agents: score every tool call against the task's "
@@ -21,6 +26,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     rich_markup_mode="rich",
+    cls=Commands,
 )
 kafka_app = typer.Typer(
     help="A local single-node Apache Kafka (KRaft) on 127.0.0.1, for development and tests.",
@@ -40,7 +46,8 @@ app.add_typer(keys_app, name="keys")
 console = Console()
 
 KafkaHome = Annotated[
-    Path | None, typer.Option(help="State folder of the broker [default: ./.intentwatch/kafka].")
+    Path | None, typer.Option(help="State folder of the broker.",
+                              show_default="$INTENTWATCH_HOME/kafka, else ./.intentwatch/kafka")
 ]
 KeysDir = Annotated[
     Path,
@@ -196,9 +203,11 @@ def demo(
         typer.Option(envvar="INTENTWATCH_BOOTSTRAP",
                      help="Use this Kafka instead of starting a local one."),
     ] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the simulated fleet.")] = 7,
-    agents: Annotated[int, typer.Option(help="Agents per role in the simulated fleet.")] = 2,
-    duration: Annotated[float, typer.Option(help="Seconds of live traffic.")] = 45.0,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the simulated fleet.")] = 7,
+    agents: Annotated[
+        int, typer.Option(min=1, help="Agents per role in the simulated fleet.")
+    ] = 2,
+    duration: Annotated[float, typer.Option(min=1.0, help="Seconds of live traffic.")] = 45.0,
 ) -> None:
     """Run the whole loop: Kafka, a worker, a simulated fleet, live revocations, a summary."""
     from intentwatch.demo import run_demo
@@ -212,9 +221,13 @@ def demo(
 @app.command()
 def fleet(
     out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the JSON Lines.")],
-    seed: Annotated[int, typer.Option(help="Seed; the same seed gives the same fleet.")] = 0,
-    agents: Annotated[int, typer.Option(help="Agents per role.")] = 3,
-    days: Annotated[float, typer.Option(help="Days of benign history before attacks.")] = 7.0,
+    seed: Annotated[
+        int, typer.Option(min=0, help="Seed; the same seed gives the same fleet.")
+    ] = 0,
+    agents: Annotated[int, typer.Option(min=1, help="Agents per role.")] = 3,
+    days: Annotated[
+        float, typer.Option(min=0.0, help="Days of benign history before attacks.")
+    ] = 7.0,
 ) -> None:
     """Write a labelled synthetic fleet in the replay format."""
     from intentwatch.simulation.fleet import FleetSpec, generate, write_jsonl
@@ -229,49 +242,98 @@ def replay(
     events: Annotated[Path, typer.Argument(help="Recorded events, JSON Lines (replay format).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the verdicts.")],
     config: Annotated[
-        Path | None, typer.Option(help="Scoring config [default: $INTENTWATCH_SCORING_CONFIG "
-                                       "or the shipped one].")
+        Path | None, typer.Option(help="Scoring config.",
+                                  show_default="$INTENTWATCH_SCORING_CONFIG, else the shipped one")
     ] = None,
+    rejected: Annotated[
+        Path | None, typer.Option(help="Where bad lines are listed, `file:line: reason` each.",
+                                  show_default="OUT with .rejected.txt")
+    ] = None,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Stop at the first bad line instead.")
+    ] = False,
 ) -> None:
-    """Run the engine offline over recorded telemetry and write one verdict per tool call."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+    """Run the engine offline over recorded telemetry and write one verdict per tool call.
 
-    from intentwatch.contracts import encode
+    A line that is not a valid event is listed in the rejected file and skipped, as the
+    worker dead-letters a bad record and goes on (with --strict it ends the replay).
+    """
+    from rich.progress import BarColumn, Progress, TimeElapsedColumn
+
+    from intentwatch.contracts import Event, encode
     from intentwatch.models.config import load_config
     from intentwatch.models.engine import Engine
     from intentwatch.models.replay import ReplaySummary
     from intentwatch.models.replay import replay as run_replay
-    from intentwatch.simulation.fleet import read_jsonl
+    from intentwatch.recorded import RejectedLine, read_events
 
-    records = list(read_jsonl(events))
+    rejected_path = rejected or out.with_name(out.name + ".rejected.txt")
+    read = 0
+
+    def events_read() -> Iterator[Event]:
+        nonlocal read
+        for event in read_events(events, reject):
+            read += 1
+            yield event
+
     engine = Engine(load_config(config))
     summary = ReplaySummary()
+    bad: list[RejectedLine] = []
+
+    def reject(line: RejectedLine) -> None:
+        if strict:
+            raise UserError(f"{line} (without --strict bad lines are listed and skipped)")
+        bad.append(line)
+        sink.write(f"{line}\n")
+
     started = time.perf_counter()
     progress = Progress("[progress.description]{task.description}", BarColumn(),
-                        MofNCompleteColumn(), TimeRemainingColumn(), console=console)
-    with progress, out.open("wb") as sink:
-        task = progress.add_task("replaying", total=len(records))
-        for outcome in run_replay(records, engine):
+                        TimeElapsedColumn(), console=console, transient=True)
+    with progress, out.open("wb") as verdicts, rejected_path.open("w") as sink:
+        task = progress.add_task("replaying", total=None)
+        for outcome in run_replay(events_read(), engine):
             summary.add(outcome)
             for verdict in outcome.verdicts:
-                sink.write(encode(verdict) + b"\n")
+                verdicts.write(encode(verdict) + b"\n")
             progress.advance(task)
     seconds = time.perf_counter() - started
+    if not bad:
+        rejected_path.unlink()
     table = Table(title=f"replay of {events.name} (config {engine.config.version})")
     table.add_column("measure")
     table.add_column("value", justify="right")
-    table.add_row("events", f"{len(records):,}")
+    table.add_row("events", f"{read:,}")
+    table.add_row("bad lines (skipped)", f"{len(bad):,}")
     table.add_row("tool calls (verdicts)", f"{summary.calls:,}")
     for decision in ("allow", "alert", "revoke"):
         table.add_row(f"  {decision}", f"{summary.decisions[decision]:,}")
     for reason, count in summary.revocations.most_common():
         table.add_row(f"revocations: {reason}", f"{count:,}")
-    table.add_row("throughput", f"{len(records) / seconds:,.0f} events/s ({seconds:.2f} s)")
+    table.add_row("throughput", f"{read / seconds:,.0f} events/s ({seconds:.2f} s)")
     console.print(table)
     console.print(f"verdicts written to {out}")
+    if bad:
+        console.print(f"[yellow]{len(bad)} bad line(s) skipped, listed in {rejected_path}; "
+                      f"the first: {bad[0]}[/yellow]", highlight=False)
 
 
 # -- audit -----------------------------------------------------------------------------------
+
+
+class GroupBy(StrEnum):
+    agent = "agent"
+    role = "role"
+
+
+class DecisionName(StrEnum):
+    allow = "allow"
+    alert = "alert"
+    revoke = "revoke"
+
+
+Timeout = Annotated[
+    float, typer.Option(min=0.1, help="Seconds to wait for Kafka at most.")
+]
 
 
 @app.command()
@@ -279,18 +341,16 @@ def audit(
     bootstrap: Annotated[
         str, typer.Option(envvar="INTENTWATCH_BOOTSTRAP", help="Kafka bootstrap servers.")
     ] = "127.0.0.1:9092",
-    by: Annotated[str, typer.Option(help="Group by `agent` or `role`.")] = "role",
+    by: Annotated[GroupBy, typer.Option(help="Group by agent or by role.")] = GroupBy.role,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
-    timeout: Annotated[float, typer.Option(help="Seconds to wait for the topic.")] = 10.0,
+    timeout: Timeout = 10.0,
 ) -> None:
     """Right-sizing advice from the audit topic: privileges granted but never used, and a
     narrow grant for requests that delegate to data."""
     from intentwatch.audit_reader import read_audit_records
     from intentwatch.models.rightsizing import advise
 
-    if by not in ("agent", "role"):
-        raise typer.BadParameter("--by must be `agent` or `role`")
-    advice = advise(read_audit_records(bootstrap, timeout=timeout), by=by)  # type: ignore[arg-type]
+    advice = advise(read_audit_records(bootstrap, timeout=timeout), by=by.value)
     if as_json:
         print(json.dumps([group.to_dict() for group in advice], indent=2))
         return
@@ -313,6 +373,94 @@ def audit(
     console.print(table)
 
 
+# -- why: explain and tail ------------------------------------------------------------------
+
+Jwks = Annotated[
+    str | None,
+    typer.Option(help="intentwatch's JWKS (URL or file) to verify revocations with.",
+                 show_default="the keyring in $INTENTWATCH_KEYS_DIR, else "
+                              "http://127.0.0.1:6066/.well-known/jwks.json"),
+]
+
+
+@app.command()
+def explain(
+    event_id: Annotated[
+        str | None, typer.Argument(help="The event id of a tool call.", show_default=False)
+    ] = None,
+    task: Annotated[
+        str | None, typer.Option("--task", help="A task id instead: all its calls.")
+    ] = None,
+    agent: Annotated[
+        str | None, typer.Option(help="Only this agent's task (task ids may repeat).")
+    ] = None,
+    bootstrap: Bootstrap = "127.0.0.1:9092",
+    jwks: Jwks = None,
+    keys_dir: KeysDir = DEFAULT_KEYS_DIR,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+    timeout: Timeout = 10.0,
+) -> None:
+    """Why: a call's (or a task's) verdicts with scores, reasons and components, the task's
+    revocations and its audit, read from the topics."""
+    from intentwatch.explain import explain as gather
+    from intentwatch.explain import render, revocation_verifier
+
+    if (event_id is None) == (task is None):
+        raise UserError("name a call (EVENT_ID) or a task (--task TASK_ID), not both")
+    verifier = revocation_verifier(jwks, keys_dir, timeout=timeout)
+    found = gather(bootstrap, verifier, event_id=event_id, task_id=task, agent_id=agent,
+                   timeout=timeout)
+    if as_json:
+        print(json.dumps(found.to_dict(), indent=2))
+    else:
+        render(found, console)
+    if not found.found:
+        raise UserError(f"nothing on the topics of {bootstrap} about "
+                        + (f"call {event_id}" if event_id else f"task {task}"))
+
+
+@app.command()
+def tail(
+    decision: Annotated[
+        list[DecisionName] | None,
+        typer.Option(help="Only verdicts with this decision (repeat for several).",
+                     show_default="all"),
+    ] = None,
+    reason: Annotated[
+        list[str] | None,
+        typer.Option(help="Only verdicts with this reason code, or revocations with this "
+                          "reason (repeat for several).", show_default="all"),
+    ] = None,
+    agent: Annotated[str | None, typer.Option(help="Only this agent.")] = None,
+    from_beginning: Annotated[
+        bool, typer.Option("--from-beginning", help="Start at the topics' beginning.")
+    ] = False,
+    count: Annotated[
+        int | None, typer.Option(min=1, help="Stop after this many lines.",
+                                 show_default="follow until Ctrl-C")
+    ] = None,
+    bootstrap: Bootstrap = "127.0.0.1:9092",
+    jwks: Jwks = None,
+    keys_dir: KeysDir = DEFAULT_KEYS_DIR,
+    timeout: Timeout = 10.0,
+) -> None:
+    """Follow verdicts and revocations live, one line each, filtered by decision and reason."""
+    from intentwatch.explain import follow, line_of, revocation_verifier
+
+    verifier = revocation_verifier(jwks, keys_dir, timeout=timeout)
+    shown = 0
+    try:
+        for item in follow(bootstrap, verifier, decisions=[d.value for d in decision or ()],
+                           reasons=reason or (), agent_id=agent,
+                           from_beginning=from_beginning, timeout=timeout):
+            print(line_of(item), flush=True)
+            shown += 1
+            if count is not None and shown >= count:
+                return
+    except KeyboardInterrupt:
+        return
+
+
 # -- keys ------------------------------------------------------------------------------------
 
 
@@ -324,7 +472,11 @@ def keys_init(
     """Create a keyring with one signing key."""
     from intentwatch.tokens.keys import Keyring
 
-    keyring = Keyring.create(keys_dir, alg)
+    try:
+        keyring = Keyring.create(keys_dir, alg)
+    except FileExistsError:
+        raise UserError(f"{keys_dir} already holds a keyring: `intentwatch keys rotate` adds a "
+                        "new active key to it") from None
     console.print(f"created keyring {keys_dir} with active key {keyring.active.kid}")
 
 
@@ -345,8 +497,8 @@ def keys_prune(
     keys_dir: KeysDir = DEFAULT_KEYS_DIR,
     older_than: Annotated[
         float,
-        typer.Option(help="Drop keys replaced more than this many seconds ago "
-                          "[default: 7 days, the revocation topic's retention]."),
+        typer.Option(min=0.0, help="Drop keys replaced more than this many seconds ago.",
+                     show_default="604800 (7 days, the revocation topic's retention)"),
     ] = 7 * 86400.0,
 ) -> None:
     """Drop retired keys once no token they signed can still be on the revocation topic."""

@@ -12,12 +12,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from intentwatch.contracts import parse_bootstrap
 from intentwatch.pipeline.otlp import ENCODINGS
 
-__all__ = ["Settings"]
+__all__ = ["Settings", "SettingsError"]
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
+
+
+class SettingsError(ValueError):
+    """A setting has a value the worker cannot use; the message names its variable."""
 
 
 @dataclass(frozen=True)
@@ -79,7 +84,7 @@ class Settings:
 
         jwks = get("GRANT_ISSUERS_JWKS", "")
         return cls(
-            bootstrap=get("BOOTSTRAP", default.bootstrap),
+            bootstrap=_bootstrap(get("BOOTSTRAP", default.bootstrap)),
             app_id=get("APP_ID", default.app_id),
             partitions=_positive_int("PARTITIONS", get("PARTITIONS", default.partitions)),
             replication_factor=_positive_int(
@@ -117,13 +122,21 @@ class Settings:
         )
 
 
+def _bootstrap(text: str) -> str:
+    try:
+        parse_bootstrap(text)
+    except ValueError as error:
+        raise SettingsError(f"INTENTWATCH_BOOTSTRAP: {error}") from None
+    return text
+
+
 def _positive_int(name: str, text: str) -> int:
     try:
         value = int(text)
     except ValueError:
         value = 0
     if value < 1:
-        raise ValueError(f"INTENTWATCH_{name} must be a positive integer, got {text!r}")
+        raise SettingsError(f"INTENTWATCH_{name} must be a positive integer, got {text!r}")
     return value
 
 
@@ -143,18 +156,20 @@ def _positive_float(name: str, text: str) -> float:
     except ValueError:
         value = 0.0
     if not value > 0:
-        raise ValueError(f"INTENTWATCH_{name} must be a positive number of seconds, got {text!r}")
+        raise SettingsError(
+            f"INTENTWATCH_{name} must be a positive number of seconds, got {text!r}"
+        )
     return value
 
 
 def _one_of(name: str, text: str, choices: tuple[str, ...]) -> str:
     if text not in choices:
-        raise ValueError(f"INTENTWATCH_{name} must be one of {', '.join(choices)}, got {text!r}")
+        raise SettingsError(f"INTENTWATCH_{name} must be one of {', '.join(choices)}, got {text!r}")
     return text
 
 
 def _flag(name: str, text: str) -> bool:
     value = text.strip().lower()
     if value not in _TRUE | _FALSE:
-        raise ValueError(f"INTENTWATCH_{name} must be true or false, got {text!r}")
+        raise SettingsError(f"INTENTWATCH_{name} must be true or false, got {text!r}")
     return value in _TRUE

@@ -13,8 +13,9 @@ from pathlib import Path
 import faust
 from kafka.errors import KafkaError
 
+from intentwatch.local.kafka_broker import port_is_free
 from intentwatch.pipeline.app import INPUT_TOPICS, Pipeline, worker_topics
-from intentwatch.pipeline.settings import Settings
+from intentwatch.pipeline.settings import Settings, SettingsError
 from intentwatch.pipeline.topics import adopted_partitions, describe_topics, ensure_topics
 from intentwatch.tokens.grants import GrantVerifier
 from intentwatch.tokens.keys import Keyring
@@ -45,6 +46,12 @@ def grant_verifier(settings: Settings) -> GrantVerifier:
             "Set INTENTWATCH_GRANT_ISSUERS_JWKS to the JWKS file of the credential brokers whose "
             "grants to trust (or INTENTWATCH_ALLOW_UNSIGNED_GRANTS=1 for development only)."
         )
+    jwks = settings.grant_issuers_jwks
+    if jwks is not None and not jwks.is_file():
+        raise SettingsError(
+            f"INTENTWATCH_GRANT_ISSUERS_JWKS names {jwks}, which is not a file: write the JWKS "
+            "of the credential brokers whose grants to trust there"
+        )
     if settings.allow_unsigned_grants:
         log.warning("accepting UNSIGNED grants: development only, anyone who can write the "
                     "grants topic can grant anything")
@@ -65,6 +72,11 @@ def run_worker(settings: Settings) -> None:
     ``settings.partitions`` applies to the topics it creates on an empty Kafka.
     """
     verifier = grant_verifier(settings)
+    if not port_is_free(settings.web_port):
+        raise SettingsError(
+            f"INTENTWATCH_WEB_PORT {settings.web_port} is in use (another worker?): give each "
+            "worker its own port"
+        )
     keyring = load_keyring(settings.keys_dir)
     try:
         found = describe_topics(settings.bootstrap, INPUT_TOPICS)
@@ -84,4 +96,7 @@ def run_worker(settings: Settings) -> None:
     worker.execute_from_commandline()
 
 if __name__ == "__main__":
-    run_worker(Settings.from_env())
+    try:
+        run_worker(Settings.from_env())
+    except SettingsError as error:
+        raise SystemExit(str(error)) from None

@@ -44,6 +44,9 @@ class FakeFuture:
     def add_errback(self, callback, *args):
         self.errbacks.append((callback, args))
 
+    def add_callback(self, callback, *args):
+        pass
+
     def fail(self, error):
         for callback, args in self.errbacks:
             callback(error, *args)

@@ -10,10 +10,10 @@ every Kafka problem surfaces as :class:`~intentwatch.sdk.errors.IntentwatchError
     ensure_delivered`), else the tool does not run and the call raises. Only a call
     already past that check when Kafka goes away runs without being reported.
 ``fail_open``
-    Tools always run. Records wait in a bounded local buffer (``buffer_size``
-    records) while Kafka is unreachable, including at start, and are sent in order
-    when it returns; when the buffer is full new records are dropped and counted
-    (:attr:`Delivery.dropped`). :meth:`Delivery.flush` and ``close`` say what is
+    Tools always run. Records wait in a bounded local buffer while Kafka is
+    unreachable, including at start, and are sent in order when it returns: at most
+    ``buffer_size`` records are unacknowledged at a time; beyond that new records are
+    dropped and counted (:attr:`Delivery.dropped`). :meth:`Delivery.flush` and ``close`` say what is
     still undelivered.
 
 Topics are never created by publishing: a missing topic is an error naming the
@@ -106,6 +106,7 @@ class Delivery:
         self._lock = threading.Condition()
         self._failures: list[str] = []
         self._buffer: deque[_Record] = deque()
+        self._unacknowledged = 0
         self._buffer_size = buffer_size
         self._closing = False
         self._producer: KafkaProducer | None = None
@@ -118,9 +119,9 @@ class Delivery:
             self._thread.start()
 
     @property
-    def buffered(self) -> int:
-        """Records waiting in the ``fail_open`` buffer."""
-        return len(self._buffer)
+    def waiting(self) -> int:
+        """Records sent but not yet acknowledged by Kafka."""
+        return len(self._buffer) + self._unacknowledged
 
     def send(
         self, topic: str, key: bytes, value: bytes, timestamp_ms: int,
@@ -133,11 +134,11 @@ class Delivery:
             self._hand_over(self._live(), (topic, key, value, timestamp_ms, headers or []))
             return
         with self._lock:
-            if len(self._buffer) >= self._buffer_size:
+            if len(self._buffer) + self._unacknowledged >= self._buffer_size:
                 self.dropped += 1
                 if self.dropped == 1 or self.dropped % self._buffer_size == 0:
                     log.warning("Kafka at %s unreachable and %d records buffered: %d record(s) "
-                                "dropped so far", self.bootstrap, len(self._buffer), self.dropped)
+                                "dropped so far", self.bootstrap, self.waiting, self.dropped)
                 return
             self._buffer.append((topic, key, value, timestamp_ms, headers or []))
             self._lock.notify_all()
@@ -219,6 +220,9 @@ class Delivery:
             raise KafkaUnavailable(
                 self.bootstrap, f"a record for {topic} was not taken within {self.timeout:g} s"
             ) from None
+        with self._lock:
+            self._unacknowledged += 1
+        future.add_callback(self._on_delivered)
         future.add_errback(self._on_error, topic)
 
     def _flush_producer(self, producer: KafkaProducer, timeout: float) -> None:
@@ -229,9 +233,14 @@ class Delivery:
                 self.bootstrap, f"records not acknowledged within {timeout:g} s"
             ) from None
 
+    def _on_delivered(self, _metadata: object) -> None:
+        with self._lock:
+            self._unacknowledged -= 1
+
     def _on_error(self, error: Exception, topic: str) -> None:
         log.error("record for %s not delivered: %s", topic, error)
         with self._lock:
+            self._unacknowledged -= 1
             self._failures.append(f"{topic}: {error}")
 
     def _run(self) -> None:
