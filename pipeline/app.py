@@ -38,6 +38,7 @@ from intentwatch.models.engine import Engine, Outcome, TaskState, Tombstone
 from intentwatch.models.replay import event_time
 from intentwatch.pipeline.decoding import Decoder, claimed_task, kind_of
 from intentwatch.pipeline.dlq import DeadLetterLog
+from intentwatch.pipeline.kafka_health import KafkaHealth, OutageFilter
 from intentwatch.pipeline.metrics import Metrics
 from intentwatch.pipeline.publishing import Headers, Publisher, Send
 from intentwatch.pipeline.settings import Settings
@@ -191,6 +192,7 @@ class Pipeline:
         self.metrics = Metrics(consumer=lambda: self.app.consumer, topics=INPUT_TOPICS,
                                tables=self.app.tables)
         self.ready = False
+        self.kafka = KafkaHealth(settings.bootstrap)
         self._owned: frozenset[int] = frozenset()
         self.agent = self._agent()
         self.spans = SpanInput(
@@ -199,6 +201,7 @@ class Pipeline:
             partitions=settings.partitions,
         )
         self.app.timer(settings.tick_seconds, name="intentwatch.tick")(self.tick)
+        self.app.timer(1.0, name="intentwatch.kafka-probe")(self.kafka.probe)
         self.app.timer(settings.snapshot_seconds, name="intentwatch.snapshot")(
             self.snapshots.save
         )
@@ -208,7 +211,8 @@ class Pipeline:
             self._on_partitions_assigned  # type: ignore[arg-type]  # faust passes `assigned`
         )
         self.grants.on_recover(self._on_recovered)
-        add_views(self.app, jwks=keyring.jwks, status=self.status, metrics=self.metrics.page)
+        add_views(self.app, jwks=keyring.jwks, status=self.status, metrics=self.metrics.page,
+                  health=self.health)
 
     async def handle(
         self,
@@ -295,7 +299,8 @@ class Pipeline:
         """Counters for ``/status``."""
         return {
             "app_id": self.settings.app_id,
-            "ready": self.ready,
+            "ready": self.ready and self.kafka.reachable,
+            "kafka": self.kafka.status(),
             "partitions": sorted(self._owned),
             "signing_kid": self.keyring.active.kid,
             "received": dict(self.received),
@@ -303,6 +308,12 @@ class Pipeline:
             "learned": self.snapshots.status(),
             "spans": self.spans.status(),
         }
+
+    def health(self) -> dict[str, Any]:
+        """For ``/health`` and ``/ready``: whether the worker judges, and Kafka's state."""
+        kafka = self.kafka.status()
+        return {"status": "ok" if kafka["reachable"] else "kafka unreachable",
+                "ready": self.ready and kafka["reachable"], "kafka": kafka}
 
     def _agent(self) -> AgentT:
         async def consume(stream: faust.StreamT) -> AsyncIterator[Outcome | None]:
@@ -363,6 +374,7 @@ class Pipeline:
         )
 
     async def _on_start(self) -> None:
+        OutageFilter(self.kafka).install()  # once logging is set up: one line per outage
         settings = self.settings
         log.info("worker %s on %s: web %s:%d, signing key %s", settings.app_id,
                  settings.bootstrap, settings.web_bind, settings.web_port, self.keyring.active.kid)

@@ -11,7 +11,13 @@ import pytest
 
 import intentwatch.sdk.delivery
 import intentwatch.sdk.subscriber
-from intentwatch import ContractError, PublishError, RevocationSubscriber, TelemetryPublisher
+from intentwatch import (
+    ContractError,
+    IntentwatchError,
+    PublishError,
+    RevocationSubscriber,
+    TelemetryPublisher,
+)
 from intentwatch.contracts import (
     KIND_HEADER,
     TOPICS,
@@ -19,6 +25,7 @@ from intentwatch.contracts import (
     decode_task_event,
     decode_toolcall,
 )
+from intentwatch.local.kafka_broker import free_port
 from intentwatch.reference import AccessDenied, CredentialBroker, ToolGateway
 from intentwatch.tokens.keys import generate_key
 from intentwatch.tokens.revocations import encode_revocation
@@ -83,6 +90,9 @@ class FakeConsumer:
     def __init__(self, **config):
         self.config = config
         self.closed = False
+
+    def partitions_for_topic(self, topic):
+        return {0}
 
     def subscribe(self, topics):
         self.topics = topics
@@ -454,3 +464,27 @@ def test_gateway_denies_expired_and_unknown_tokens(broker, gateway, publisher):
     assert gateway.ran == []
     assert [c.status for c in gateway.calls] == ["expired", "unknown"]
     assert len(sent(publisher, "toolcall")) == 1  # an unknown token has no agent to report
+
+
+# -- Kafka trouble ---------------------------------------------------------------------------
+
+
+def test_a_bad_address_is_one_error_naming_it_with_a_hint(key):
+    message = r"Kafka address '127.0.0.1:9092x' is not host:port .*: set INTENTWATCH_BOOTSTRAP"
+    with pytest.raises(IntentwatchError, match=message):
+        TelemetryPublisher("127.0.0.1:9092x")
+    with pytest.raises(IntentwatchError, match=message):
+        RevocationSubscriber("127.0.0.1:9092x", jwks={"keys": [key.public_jwk()]})
+
+
+def test_no_kafka_is_a_publish_error_within_the_timeout(key):
+    nobody = f"127.0.0.1:{free_port()}"
+    with pytest.raises(PublishError, match=r"no answer within 0\.5 s.*intentwatch kafka up"):
+        TelemetryPublisher(nobody, timeout=0.5)
+    with pytest.raises(IntentwatchError, match=r"no answer within 0\.5 s"):
+        RevocationSubscriber(nobody, jwks={"keys": [key.public_jwk()]}, ready_timeout=0.5)
+
+
+def test_the_policy_is_one_of_two():
+    with pytest.raises(ValueError, match="fail_closed"):
+        TelemetryPublisher("127.0.0.1:9092", policy="fail_later")

@@ -147,8 +147,11 @@ class Delivery:
         """``fail_closed``: return once everything sent so far is acknowledged, or raise
         :class:`PublishError` (within ``timeout``). ``fail_open``: return at once."""
         if self._thread is None:
+            lost = len(self._failures)
             self._flush_producer(self._live(), self.timeout)
-            self.raise_failures()
+            if len(self._failures) > lost:  # (flush and close report what was lost)
+                raise KafkaUnavailable(self.bootstrap, "earlier records were not "
+                                       f"acknowledged within {self.timeout:g} s")
 
     def flush(self, timeout: float | None = None) -> None:
         """Wait until Kafka acknowledged everything sent (at most ``timeout``, default the
@@ -174,8 +177,10 @@ class Delivery:
             failures, self._failures = self._failures, []
         if failures:
             raise PublishError(
-                f"{len(failures)} record(s) were not delivered; first error: {failures[0]}",
-                "they are lost; see the log of intentwatch.sdk.publisher",
+                f"{len(failures)} record(s) were not delivered to Kafka at {self.bootstrap} "
+                f"(first: {failures[0]})",
+                "they are lost: is a broker running there? `intentwatch kafka up` starts a "
+                "local one",
             )
 
     def close(self, timeout: float | None = None) -> None:

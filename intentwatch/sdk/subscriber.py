@@ -37,8 +37,10 @@ from typing import Any, Literal
 
 from kafka import KafkaConsumer
 from kafka.consumer.fetcher import ConsumerRecord
+from kafka.errors import KafkaError
 
-from intentwatch.contracts import TOPICS, Revocation
+from intentwatch.contracts import TOPICS, Revocation, parse_bootstrap
+from intentwatch.sdk.errors import IntentwatchError, KafkaUnavailable, bad_address, missing_topic
 from intentwatch.sdk.publisher import default_bootstrap
 from intentwatch.tokens.revocations import RevocationRejected, RevocationVerifier
 
@@ -92,7 +94,7 @@ class RevocationSubscriber:
     on_rejected
         Called with a :class:`RejectedRevocation` for every dropped record.
     ready_timeout
-        Seconds to wait, at construction, for the JWKS and the partition assignment:
+        Seconds to wait at most, at construction, for the JWKS and the partition assignment:
         once the constructor returns, no revocation published afterwards is missed.
     consumer_config
         Extra :class:`kafka.KafkaConsumer` settings (TLS, SASL ...).
@@ -112,7 +114,7 @@ class RevocationSubscriber:
         issuer: str | None = None,
         max_age: float | None = DEFAULT_MAX_AGE_SECONDS,
         on_rejected: Callable[[RejectedRevocation], None] | None = None,
-        ready_timeout: float = 30.0,
+        ready_timeout: float = 10.0,
         dedupe_window: int = 100_000,
         client_id: str = "intentwatch-revocations",
         **consumer_config: Any,
@@ -132,15 +134,31 @@ class RevocationSubscriber:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._backlog: deque[ConsumerRecord] = deque()
-        self._consumer = KafkaConsumer(
-            bootstrap_servers=(bootstrap or default_bootstrap()).split(","),
-            client_id=client_id,
-            group_id=group_id,
-            auto_offset_reset=offset,
-            enable_auto_commit=group_id is not None,
-            fetch_max_wait_ms=100,
-            **consumer_config,
-        )
+        self.bootstrap = bootstrap or default_bootstrap()
+        try:
+            servers = parse_bootstrap(self.bootstrap)
+        except ValueError as error:
+            raise bad_address(error) from None
+        wait_ms = int(ready_timeout * 1000)
+        try:
+            self._consumer = KafkaConsumer(
+                bootstrap_servers=servers,
+                client_id=client_id,
+                group_id=group_id,
+                auto_offset_reset=offset,
+                enable_auto_commit=group_id is not None,
+                fetch_max_wait_ms=100,
+                allow_auto_create_topics=False,
+                bootstrap_timeout_ms=wait_ms,
+                reconnect_backoff_max_ms=1000,  # back within a second of the broker's return
+                **consumer_config,
+            )
+        except KafkaError as error:
+            raise KafkaUnavailable(self.bootstrap, f"no answer within {ready_timeout:g} s "
+                                   f"({type(error).__name__})") from None
+        if not self._consumer.partitions_for_topic(TOPICS["revocations"]):
+            self._consumer.close()
+            raise missing_topic(TOPICS["revocations"], self.bootstrap)
         self._consumer.subscribe([TOPICS["revocations"]])
         self._wait_assigned(deadline)
 
@@ -258,7 +276,8 @@ class RevocationSubscriber:
         while not self._consumer.assignment():
             if time.monotonic() > deadline:
                 self._consumer.close()
-                raise TimeoutError(f"no partition of {TOPICS['revocations']} assigned in time")
+                raise KafkaUnavailable(self.bootstrap, f"no partition of {TOPICS['revocations']} "
+                                       "assigned in time")
             for records in self._consumer.poll(timeout_ms=100).values():
                 self._backlog.extend(records)
         for partition in self._consumer.assignment():
@@ -274,7 +293,10 @@ def fetch_jwks(url: str, timeout: float = 30.0) -> dict[str, Any]:
                 return json.loads(response.read())
         except OSError as error:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"could not fetch the JWKS at {url}: {error}") from None
+                raise IntentwatchError(
+                    f"could not fetch the JWKS at {url}: {error}",
+                    "is the worker running? it serves intentwatch's keys on its web port",
+                ) from None
             time.sleep(0.25)
 
 
