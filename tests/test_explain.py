@@ -11,8 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from intentwatch.cli import app
-from intentwatch.contracts import TOPICS
-from tests.conftest import RunningWorker, wait_for
+from tests.conftest import RunningWorker
 
 pytestmark = pytest.mark.kafka
 
@@ -22,11 +21,7 @@ INTENTWATCH = str(Path(sys.executable).with_name("intentwatch"))
 def publish_task(worker: RunningWorker, agent: str) -> tuple[str, str]:
     """A task with one call in its grant, one outside it, then its end; the two event ids."""
     publisher = worker.publisher
-    grants = worker.status()["received"].get(TOPICS["grants"], 0)
     publisher.publish_grant(worker.grant(agent))
-    publisher.flush()
-    wait_for(worker.status, lambda s: s["received"].get(TOPICS["grants"], 0) > grants, 60,
-             "the worker to read the grant")  # the calls are then judged against it
     credential = f"c-{agent.rsplit('/', 1)[1]}-t1"
     good = publisher.publish_toolcall({
         "agent_id": agent, "task_id": "t1", "tool": "crm.lookup_customer",
@@ -56,8 +51,8 @@ def test_explain_shows_a_tasks_verdicts_revocations_and_audit(
     by_reason = {r["reason_code"]: r for r in found["revocations"]}
     assert set(by_reason) == {"intent_violation", "task_completed"}
     assert by_reason["intent_violation"]["evidence"] == [bad]
-    [audit] = found["audits"]  # (its counts are the worker's business, not explain's)
-    assert (audit["task_id"], audit["grant_id"]) == ("t1", f"g-{agent.rsplit('/', 1)[1]}-t1")
+    [audit] = found["audits"]
+    assert (audit["calls"], audit["revoked"]) == (2, True)
 
     one = runner.invoke(app, ["explain", bad, *base], env={"COLUMNS": "250"})
     assert one.exit_code == 0, one.output

@@ -15,7 +15,7 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from intentwatch import PublishError, RevocationSubscriber, TelemetryPublisher
-from intentwatch.contracts import TOPICS, Revocation, decode_toolcall
+from intentwatch.contracts import KIND_HEADER, TOPICS, Revocation, decode_toolcall
 from intentwatch.demo import WorkerProcess, create_topics
 from intentwatch.local.kafka_broker import LocalKafka, down, free_port, status, up
 from intentwatch.tokens.keys import generate_key
@@ -63,7 +63,7 @@ def agent() -> str:
 def calls_of(bootstrap: str, agent: str) -> list[str]:
     """Event ids of ``agent``'s tool calls on the topic, in its order."""
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    partition = TopicPartition(TOPICS["toolcalls"], 0)
+    partition = TopicPartition(TOPICS["events"], 0)
     consumer.assign([partition])
     consumer.seek_to_beginning()
     end = consumer.end_offsets([partition])[partition]
@@ -71,7 +71,7 @@ def calls_of(bootstrap: str, agent: str) -> list[str]:
     while consumer.position(partition) < end:
         for records in consumer.poll(timeout_ms=500).values():
             found += [decode_toolcall(r.value).event_id for r in records
-                      if r.key == agent.encode()]
+                      if r.key == agent.encode() and (KIND_HEADER, b"toolcall") in r.headers]
     consumer.close()
     return found
 
