@@ -87,13 +87,14 @@ def run_worker(settings: Settings) -> None:
         pipeline = Pipeline(settings, keyring=keyring, grant_verifier=verifier)
         ensure_topics(settings.bootstrap, worker_topics(settings))
     except KafkaError as error:
-        raise SystemExit(
-            f"Cannot set up the topics on Kafka at {settings.bootstrap} ({error}). Is a broker "
-            "running? `intentwatch kafka up` starts one; INTENTWATCH_BOOTSTRAP names another."
+        raise SettingsError(
+            f"INTENTWATCH_BOOTSTRAP {settings.bootstrap}: Kafka does not answer there "
+            f"({type(error).__name__}); is a broker running? `intentwatch kafka up` starts one"
         ) from None
     worker = faust.Worker(pipeline.app, loglevel=settings.log_level.upper())
     worker.spinner = None  # else faust sets the root logger to DEBUG to spin on every record
     worker.execute_from_commandline()
+
 
 if __name__ == "__main__":
     try:

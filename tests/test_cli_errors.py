@@ -146,3 +146,30 @@ def test_commands_reading_kafka_say_why_they_cannot(
 
 def test_explain_needs_a_call_or_a_task() -> None:
     assert mistake(["explain"]) == "name a call (EVENT_ID) or a task (--task TASK_ID), not both"
+
+
+@pytest.mark.parametrize("command", [
+    ["demo"], ["worker"], ["fleet"], ["replay"], ["audit"], ["explain"], ["tail"],
+    ["kafka", "up"], ["kafka", "down"], ["kafka", "status"], ["topics", "create"],
+    ["topics", "check"], ["keys", "init"], ["keys", "rotate"], ["keys", "prune"],
+    ["keys", "jwks"],
+])
+def test_every_command_has_help(command: list[str]) -> None:
+    result = runner.invoke(app, [*command, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage: " in result.output and "--help" in result.output
+
+
+def test_a_taken_kafka_port_is_one_line(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        line = mistake(["kafka", "up", "--port", str(port), "--home", str(tmp_path)])
+    assert line.startswith(f"Port {port} on 127.0.0.1 is already in use")
+
+
+def test_a_worker_without_kafka_names_the_address(tmp_path: Path) -> None:
+    env = worker_env(tmp_path)
+    assert mistake(["worker"], env=env).startswith(
+        f"INTENTWATCH_BOOTSTRAP {env['INTENTWATCH_BOOTSTRAP']}: Kafka does not answer there")
