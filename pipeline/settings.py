@@ -146,7 +146,7 @@ def _count(name: str, text: str) -> int:
     except ValueError:
         value = -1
     if value < 0:
-        raise ValueError(f"INTENTWATCH_{name} must be a whole number (0 or more), got {text!r}")
+        raise SettingsError(f"INTENTWATCH_{name} must be a whole number (0 or more), got {text!r}")
     return value
 
 
