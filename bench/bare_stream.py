@@ -5,10 +5,11 @@ sends every record, key and value unchanged, to an output topic: no decoding, no
 state, no table. What it moves per second is the most a faust worker can do on this
 machine, so the intentwatch worker is compared with it.
 
-Run as ``python -m bench.bare_stream``; configured by environment variables:
-
-``BENCH_BOOTSTRAP`` (``host:port``), ``BENCH_APP_ID``, ``BENCH_INPUT``, ``BENCH_OUTPUT``,
-``BENCH_PARTITIONS``, ``BENCH_WEB_PORT``, ``BENCH_DATA_DIR``, ``BENCH_LOG_LEVEL``,
+Run as ``python -m bench.bare_stream`` (the benchmark starts it like a worker, with
+:class:`intentwatch.local.worker.WorkerProcess`); configured by the worker's variables
+``INTENTWATCH_BOOTSTRAP`` (``host:port``), ``INTENTWATCH_APP_ID``,
+``INTENTWATCH_PARTITIONS``, ``INTENTWATCH_WEB_PORT``, ``INTENTWATCH_DATA_DIR``,
+``INTENTWATCH_LOG_LEVEL`` and its own ``BENCH_INPUT``, ``BENCH_OUTPUT`` and
 ``BENCH_NO_SPINNER`` (``1``: drop faust's terminal spinner; with it, a log level of
 WARNING or above leaves the root logger at DEBUG, so every debug line of faust, mode
 and aiokafka becomes a ``LogRecord``).
@@ -45,14 +46,14 @@ class BareSettings:
         env = os.environ if env is None else env
         default = cls()
         return cls(
-            bootstrap=env.get("BENCH_BOOTSTRAP", default.bootstrap),
-            app_id=env.get("BENCH_APP_ID", default.app_id),
+            bootstrap=env.get("INTENTWATCH_BOOTSTRAP", default.bootstrap),
+            app_id=env.get("INTENTWATCH_APP_ID", default.app_id),
             input_topic=env.get("BENCH_INPUT", default.input_topic),
             output_topic=env.get("BENCH_OUTPUT", default.output_topic),
-            partitions=int(env.get("BENCH_PARTITIONS", default.partitions)),
-            web_port=int(env.get("BENCH_WEB_PORT", default.web_port)),
-            data_dir=Path(env.get("BENCH_DATA_DIR", str(default.data_dir))),
-            log_level=env.get("BENCH_LOG_LEVEL", default.log_level),
+            partitions=int(env.get("INTENTWATCH_PARTITIONS", default.partitions)),
+            web_port=int(env.get("INTENTWATCH_WEB_PORT", default.web_port)),
+            data_dir=Path(env.get("INTENTWATCH_DATA_DIR", str(default.data_dir))),
+            log_level=env.get("INTENTWATCH_LOG_LEVEL", default.log_level),
             no_spinner=env.get("BENCH_NO_SPINNER", "") == "1",
         )
 

@@ -11,7 +11,8 @@ over the window from the first to the last output record, timed by the broker
 (``LogAppendTime``), i.e. from the first processed record to the last verdict. The
 worker's CPU time (``/proc``) per input record is reported beside it: the machine may be
 shared, and CPU per record does not depend on what else runs. Each worker is a
-subprocess with its own app id, web port and data dir, stopped by its pid. Grants are
+subprocess (:class:`intentwatch.local.worker.WorkerProcess`) with its own app id, web port
+and data dir, stopped by its pid. Grants are
 plain JSON (``INTENTWATCH_ALLOW_UNSIGNED_GRANTS=1``), valid over the whole run unless
 ``--grants-as-generated``. ``--profile`` adds cProfile summaries of the engine and of one
 more run of each worker.
@@ -29,8 +30,6 @@ import json
 import os
 import platform
 import pstats
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -52,6 +51,7 @@ from rich.table import Table
 
 from intentwatch.contracts import DLQ_HEADERS, TOPICS, Event, decode_replay_record, encode
 from intentwatch.local import kafka_broker as localkafka
+from intentwatch.local.worker import WorkerProcess
 from intentwatch.models.engine import Engine, Outcome
 from intentwatch.models.replay import event_time, replay
 from intentwatch.pipeline.decoding import Decoder
@@ -438,51 +438,6 @@ def cpu_times(pid: int) -> tuple[float, float]:
     return int(fields[11]) / tick, int(fields[12]) / tick
 
 
-class WorkerProcess:
-    """A worker subprocess in its own session, logging to a file, stopped by its pid."""
-
-    def __init__(self, name: str, module: str, env: dict[str, str], log_file: Path,
-                 profile_to: Path | None = None, faust_env: dict[str, str] | None = None,
-                 ) -> None:
-        self.name = name
-        self.log_file = log_file
-        command = [sys.executable]
-        if profile_to is not None:
-            command += ["-m", "cProfile", "-o", str(profile_to)]
-        command += ["-m", module]
-        with log_file.open("wb") as log:
-            self.process = subprocess.Popen(
-                command, cwd=ROOT,
-                env={**os.environ, "PYTHONPATH": str(ROOT), **(faust_env or {}), **env},
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        self.started = time.time()
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def stop(self, timeout: float = 30.0) -> None:
-        """SIGTERM, then SIGKILL after ``timeout`` seconds; only this worker's pid."""
-        if self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(self.pid, signal.SIGKILL)
-                self.process.wait(10)
-
-    def tail(self, lines: int = 15) -> str:
-        text = self.log_file.read_text(errors="replace").splitlines()
-        return "\n".join(text[-lines:])
-
-
 @dataclass
 class StreamResult:
     name: str
@@ -577,8 +532,8 @@ def wait_for_outputs(worker: WorkerProcess, broker_pid: int, bootstrap: str, top
                 if count >= expected:
                     return watch
                 if not worker.alive():
-                    console.print(f"[red]{worker.name} exited ({worker.process.returncode}):"
-                                  f"[/red]\n{worker.tail()}")
+                    console.print(f"[red]{label}: the worker exited ({worker.returncode}):"
+                                  f"[/red]\n{worker.log_tail(15)}")
                     return watch
                 if now > deadline:
                     console.print(f"[yellow]{label}: timed out after {timeout:g}s[/yellow]")
@@ -643,16 +598,11 @@ def run_bare(broker: localkafka.LocalKafka, work: Workload, partitions: int, run
     finally:
         admin.close()
     preload_s = preload(broker.bootstrap, work.messages, lambda _: source)
-    env = {
-        "BENCH_BOOTSTRAP": broker.bootstrap, "BENCH_APP_ID": f"bench-bare-{tag}",
-        "BENCH_INPUT": source, "BENCH_OUTPUT": sink, "BENCH_PARTITIONS": str(partitions),
-        "BENCH_WEB_PORT": str(localkafka.free_port()),
-        "BENCH_DATA_DIR": str(run_dir / f"bare-{tag}"),
-        "BENCH_NO_SPINNER": "1" if no_spinner else "0",
-    }
-    worker = WorkerProcess(f"{name} ({tag})", "bench.bare_stream", env,
-                           run_dir / f"bare-{tag}.log", profile_to=profile_to,
-                           faust_env=args.faust_env)
+    env = {"INTENTWATCH_APP_ID": f"bench-bare-{tag}", "INTENTWATCH_PARTITIONS": str(partitions),
+           "BENCH_INPUT": source, "BENCH_OUTPUT": sink,
+           "BENCH_NO_SPINNER": "1" if no_spinner else "0", **args.faust_env}
+    worker = WorkerProcess.start(broker.bootstrap, run_dir / f"bare-{tag}", env=env,
+                                 module="bench.bare_stream", profile_to=profile_to, cwd=ROOT)
     label = f"{name}, {partitions} partition(s)" + (", cProfile" if profile_to else "")
     n = len(work.messages)
     result, _ = _measure(name, worker, broker, sink, partitions, n, n, preload_s, args, label)
@@ -673,20 +623,11 @@ def run_intentwatch(broker: localkafka.LocalKafka, work: Workload, partitions: i
     finally:
         admin.close()
     preload_s = preload(broker.bootstrap, work.messages, lambda message: message.topic)
-    env = {
-        "INTENTWATCH_BOOTSTRAP": broker.bootstrap,
-        "INTENTWATCH_APP_ID": f"bench-iw-{tag}",
-        "INTENTWATCH_PARTITIONS": str(partitions),
-        "INTENTWATCH_WEB_PORT": str(localkafka.free_port()),
-        "INTENTWATCH_DATA_DIR": str(run_dir / f"iw-{tag}"),
-        "INTENTWATCH_KEYS_DIR": str(run_dir / "keys"),
-        "INTENTWATCH_ALLOW_UNSIGNED_GRANTS": "1",
-        "INTENTWATCH_LOG_LEVEL": "warning",
-        **({} if linger_ms is None else {"INTENTWATCH_PRODUCER_LINGER_MS": str(linger_ms)}),
-    }
-    worker = WorkerProcess(f"{IW} ({tag})", "intentwatch.pipeline.worker", env,
-                           run_dir / f"iw-{tag}.log", profile_to=profile_to,
-                           faust_env=args.faust_env)
+    env = {"INTENTWATCH_APP_ID": f"bench-iw-{tag}", "INTENTWATCH_PARTITIONS": str(partitions),
+           "INTENTWATCH_ALLOW_UNSIGNED_GRANTS": "1", **args.faust_env,
+           **({} if linger_ms is None else {"INTENTWATCH_PRODUCER_LINGER_MS": str(linger_ms)})}
+    worker = WorkerProcess.start(broker.bootstrap, run_dir / f"iw-{tag}", env=env,
+                                 profile_to=profile_to)
     label = f"{IW}, {partitions} partition(s)" + (", cProfile" if profile_to else "")
     name = IW if linger_ms is None else f"{IW}, linger {linger_ms} ms"
     result, contents = _measure(name, worker, broker, TOPICS["verdicts"], partitions,

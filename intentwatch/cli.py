@@ -199,16 +199,26 @@ def demo(
         typer.Option(envvar="INTENTWATCH_BOOTSTRAP",
                      help="Use this Kafka instead of starting a local one."),
     ] = None,
-    seed: Annotated[int, typer.Option(min=0, help="Seed of the simulated fleet.")] = 7,
+    seed: Annotated[
+        int | None,
+        typer.Option(min=0, help="Seed of the simulated fleet and its hijacks "
+                                 "(default: a new one each run, printed)."),
+    ] = None,
     agents: Annotated[
         int, typer.Option(min=1, help="Agents per role in the simulated fleet.")
     ] = 2,
     duration: Annotated[float, typer.Option(min=1.0, help="Seconds of live traffic.")] = 45.0,
+    keep: Annotated[
+        bool,
+        typer.Option("--keep", help="Leave the local Kafka and the demo's data running "
+                                    "for `audit`, `explain` and `replay` afterwards."),
+    ] = False,
 ) -> None:
     """Run the whole loop: Kafka, a worker, a simulated fleet, live revocations, a summary."""
     from intentwatch.demo import run_demo
 
-    raise typer.Exit(run_demo(bootstrap=bootstrap, seed=seed, agents=agents, duration=duration))
+    raise typer.Exit(run_demo(bootstrap=bootstrap, seed=seed, agents=agents, duration=duration,
+                              keep=keep))
 
 
 # -- offline ---------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Shared pytest fixtures.
 
-``worker`` (module scope) runs a real ``python -m intentwatch.pipeline.worker`` process against the
+``worker`` (module scope) runs a real worker process (``intentwatch.local.worker``) against the
 session's broker, trusting a grant issuer key made for the test session, and reads the
 output topics for the tests. Tests isolate themselves by unique agent ids.
 """
@@ -8,10 +8,6 @@ output topics for the tests. Tests isolate themselves by unique agent ids.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 import urllib.request
 import uuid
@@ -74,45 +70,35 @@ class TopicRecords:
 
 
 class RunningWorker:
-    """A worker process and the clients the tests use to talk to it."""
+    """A worker process (:class:`~intentwatch.local.worker.WorkerProcess`) and the clients
+    the tests use to talk to it."""
 
     def __init__(self, bootstrap: str, home: Path, issuer_key: Any,
                  app_id: str | None = None, settings: dict[str, str] | None = None) -> None:
         from intentwatch import RevocationSubscriber, TelemetryPublisher
         from intentwatch.contracts import TOPICS
-        from intentwatch.local.kafka_broker import free_port
+        from intentwatch.local.worker import WorkerError, WorkerProcess
 
         self.bootstrap = bootstrap
         self.issuer_key = issuer_key
-        self.url = f"http://127.0.0.1:{free_port()}"
-        self.jwks_url = f"{self.url}/.well-known/jwks.json"
         self.issuer, self.audience = "urn:intentwatch:test", "urn:test:brokers"
-        self.log_file = home / "worker.log"
         jwks_file = home / "issuers.jwks.json"
         jwks_file.write_text(json.dumps({"keys": [issuer_key.public_jwk()]}))
-        env = {name: value for name, value in os.environ.items()
-               if not name.startswith("INTENTWATCH_")}
-        env.update({
-            "PYTHONPATH": str(REPO),
-            "INTENTWATCH_BOOTSTRAP": bootstrap,
+        self.worker = WorkerProcess.start(bootstrap, home, env={
             "INTENTWATCH_APP_ID": app_id or f"iw-test-{uuid.uuid4().hex[:8]}",
             "INTENTWATCH_PARTITIONS": str(_partitions(bootstrap, TOPICS["events"])),
-            "INTENTWATCH_WEB_PORT": self.url.rsplit(":", 1)[1],
-            "INTENTWATCH_DATA_DIR": str(home / "data"),
-            "INTENTWATCH_KEYS_DIR": str(home / "keys"),
             "INTENTWATCH_GRANT_ISSUERS_JWKS": str(jwks_file),
             "INTENTWATCH_ISSUER": self.issuer,
             "INTENTWATCH_AUDIENCE": self.audience,
             "INTENTWATCH_TICK_SECONDS": "0.5",
+            "INTENTWATCH_LOG_LEVEL": "info",
             **(settings or {}),  # more INTENTWATCH_* variables
         })
-        with self.log_file.open("wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "intentwatch.pipeline.worker"], cwd=home, env=env,
-                stdout=log, stderr=subprocess.STDOUT,
-            )
+        self.process, self.log_file = self.worker.process, self.worker.log_file
+        self.url, self.jwks_url = self.worker.url, self.worker.jwks_url
         try:
-            self._wait_ready()
+            status = self.worker.wait_ready()
+            self._wait_caught_up(len(status["partitions"]))
             self.publisher = TelemetryPublisher(bootstrap)
             self.revocation_subscriber = RevocationSubscriber(
                 bootstrap, jwks=self.jwks_url, offset="earliest",
@@ -120,14 +106,16 @@ class RunningWorker:
             )
             self.topics = {name: TopicRecords(bootstrap, TOPICS[name])
                            for name in ("verdicts", "revocations", "audit", "dlq")}
+        except WorkerError as error:
+            self.stop()
+            pytest.fail(str(error))
         except BaseException:
             self.stop()
             raise
         self._revocations: dict[str, list[Any]] = defaultdict(list)
 
     def status(self) -> dict[str, Any]:
-        with urllib.request.urlopen(f"{self.url}/status", timeout=5) as response:
-            return json.loads(response.read())
+        return self.worker.status()
 
     def revocations(self, agent: str, count: int = 1, timeout: float = 60.0) -> list[Any]:
         """Verified revocations for ``agent``, once there are ``count`` of them."""
@@ -163,28 +151,7 @@ class RunningWorker:
 
     def stop(self) -> None:
         """Stop the worker process by its pid: SIGTERM, then SIGKILL if it hangs."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                pytest.fail(f"worker exited with {self.process.returncode}:\n{self._log_tail()}")
-            try:
-                status = self.status()
-            except OSError:
-                status = {}
-            if status.get("ready") and status.get("partitions"):
-                self._wait_caught_up(len(status["partitions"]))
-                return
-            time.sleep(0.2)
-        pytest.fail(f"worker not ready within 120 s:\n{self._log_tail()}")
+        self.worker.stop()
 
     def _wait_caught_up(self, partitions: int, timeout: float = 600.0) -> None:
         """Wait until the worker has read the shared input log up to its end.
@@ -207,9 +174,6 @@ class RunningWorker:
 
         wait_for(lags, lambda found: len(found) == partitions and max(found) <= 20, timeout,
                  "the worker to catch up with the input log")
-
-    def _log_tail(self) -> str:
-        return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-40:])
 
 
 def _partitions(bootstrap: str, topic: str) -> int:

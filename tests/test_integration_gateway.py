@@ -7,7 +7,8 @@ import uuid
 import pytest
 
 from intentwatch import RevocationSubscriber, TelemetryPublisher
-from intentwatch.demo import WorkerProcess, create_topics
+from intentwatch.demo import create_topics
+from intentwatch.local.worker import WorkerProcess
 from intentwatch.pipeline.settings import Settings
 from intentwatch.reference import AccessDenied, CredentialBroker, ToolGateway
 
@@ -24,7 +25,8 @@ def loop(kafka_bootstrap, tmp_path):
     broker = CredentialBroker(publisher, ttl=120)
     jwks = tmp_path / "broker-jwks.json"
     jwks.write_text(json.dumps(broker.jwks()))
-    worker = WorkerProcess.start(kafka_bootstrap, tmp_path / "worker", grant_issuers_jwks=jwks)
+    worker = WorkerProcess.start(kafka_bootstrap, tmp_path / "worker",
+                                 env={"INTENTWATCH_GRANT_ISSUERS_JWKS": str(jwks)})
     try:
         worker.wait_ready()
         suffix = uuid.uuid4().hex[:8]
