@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 from intentwatch import IntentwatchError, TelemetryPublisher
 from intentwatch.cli import app
 from intentwatch.contracts import TOPICS
-from intentwatch.demo import WorkerProcess
 from intentwatch.local.kafka_broker import down, free_port, up
+from intentwatch.local.worker import WorkerProcess
 from intentwatch.pipeline.app import INPUT_TOPICS, TABLES, Pipeline, worker_topics
 from intentwatch.pipeline.settings import Settings
 from intentwatch.pipeline.topics import (
@@ -132,7 +132,8 @@ def _issuers(folder: Path) -> Path:
 @pytest.mark.kafka
 def test_the_worker_adopts_existing_topics_that_agree(empty_kafka: str, tmp_path: Path) -> None:
     create_topics(empty_kafka, [TopicSpec(name, 1, 1) for name in INPUT_TOPICS])
-    worker = WorkerProcess.start(empty_kafka, tmp_path, grant_issuers_jwks=_issuers(tmp_path))
+    worker = WorkerProcess.start(empty_kafka, tmp_path, env={
+        "INTENTWATCH_GRANT_ISSUERS_JWKS": str(_issuers(tmp_path))})
     try:
         worker.wait_ready()
         assert worker.status()["partitions"] == [0]
