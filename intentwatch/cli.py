@@ -213,12 +213,17 @@ def demo(
         typer.Option("--keep", help="Leave the local Kafka and the demo's data running "
                                     "for `audit`, `explain` and `replay` afterwards."),
     ] = False,
+    port: Annotated[
+        int | None,
+        typer.Option(min=1, max=65535, help="Port of the local Kafka the demo starts "
+                                            "(default: 9092, or a free one if it is taken)."),
+    ] = None,
 ) -> None:
     """Run the whole loop: Kafka, a worker, a simulated fleet, live revocations, a summary."""
     from intentwatch.demo import run_demo
 
     raise typer.Exit(run_demo(bootstrap=bootstrap, seed=seed, agents=agents, duration=duration,
-                              keep=keep))
+                              keep=keep, port=port))
 
 
 # -- offline ---------------------------------------------------------------------------------

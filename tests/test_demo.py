@@ -1,18 +1,22 @@
 """The demo: its plan varies with the seed, its board keeps revocations for cause apart,
-and ``--keep`` leaves a recording that replays and a broker to explore."""
+and ``--keep`` leaves its broker for ``audit`` and a recording that replays."""
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 
 import pytest
 from rich.console import Console
+from typer.testing import CliRunner
 
+from intentwatch.cli import app
 from intentwatch.contracts import Revocation, format_ts
 from intentwatch.demo import EVENTS_FILE, run_demo
 from intentwatch.demo.plan import plan_fleet
 from intentwatch.demo.render import render_live
+from intentwatch.local.kafka_broker import down, free_port
 from intentwatch.models.engine import Engine
 from intentwatch.models.replay import replay
 from intentwatch.simulation.fleet import read_jsonl
@@ -59,16 +63,24 @@ def test_the_live_board_shows_revocations_for_cause_apart_with_whole_task_ids() 
 
 @pytest.mark.kafka
 @pytest.mark.slow
-def test_a_kept_demo_leaves_a_recording_that_replays(kafka_bootstrap, tmp_path,
-                                                     monkeypatch) -> None:
+def test_a_kept_demo_leaves_its_broker_for_audit_and_a_recording_that_replays(
+    tmp_path, monkeypatch
+) -> None:
     monkeypatch.setenv("INTENTWATCH_HOME", str(tmp_path))
     console = Console(record=True, width=200)
-    assert run_demo(bootstrap=kafka_bootstrap, seed=11, agents=1, duration=20.0, keep=True,
-                    console=console) == 0
-    text = console.export_text()
-    assert "Fleet seed 11" in text and "Kept (--keep)" in text
+    port = free_port()  # its own broker: the demo's fleet stays off the session's topics
+    code = run_demo(seed=11, agents=1, duration=20.0, keep=True, port=port, console=console)
     [folder] = tmp_path.glob("demo-*")
-    assert f"rm -r {folder}" in text
+    try:
+        assert code == 0
+        text = console.export_text()
+        assert "Fleet seed 11" in text and "Kept (--keep)" in text
+        assert f"intentwatch kafka down --home {folder / 'kafka'} && rm -r {folder}" in text
+        audit = CliRunner().invoke(app, ["audit", "--bootstrap", f"127.0.0.1:{port}", "--json"])
+        assert audit.exit_code == 0, audit.output
+        assert json.loads(audit.output)
+    finally:
+        down(folder / "kafka")
     records = list(read_jsonl(folder / EVENTS_FILE))
     assert {record["kind"] for record in records} == {"grant", "task", "toolcall"}
     verdicts = [v for outcome in replay(records, Engine()) for v in outcome.verdicts]

@@ -65,6 +65,7 @@ def run_demo(
     agents: int = 2,
     duration: float = 45.0,
     keep: bool = False,
+    port: int | None = None,
     console: Console | None = None,
 ) -> int:
     """Run the demo and return the exit code (0 done, 1 failed, 130 interrupted).
@@ -72,7 +73,8 @@ def run_demo(
     ``seed`` picks the simulated fleet and its hijacks (a new one each run when
     ``None``; the demo prints it); ``agents`` is the number of agents per role (six
     roles); ``duration`` the seconds of live traffic; ``keep`` leaves the local Kafka
-    and the demo's folder behind.
+    and the demo's folder behind; ``port`` is the local Kafka's (default 9092, or a free
+    one when 9092 is taken).
     """
     console = console or Console()
     seed = secrets.randbelow(10_000) if seed is None else seed
@@ -84,7 +86,7 @@ def run_demo(
             console.print(f"Fleet seed [bold]{seed}[/bold] (`--seed {seed}` runs this fleet again)")
             kafka = None
             if bootstrap is None:
-                kafka = _start_kafka(folder / "kafka", console)
+                kafka = _start_kafka(folder / "kafka", port, console)
                 kafka_stack.callback(_stop, console, f"Kafka (pid {kafka.pid})",
                                      lambda: localkafka.down(kafka.home))
                 bootstrap = kafka.bootstrap
@@ -184,9 +186,10 @@ def _run(
     return Report(results, board.received(), verdicts.decisions(), worker.status())
 
 
-def _start_kafka(home: Path, console: Console) -> localkafka.LocalKafka:
-    """A local broker on 9092, or on a free port when 9092 is taken."""
-    port = 9092 if localkafka.port_is_free(9092) else localkafka.free_port()
+def _start_kafka(home: Path, port: int | None, console: Console) -> localkafka.LocalKafka:
+    """A local broker on ``port``, else on 9092, or on a free port when 9092 is taken."""
+    if port is None:
+        port = 9092 if localkafka.port_is_free(9092) else localkafka.free_port()
     with console.status(f"Starting a local Kafka on 127.0.0.1:{port}..."):
         kafka = localkafka.up(port, home=home)
     console.print(f"Kafka: started [bold]{kafka.bootstrap}[/bold] (pid {kafka.pid})")
