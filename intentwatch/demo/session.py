@@ -146,7 +146,8 @@ def _run(
     settings = Settings()
     create_topics(bootstrap, settings.partitions)
 
-    publisher = RecordingPublisher(bootstrap, client_id="intentwatch-demo")
+    # the warm-up publishes days of history at once: give its batches time on a busy machine
+    publisher = RecordingPublisher(bootstrap, client_id="intentwatch-demo", timeout=60.0)
     stack.callback(publisher.close, 10.0)
     broker = CredentialBroker(publisher, issuer="urn:intentwatch:demo-broker")
     jwks_file = folder / "broker-jwks.json"
