@@ -1,12 +1,13 @@
 # Two commands do all the set-up on a fresh machine (Python 3.11, Java 17, Maven, Go 1.26):
 #   make demo   - the whole loop on a local Kafka: worker, simulated fleet, live revocations
 #   make test   - lint, type check and the full test suite (starts its own Kafka)
+#   make notebooks - JupyterLab (the `notebooks` extra) on notebooks/
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: demo test test-fast lint bench clean prometheus collector
+.PHONY: demo test test-fast lint bench notebooks clean prometheus collector
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +37,10 @@ lint: $(BIN)/.installed
 # The OpenTelemetry Collector the tests run: built with Go on first use (minutes), then cached.
 collector: $(BIN)/.installed
 	$(BIN)/python -m intentwatch.local.otelcol build
+
+notebooks: $(BIN)/.installed
+	$(BIN)/python -m pip install --quiet -e ".[notebooks]"
+	$(BIN)/jupyter lab notebooks/
 
 bench: $(BIN)/.installed
 	$(BIN)/python -m bench.quality
