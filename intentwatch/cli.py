@@ -184,12 +184,22 @@ def _check_topics(settings: Any, specs: dict[str, Any]) -> None:
 
 
 @app.command()
-def worker() -> None:
+def worker(
+    warm_from: Annotated[
+        Path | None,
+        typer.Option(help="Start from this learned state (`intentwatch learn`) when the worker "
+                          "has learned nothing of its own yet.",
+                     show_default="$INTENTWATCH_WARM_FROM"),
+    ] = None,
+) -> None:
     """Run a stream worker (configured by INTENTWATCH_* environment variables)."""
+    from dataclasses import replace
+
     from intentwatch.pipeline.settings import Settings
     from intentwatch.pipeline.worker import run_worker
 
-    run_worker(Settings.from_env())
+    settings = Settings.from_env()
+    run_worker(replace(settings, warm_from=warm_from) if warm_from else settings)
 
 
 @app.command()
@@ -248,21 +258,56 @@ def fleet(
     console.print(f"wrote {len(events):,} events to {out}")
 
 
+ConfigOption = Annotated[
+    Path | None, typer.Option(help="Scoring config.",
+                              show_default="$INTENTWATCH_SCORING_CONFIG, else the shipped one")
+]
+StrictOption = Annotated[
+    bool, typer.Option("--strict", help="Stop at the first bad line instead.")
+]
+
+
+class Recording:
+    """Reads a recorded file's events; a bad line is listed in ``rejected`` as
+    ``file:line: reason`` and skipped (with ``strict`` it ends the run)."""
+
+    def __init__(self, events: Path, rejected: Path, strict: bool) -> None:
+        self.events, self.rejected, self.strict = events, rejected, strict
+        self.read = 0
+        self.bad: list[Any] = []
+
+    def __iter__(self) -> Iterator[Any]:
+        from intentwatch.recorded import read_events
+
+        with self.rejected.open("w") as sink:
+            def reject(line: Any) -> None:
+                if self.strict:
+                    raise UserError(f"{line} (without --strict bad lines are listed and skipped)")
+                self.bad.append(line)
+                sink.write(f"{line}\n")
+
+            for event in read_events(self.events, reject):
+                self.read += 1
+                yield event
+        if not self.bad:
+            self.rejected.unlink()
+
+    def report(self) -> None:
+        if self.bad:
+            console.print(f"[yellow]{len(self.bad)} bad line(s) skipped, listed in "
+                          f"{self.rejected}; the first: {self.bad[0]}[/yellow]", highlight=False)
+
+
 @app.command()
 def replay(
     events: Annotated[Path, typer.Argument(help="Recorded events, JSON Lines (replay format).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the verdicts.")],
-    config: Annotated[
-        Path | None, typer.Option(help="Scoring config.",
-                                  show_default="$INTENTWATCH_SCORING_CONFIG, else the shipped one")
-    ] = None,
+    config: ConfigOption = None,
     rejected: Annotated[
         Path | None, typer.Option(help="Where bad lines are listed, `file:line: reason` each.",
                                   show_default="OUT with .rejected.txt")
     ] = None,
-    strict: Annotated[
-        bool, typer.Option("--strict", help="Stop at the first bad line instead.")
-    ] = False,
+    strict: StrictOption = False,
 ) -> None:
     """Run the engine offline over recorded telemetry and write one verdict per tool call.
 
@@ -271,61 +316,79 @@ def replay(
     """
     from rich.progress import BarColumn, Progress, TimeElapsedColumn
 
-    from intentwatch.contracts import Event, encode
+    from intentwatch.contracts import encode
     from intentwatch.models.config import load_config
     from intentwatch.models.engine import Engine
     from intentwatch.models.replay import ReplaySummary
     from intentwatch.models.replay import replay as run_replay
-    from intentwatch.recorded import RejectedLine, read_events
 
-    rejected_path = rejected or out.with_name(out.name + ".rejected.txt")
-    read = 0
-
-    def events_read() -> Iterator[Event]:
-        nonlocal read
-        for event in read_events(events, reject):
-            read += 1
-            yield event
-
+    recording = Recording(events, rejected or out.with_name(out.name + ".rejected.txt"), strict)
     engine = Engine(load_config(config))
     summary = ReplaySummary()
-    bad: list[RejectedLine] = []
-
-    def reject(line: RejectedLine) -> None:
-        if strict:
-            raise UserError(f"{line} (without --strict bad lines are listed and skipped)")
-        bad.append(line)
-        sink.write(f"{line}\n")
-
     started = time.perf_counter()
     progress = Progress("[progress.description]{task.description}", BarColumn(),
                         TimeElapsedColumn(), console=console, transient=True)
-    with progress, out.open("wb") as verdicts, rejected_path.open("w") as sink:
+    with progress, out.open("wb") as verdicts:
         task = progress.add_task("replaying", total=None)
-        for outcome in run_replay(events_read(), engine):
+        for outcome in run_replay(recording, engine):
             summary.add(outcome)
             for verdict in outcome.verdicts:
                 verdicts.write(encode(verdict) + b"\n")
             progress.advance(task)
     seconds = time.perf_counter() - started
-    if not bad:
-        rejected_path.unlink()
     table = Table(title=f"replay of {events.name} (config {engine.config.version})")
     table.add_column("measure")
     table.add_column("value", justify="right")
-    table.add_row("events", f"{read:,}")
-    table.add_row("bad lines (skipped)", f"{len(bad):,}")
+    table.add_row("events", f"{recording.read:,}")
+    table.add_row("bad lines (skipped)", f"{len(recording.bad):,}")
     table.add_row("tool calls (verdicts)", f"{summary.calls:,}")
     for decision in ("allow", "alert", "revoke"):
         table.add_row(f"  {decision}", f"{summary.decisions[decision]:,}")
     for reason, count in summary.revocations.most_common():
         table.add_row(f"revocations: {reason}", f"{count:,}")
-    table.add_row("throughput", f"{read / seconds:,.0f} events/s ({seconds:.2f} s)")
+    table.add_row("throughput", f"{recording.read / seconds:,.0f} events/s ({seconds:.2f} s)")
     console.print(table)
     console.print(f"verdicts written to {out}")
-    if bad:
-        console.print(f"[yellow]{len(bad)} bad line(s) skipped, listed in {rejected_path}; "
-                      f"the first: {bad[0]}[/yellow]", highlight=False)
+    recording.report()
+
+
+@app.command()
+def learn(
+    events: Annotated[Path, typer.Argument(help="Recorded events, JSON Lines (replay format).")],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Where to write the learned state.")
+    ] = Path("learned.state"),
+    config: ConfigOption = None,
+    strict: StrictOption = False,
+) -> None:
+    """Learn from recorded telemetry what a worker learns live, for `worker --warm-from`.
+
+    The recording is replayed through the same engine as `replay`; the calls of every task
+    that ends without revocation enter the baselines and the shared model. Bad lines are
+    listed in OUT.rejected.txt and skipped (with --strict they end the run).
+    """
+    from intentwatch.models.config import load_config
+    from intentwatch.models.engine import Engine
+    from intentwatch.models.replay import ReplaySummary
+    from intentwatch.models.replay import replay as run_replay
+
+    recording = Recording(events, out.with_name(out.name + ".rejected.txt"), strict)
+    engine = Engine(load_config(config))
+    summary = ReplaySummary()
+    for outcome in run_replay(recording, engine):
+        summary.add(outcome)
+    out.write_bytes(engine.detector.snapshot())
+    history = engine.detector.history_summary()
+    for_cause = sum(n for reason, n in summary.revocations.items() if reason != "task_completed")
+    console.print(
+        f"learned {engine.detector.learned_calls:,} of {summary.calls:,} calls in "
+        f"{recording.read:,} events (tasks revoked for cause, {for_cause:,}, are not learned): "
+        f"{history['agents']:,} agents in {history['roles']:,} roles, "
+        f"{history['cold_roles']:,} of them with fewer than {history['min_history_tasks']} "
+        "clean tasks (their destinations are not checked yet)", soft_wrap=True)
+    console.print(f"wrote {out}; start a worker from it: intentwatch worker --warm-from {out}",
+                  soft_wrap=True, highlight=False)
+    recording.report()
 
 
 # -- audit -----------------------------------------------------------------------------------

@@ -713,6 +713,18 @@ class Rarity:
             for scope in self._levels.get(x)
         )
 
+    def learned(self, agent_id: str, role: str) -> tuple[float, float, float]:
+        """Decayed number of values learned from the agent, its role and the fleet."""
+        levels = self._levels
+        agent, of_role = levels.agents.get(agent_id), levels.roles.get(role)
+        return (agent.counts.total if agent is not None else 0.0,
+                of_role.counts.total if of_role is not None else 0.0, levels.fleet.counts.total)
+
+    def census(self) -> tuple[int, dict[str, float]]:
+        """How many agents have learned values, and each role's decayed number of them."""
+        levels = self._levels
+        return len(levels.agents), {role: s.counts.total for role, s in levels.roles.items()}
+
     def explain(self, x: Observation) -> str:
         (agent, agent_n), (role, role_n), (fleet, fleet_n) = self.evidence(x)
         what = self._describe(x)
@@ -1088,6 +1100,22 @@ class Baseline:
     def explain(self, name: str, x: Observation) -> str:
         explanation: str = self.detectors[name].explain(x)
         return explanation
+
+    def history(self, agent_id: str, role: str) -> tuple[float, float, float]:
+        """Decayed number of calls learned from the agent, its role and the fleet (every
+        call has a tool, so the tool counts are the baselines' evidence).
+
+        >>> Baseline().history("spiffe://acme.org/support/a1", "spiffe://acme.org/support")
+        (0.0, 0.0, 0.0)
+        """
+        learned: tuple[float, float, float] = self.detectors["tool_rarity"].learned(agent_id, role)
+        return learned
+
+    def census(self) -> tuple[int, dict[str, float], float]:
+        """Agents learned, each role's decayed number of learned calls, and the fleet's."""
+        tools = self.detectors["tool_rarity"]
+        agents, roles = tools.census()
+        return agents, roles, tools.learned("", "")[2]
 
     def task(self, agent_id: str, intent: str | None = None) -> TaskContext:
         """A fresh context for a new task of ``agent_id`` (approved for ``intent``)."""

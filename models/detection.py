@@ -428,6 +428,7 @@ class Detector:
         components["evidence"] = task.evidence
         components["delegated"] = float(task.delegated)
         components["narrow_grant"] = float(_narrow(grant))
+        components.update(self.history(call.agent_id, x.role))
         rule = self._rule(score, components)
         if rule in HELD:
             score = hold(score, self.config.alert_threshold, self.config.revoke_threshold)
@@ -510,6 +511,42 @@ class Detector:
             if shared is not None:
                 self.shared.learn_one(*shared)
         self.learned_calls += len(observations)
+
+    # -- how much was learned ----------------------------------------------------------------
+
+    def history(self, agent_id: str, role: str) -> dict[str, float]:
+        """How much the learned layers know of an agent, its role and the fleet (a verdict's
+        ``history_*`` components): calls learned (decayed) at each level, and the role's
+        clean tasks (destinations are checked once it has ``min_history_tasks``).
+
+        >>> Detector(ScoringConfig()).history("spiffe://acme.org/support/a1",
+        ...                                   "spiffe://acme.org/support")["history_role_tasks"]
+        0.0
+        """
+        agent, of_role, fleet = self.baseline.history(agent_id, role)
+        return {
+            "history_agent_calls": round(agent, 1),
+            "history_role_calls": round(of_role, 1),
+            "history_fleet_calls": round(fleet, 1),
+            "history_role_tasks": float(self.established.history(role)),
+        }
+
+    def history_summary(self, roles: int = 20) -> dict[str, Any]:
+        """The fleet's learned history for ``/status``: calls, agents, and the ``roles``
+        roles with most calls (their calls and clean tasks); ``cold_roles`` counts the roles
+        whose destinations are not checked yet (fewer than ``min_history_tasks`` tasks)."""
+        agents, by_role, fleet = self.baseline.census()
+        need = self.provenance.min_history_tasks
+        top = sorted(by_role, key=by_role.__getitem__, reverse=True)[:roles]
+        return {
+            "fleet_calls": round(fleet, 1),
+            "agents": agents,
+            "roles": len(by_role),
+            "cold_roles": sum(self.established.history(role) < need for role in by_role),
+            "min_history_tasks": need,
+            "by_role": {role: {"calls": round(by_role[role], 1),
+                               "tasks": self.established.history(role)} for role in top},
+        }
 
     # -- persistence --------------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable
 from functools import lru_cache, partial
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -41,7 +42,7 @@ from intentwatch.pipeline.dlq import DeadLetterLog
 from intentwatch.pipeline.kafka_health import KafkaHealth, OutageFilter
 from intentwatch.pipeline.metrics import Metrics
 from intentwatch.pipeline.publishing import Headers, Publisher, Send
-from intentwatch.pipeline.settings import Settings
+from intentwatch.pipeline.settings import Settings, SettingsError
 from intentwatch.pipeline.snapshots import Snapshots
 from intentwatch.pipeline.spans import SpanInput
 from intentwatch.pipeline.topics import TopicSpec, layout
@@ -181,7 +182,11 @@ class Pipeline:
         self.clocks: dict[int, LogClock] = {}
         """Partition -> its stream time."""
         self.snapshots = Snapshots(self.detector, settings.data_dir)
-        self.snapshots.restore()
+        self.warmed_from: str | None = None
+        """The learned state the worker started from (``INTENTWATCH_WARM_FROM``), if any."""
+        if not self.snapshots.restore() and settings.warm_from is not None:
+            warm_start(self.detector, settings.warm_from)
+            self.warmed_from = str(settings.warm_from)
         self.decoder = Decoder(grant_verifier)
         self.publisher = Publisher(
             send or self._send, keyring.active, issuer=settings.issuer, audience=settings.audience
@@ -305,7 +310,8 @@ class Pipeline:
             "signing_kid": self.keyring.active.kid,
             "received": dict(self.received),
             "published": dict(self.publisher.counts),
-            "learned": self.snapshots.status(),
+            "learned": {**self.snapshots.status(), "warm_from": self.warmed_from,
+                        "history": self.detector.history_summary()},
             "spans": self.spans.status(),
         }
 
@@ -395,6 +401,18 @@ class Pipeline:
         self.clocks.clear()
         self.ready = True
         log.info("grants recovered for partitions %s", sorted(self._owned))
+
+
+def warm_start(detector: Detector, path: Path) -> None:
+    """Start ``detector`` from the learned state at ``path`` (``intentwatch learn``)."""
+    try:
+        detector.restore(path.read_bytes())  # a pickle until learned state is data: own files only
+    except FileNotFoundError:
+        raise SettingsError(f"INTENTWATCH_WARM_FROM {path}: no such file "
+                            "(`intentwatch learn EVENTS.jsonl` makes one)") from None
+    except ValueError as error:
+        raise SettingsError(f"INTENTWATCH_WARM_FROM {path}: {error}") from None
+    log.info("warm start: what %d learned calls taught, from %s", detector.restored_calls, path)
 
 
 def grant_time(clock: LogClock, grant: Grant) -> float:

@@ -47,6 +47,7 @@ class Settings:
     standby_replicas: int = 0
     snapshot_seconds: float = 30.0
     producer_linger_ms: int = 5
+    warm_from: Path | None = None
     log_level: str = "info"
     otlp_topic: str = "otlp_spans"
     otlp_encoding: str = "otlp_proto"
@@ -72,9 +73,11 @@ class Settings:
         ``INTENTWATCH_SNAPSHOT_SECONDS`` (how often what the detector learned is saved to
         the data dir), ``INTENTWATCH_PRODUCER_LINGER_MS`` (how long the producer waits to
         batch verdicts and audits per produce request; 0: one request per record),
-        ``INTENTWATCH_LOG_LEVEL``, ``INTENTWATCH_OTLP_TOPIC`` and
-        ``INTENTWATCH_OTLP_ENCODING`` (the OpenTelemetry Collector's span topic and its
-        Kafka exporter's ``encoding``: ``otlp_proto`` or ``otlp_json``).
+        ``INTENTWATCH_WARM_FROM`` (a learned state made by ``intentwatch
+        learn``, taken when the data dir has none), ``INTENTWATCH_LOG_LEVEL``,
+        ``INTENTWATCH_OTLP_TOPIC`` and ``INTENTWATCH_OTLP_ENCODING`` (the OpenTelemetry
+        Collector's span topic and its Kafka exporter's ``encoding``: ``otlp_proto`` or
+        ``otlp_json``).
         """
         env = os.environ if env is None else env
         default = cls()
@@ -82,7 +85,7 @@ class Settings:
         def get(name: str, fallback: object) -> str:
             return env.get(f"INTENTWATCH_{name}", "").strip() or str(fallback)
 
-        jwks = get("GRANT_ISSUERS_JWKS", "")
+        jwks, warm_from = get("GRANT_ISSUERS_JWKS", ""), get("WARM_FROM", "")
         return cls(
             bootstrap=_bootstrap(get("BOOTSTRAP", default.bootstrap)),
             app_id=get("APP_ID", default.app_id),
@@ -115,6 +118,7 @@ class Settings:
             producer_linger_ms=_count(
                 "PRODUCER_LINGER_MS", get("PRODUCER_LINGER_MS", default.producer_linger_ms)
             ),
+            warm_from=Path(warm_from) if warm_from else None,
             log_level=get("LOG_LEVEL", default.log_level).lower(),
             otlp_topic=get("OTLP_TOPIC", default.otlp_topic),
             otlp_encoding=_one_of("OTLP_ENCODING", get("OTLP_ENCODING", default.otlp_encoding),
