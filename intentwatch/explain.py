@@ -124,10 +124,14 @@ def render(found: Explanation, console: Console) -> None:
         verdicts.add_column(column, overflow="fold")
     for verdict in found.verdicts:
         reasons = "\n".join(f"{r.code} ({r.weight:.2f}): {r.detail}" for r in verdict.reasons)
-        top = sorted(verdict.components.items(), key=lambda kv: -abs(kv[1]))
+        scores = {k: v for k, v in verdict.components.items() if not k.startswith("history_")}
+        top = sorted(scores.items(), key=lambda kv: -abs(kv[1]))
+        learned = ", ".join(f"{name.removeprefix('history_')} {value:,.0f}"
+                            for name, value in verdict.components.items() if name not in scores)
+        components = "\n".join(f"{name} {value:.2f}" for name, value in top) or "-"
         verdicts.add_row(
             verdict.ts, verdict.event_id, verdict.tool, verdict.decision, f"{verdict.score:.2f}",
-            reasons or "-", "\n".join(f"{name} {value:.2f}" for name, value in top) or "-",
+            reasons or "-", components + (f"\nlearned history: {learned}" if learned else ""),
         )
     revocations = Table(title="revocations")
     for column in ("time", "reason", "why", "credentials", "evidence", "revocation id"):

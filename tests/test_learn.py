@@ -180,5 +180,5 @@ def test_a_missing_warm_start_file_names_its_variable(tmp_path: Path) -> None:
     from intentwatch.pipeline.app import warm_start
     from intentwatch.pipeline.settings import SettingsError
 
-    with pytest.raises(SettingsError, match="INTENTWATCH_WARM_FROM .*intentwatch learn"):
+    with pytest.raises(SettingsError, match=r"INTENTWATCH_WARM_FROM .*intentwatch learn"):
         warm_start(Detector(load_config()), tmp_path / "nothing.state")

@@ -21,7 +21,9 @@ DIGEST = "2c281b1dc190365f475eb8997874842f8d4855c06045a305168c06bdcc9d09eb"
 novelty alone held at alert, verdicts name their rule, verb-based intent reading; evidence
 without flow, without an unreadable intent's or a vouched send's unasked action; a task's
 own scratch files deleted unasked; other kinds of records deleted as unnamed targets; a
-delete or access change the intent does not ask for at all as evidence of its own)."""
+delete or access change the intent does not ask for at all as evidence of its own), whose
+verdicts carry the learned history (``history_*`` components, issue 14): without them the
+outputs are those of 2c281b1d…, so no decision, score or reason changed."""
 
 
 def replay_digest(spec: FleetSpec) -> tuple[int, str]:
