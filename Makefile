@@ -2,12 +2,13 @@
 #   make demo   - the whole loop on a local Kafka: worker, simulated fleet, live revocations
 #   make test   - lint, type check and the full test suite (starts its own Kafka)
 #   make notebooks - JupyterLab (the `notebooks` extra) on notebooks/
+#   make lock   - re-pin the container image's dependencies (docker/worker-requirements.txt)
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: demo test test-fast lint bench notebooks clean prometheus collector
+.PHONY: demo test test-fast lint bench notebooks lock clean prometheus collector
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +42,12 @@ collector: $(BIN)/.installed
 notebooks: $(BIN)/.installed
 	$(BIN)/python -m pip install --quiet -e ".[notebooks]"
 	$(BIN)/jupyter lab notebooks/
+
+lock: $(BIN)/.installed
+	$(BIN)/python -m pip install --quiet pip-tools
+	$(BIN)/pip-compile --quiet --all-build-deps --allow-unsafe --extra=worker --generate-hashes \
+		--no-emit-find-links --no-emit-index-url --strip-extras \
+		--output-file=docker/worker-requirements.txt pyproject.toml
 
 bench: $(BIN)/.installed
 	$(BIN)/python -m bench.quality

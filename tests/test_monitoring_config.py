@@ -155,5 +155,6 @@ def test_compose_runs_prometheus_and_grafana_wired_to_the_worker() -> None:
 
 def _bind_mounts(service: dict[str, Any]) -> list[tuple[str, str]]:
     """(host path, container path) of a service's bind mounts (``./…`` volumes)."""
-    pairs = [volume.split(":")[:2] for volume in service.get("volumes", [])]
+    pairs = [(volume["source"], volume["target"]) if isinstance(volume, dict)
+             else volume.split(":")[:2] for volume in service.get("volumes", [])]
     return [(source, target) for source, target in pairs if source.startswith("./")]
