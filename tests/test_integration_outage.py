@@ -16,8 +16,9 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from intentwatch import PublishError, RevocationSubscriber, TelemetryPublisher
 from intentwatch.contracts import KIND_HEADER, TOPICS, Revocation, decode_toolcall
-from intentwatch.demo import WorkerProcess, create_topics
+from intentwatch.demo import create_topics
 from intentwatch.local.kafka_broker import LocalKafka, down, free_port, status, up
+from intentwatch.local.worker import WorkerProcess
 from intentwatch.tokens.keys import generate_key
 from intentwatch.tokens.revocations import encode_revocation
 from tests.conftest import wait_for
@@ -181,8 +182,9 @@ def http(url: str) -> tuple[int, dict]:
 def test_the_worker_says_kafka_is_unreachable_and_logs_it_once(broker: Broker, tmp_path: Path):
     jwks = tmp_path / "issuers.jwks.json"
     jwks.write_text(json.dumps({"keys": [generate_key("EdDSA").public_jwk()]}))
-    worker = WorkerProcess.start(broker.bootstrap, tmp_path, grant_issuers_jwks=jwks)
-    url = f"http://127.0.0.1:{worker.port}"
+    worker = WorkerProcess.start(broker.bootstrap, tmp_path,
+                                 env={"INTENTWATCH_GRANT_ISSUERS_JWKS": str(jwks)})
+    url = worker.url
     try:
         worker.wait_ready()
         assert http(f"{url}/ready")[0] == 200
