@@ -40,6 +40,12 @@ _CONNECTION_TROUBLE = (
     "Unable connect to node", "Connect call failed", "Unable to update metadata",
     "NodeNotReadyError", "KafkaConnectionError", "Connection at",
 )
+_RETRIED = (
+    "NotLeaderForPartitionError", "LeaderNotAvailableError",
+    "GroupCoordinatorNotAvailableError", "NotCoordinatorForGroupError",
+)
+"""Transient errors the client retries by itself (a broker stopping or a leader moving
+shows them once per partition): dropped, they do not say that Kafka is unreachable."""
 _REMINDERS = (10.0, 600.0)
 """First and longest interval between two reminders that Kafka is still unreachable."""
 
@@ -108,8 +114,9 @@ class KafkaHealth:
 
 
 class OutageFilter(logging.Filter):
-    """Drops the Kafka client's connection errors, telling ``health`` instead, and all its
-    other warnings while Kafka is unreachable (they are consequences of the outage)."""
+    """Drops the Kafka client's connection errors, telling ``health`` instead, the
+    transient errors it retries itself, and all its other warnings while Kafka is
+    unreachable (they are consequences of the outage)."""
 
     def __init__(self, health: KafkaHealth) -> None:
         super().__init__()
@@ -121,6 +128,8 @@ class OutageFilter(logging.Filter):
         message = record.getMessage()
         if any(marker in message for marker in _CONNECTION_TROUBLE):
             self.health.unreachable(message)
+            return False
+        if any(marker in message for marker in _RETRIED):
             return False
         return self.health.reachable
 

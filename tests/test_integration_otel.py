@@ -63,6 +63,50 @@ class Agent:
         self.provider.shutdown()
 
 
+# First in the module: the `otel` fixture's workers (module scope) would judge this
+# example's calls too (every live worker reads the shared input log), without its
+# unsigned grant, and add their verdicts to this run's.
+def test_the_readme_example_is_judged(
+    kafka_bootstrap: str, issuer_key: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README's commands, as its worker and Collector run them (unsigned grants
+    allowed, the shipped configuration), then its Python code as it stands."""
+    commands, python = readme_example()
+    assert commands == ["intentwatch kafka up", "intentwatch topics create",
+                        "INTENTWATCH_ALLOW_UNSIGNED_GRANTS=1 intentwatch worker &",
+                        "python -m intentwatch.local.otelcol run &"]
+    topic = f"t-{uuid.uuid4().hex[:12]}-otlp_spans"
+    worker = RunningWorker(kafka_bootstrap, tmp_path, issuer_key, settings={
+        "INTENTWATCH_ALLOW_UNSIGNED_GRANTS": "1", "INTENTWATCH_OTLP_TOPIC": topic})
+    try:
+        collector = otelcol.start(kafka_bootstrap, tmp_path / "otelcol.log", topic=topic)
+        try:
+            monkeypatch.setenv("INTENTWATCH_BOOTSTRAP", kafka_bootstrap)
+            monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                               f"{collector.http_endpoint}/v1/traces")
+            started = time.time()
+            exec(compile(python, "README.md", "exec"), {"__name__": "readme"})
+            agent = "spiffe://acme.org/agents/support/agent-7"
+            # A new worker first reads the whole input log the session's tests wrote.
+            # Earlier tests ran the same example: keep the verdicts of this run's calls (by
+            # their event time, not by when the worker, catching up, judged them).
+            def this_run() -> list[dict[str, Any]]:
+                return [v for v in map(json.loads, (r.value for r in verdicts_of(agent)))
+                        if datetime.fromisoformat(v["ts"]).timestamp() >= started - 1]
+
+            verdicts_of = worker.topics["verdicts"].now
+            verdicts = wait_for(this_run, lambda got: len(got) >= 2, 600,
+                                f"2 verdicts for {agent} of this run")
+            assert [(v["tool"], v["decision"], v["semconv_version"]) for v in verdicts] == [
+                ("crm.lookup_customer", "allow", "1.41.0"),
+                ("iam.update_user_password", "revoke", "1.41.0")]
+        finally:
+            collector.stop()
+    finally:
+        worker.close()
+        worker.stop()
+
+
 @pytest.fixture(scope="module", params=["otlp_proto", "otlp_json"])
 def otel(
     request: pytest.FixtureRequest, kafka_bootstrap: str, issuer_key: Any,
@@ -135,44 +179,3 @@ def readme_example() -> tuple[list[str], str]:
     shell, python = re.findall(r"```(?:bash|python)\n(.*?)```", section, re.DOTALL)[:2]
     commands = [line.split("#", 1)[0].strip() for line in shell.splitlines()]
     return [command for command in commands if command], python
-
-
-def test_the_readme_example_is_judged(
-    kafka_bootstrap: str, issuer_key: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The README's commands, as its worker and Collector run them (unsigned grants
-    allowed, the shipped configuration), then its Python code as it stands."""
-    commands, python = readme_example()
-    assert commands == ["intentwatch kafka up", "intentwatch topics create",
-                        "INTENTWATCH_ALLOW_UNSIGNED_GRANTS=1 intentwatch worker &",
-                        "python -m intentwatch.local.otelcol run &"]
-    topic = f"t-{uuid.uuid4().hex[:12]}-otlp_spans"
-    worker = RunningWorker(kafka_bootstrap, tmp_path, issuer_key, settings={
-        "INTENTWATCH_ALLOW_UNSIGNED_GRANTS": "1", "INTENTWATCH_OTLP_TOPIC": topic})
-    try:
-        collector = otelcol.start(kafka_bootstrap, tmp_path / "otelcol.log", topic=topic)
-        try:
-            monkeypatch.setenv("INTENTWATCH_BOOTSTRAP", kafka_bootstrap)
-            monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-                               f"{collector.http_endpoint}/v1/traces")
-            started = time.time()
-            exec(compile(python, "README.md", "exec"), {"__name__": "readme"})
-            agent = "spiffe://acme.org/agents/support/agent-7"
-            # A new worker first reads the whole input log the session's tests wrote.
-            # Earlier tests ran the same example: keep the verdicts of this run's calls (by
-            # their event time, not by when the worker, catching up, judged them).
-            def this_run() -> list[dict[str, Any]]:
-                return [v for v in map(json.loads, (r.value for r in verdicts_of(agent)))
-                        if datetime.fromisoformat(v["ts"]).timestamp() >= started - 1]
-
-            verdicts_of = worker.topics["verdicts"].now
-            verdicts = wait_for(this_run, lambda got: len(got) >= 2, 600,
-                                f"2 verdicts for {agent} of this run")
-            assert [(v["tool"], v["decision"], v["semconv_version"]) for v in verdicts] == [
-                ("crm.lookup_customer", "allow", "1.41.0"),
-                ("iam.update_user_password", "revoke", "1.41.0")]
-        finally:
-            collector.stop()
-    finally:
-        worker.close()
-        worker.stop()

@@ -317,8 +317,11 @@ async def test_what_was_learned_survives_a_restart(
                         send=Sent())
 
     again = restarted()
-    assert again.status()["learned"] == {"restored_calls": 3, "learned_calls": 0,
-                                         "saved_at": None}
+    learned = again.status()["learned"]
+    assert {name: learned[name] for name in ("restored_calls", "learned_calls", "saved_at")} \
+        == {"restored_calls": 3, "learned_calls": 0, "saved_at": None}
+    assert learned["warm_from"] is None  # its own snapshot, not a warm start
+    assert learned["history"]["fleet_calls"] == 3.0 and learned["history"]["agents"] == 1
     # a damaged snapshot is no reason not to start: the worker starts cold
     pipeline.snapshots.path.write_bytes(b"not a snapshot")
     assert restarted().status()["learned"]["restored_calls"] == 0
