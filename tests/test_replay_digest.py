@@ -16,7 +16,7 @@ from intentwatch.models.replay import replay
 from intentwatch.simulation.fleet import FleetSpec, generate
 
 SPEC = FleetSpec(seed=4, agents_per_role=1, history_days=1.0, attack_days=1.0, attack_rate=0.3)
-DIGEST = "2c281b1dc190365f475eb8997874842f8d4855c06045a305168c06bdcc9d09eb"
+DIGEST = "717d71c2481b030606a1de7d400058e7424613bdf08c0c85b0f6661effd4a0cd"
 """sha256 of the outputs of the engine of config 2026.12.3 (issue 11: destination provenance,
 novelty alone held at alert, verdicts name their rule, verb-based intent reading; evidence
 without flow, without an unreadable intent's or a vouched send's unasked action; a task's
