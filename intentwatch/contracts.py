@@ -42,6 +42,7 @@ __all__ = [
     "Event",
     "Grant",
     "InputKind",
+    "JwtId",
     "Limits",
     "Reason",
     "ReasonCode",
@@ -287,8 +288,19 @@ class ToolCall(Struct, kw_only=True):
         self.ts = _epoch(self.ts, "ts")
 
 
+class JwtId(Struct, kw_only=True):
+    """A JWT named by its issuer and id (RFC 7519 ``iss`` and ``jti``), e.g. a task's token."""
+
+    iss: NonEmpty
+    jti: NonEmpty
+
+
 class Grant(Struct, kw_only=True):
-    """The approved intent for one task (the payload of a ``grant`` record's JWS)."""
+    """The approved intent for one task (the payload of a ``grant`` record's JWS).
+
+    ``token`` names the task's access token when it is a JWT: its ``jti`` is one
+    of ``credential_ids``, and revocations name it as the session they end.
+    """
 
     grant_id: NonEmpty
     agent_id: SpiffeId
@@ -301,6 +313,7 @@ class Grant(Struct, kw_only=True):
     expires_at: Timestamp
     issuer: NonEmpty
     intent: Annotated[str, Meta(max_length=Limits.INTENT_CHARS)] = ""
+    token: JwtId | None = None
 
     def __post_init__(self) -> None:
         _check_spiffe_id(self.agent_id)
@@ -308,6 +321,8 @@ class Grant(Struct, kw_only=True):
         self.expires_at = _epoch(self.expires_at, "expires_at")
         if self.expires_at <= self.issued_at:
             raise ValueError("`expires_at` must be later than `issued_at`")
+        if self.token is not None and self.token.jti not in self.credential_ids:
+            raise ValueError("`token.jti` must be one of `credential_ids`")
 
 
 class TaskEvent(Struct, kw_only=True):
@@ -372,6 +387,10 @@ class Revocation(Struct, kw_only=True):
     score: Probability
     evidence: list[str] = []
     event_ts: float
+    reason_user: str | None = None
+    """A sentence for the agent's user (CAEP ``reason_user``), when there is one."""
+    session_token: JwtId | None = None
+    """The task's access token, when its grant names one (the SET's session subject)."""
 
 
 class AuditRecord(Struct, kw_only=True):

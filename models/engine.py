@@ -546,7 +546,7 @@ class Engine:
         outcome.revocations.append(Revocation(
             revocation_id=revocation_id, agent_id=task.agent_id, task_id=task.task_id,
             credential_ids=credentials, reason_code=code, reason=shorten(reason), score=score,
-            evidence=evidence, event_ts=ts,
+            evidence=evidence, event_ts=ts, session_token=grant.token if grant else None,
         ))
 
     def revocation_lost(self, revocation: Revocation) -> None:

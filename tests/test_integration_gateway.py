@@ -7,6 +7,7 @@ import uuid
 import pytest
 
 from intentwatch import RevocationSubscriber, TelemetryPublisher
+from intentwatch.contracts import JwtId
 from intentwatch.demo import create_topics
 from intentwatch.local.worker import WorkerProcess
 from intentwatch.pipeline.settings import Settings
@@ -81,6 +82,7 @@ def test_gateway_denies_the_attacker_after_revocation_and_serves_the_rest(loop):
     revoked = broker.revoked(attacker.credential_id)
     assert revoked.revocation.reason_code == "intent_violation"
     assert revoked.revocation.task_id == attacker.task_id
+    assert revoked.revocation.session_token == JwtId(iss=broker.issuer, jti=attacker.credential_id)
 
     for customer in ("c-18", "c-19"):
         with pytest.raises(AccessDenied, match="revoked \\(intent_violation") as denied:

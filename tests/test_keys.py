@@ -159,6 +159,19 @@ def test_prune_retires_keys_replaced_long_enough_ago(tmp_path):
     assert ring.keys == (third,)
 
 
+def test_a_ring_with_a_key_per_algorithm_signs_and_prunes_per_algorithm(tmp_path):
+    ring = Keyring.create(tmp_path / "keys", "RS256")
+    rsa, ec, ed = ring.active, *ring.ensure(["RS256", "ES256", "EdDSA"])
+    assert [ring.for_alg(alg) for alg in ("RS256", "ES256", "EdDSA")] == [rsa, ec, ed]
+    newer_rsa = ring.rotate("RS256")
+    rsa.created_at, ec.created_at, ed.created_at, newer_rsa.created_at = 0.0, 0.0, 0.0, 100.0
+    assert ring.for_alg("RS256") is newer_rsa
+    assert ring.prune(60, now=1000.0) == [rsa.kid], "only the replaced RS256 key goes"
+    assert {key.alg for key in Keyring.load(ring.path).keys} == {"RS256", "ES256", "EdDSA"}
+    with pytest.raises(KeyError, match="PS256"):
+        ring.for_alg("PS256")
+
+
 def test_jwks_holds_public_keys_only(tmp_path, rsa_key):
     ring = Keyring.create(tmp_path / "keys", "ES256")
     ring.rotate("EdDSA")

@@ -16,13 +16,14 @@ from intentwatch.models.replay import replay
 from intentwatch.simulation.fleet import FleetSpec, generate
 
 SPEC = FleetSpec(seed=4, agents_per_role=1, history_days=1.0, attack_days=1.0, attack_rate=0.3)
-DIGEST = "717d71c2481b030606a1de7d400058e7424613bdf08c0c85b0f6661effd4a0cd"
+DIGEST = "0"
 """sha256 of the outputs of the engine of config 2026.12.3 (issue 11: destination provenance,
 novelty alone held at alert, verdicts name their rule, verb-based intent reading; evidence
 without flow, without an unreadable intent's or a vouched send's unasked action; a task's
 own scratch files deleted unasked; other kinds of records deleted as unnamed targets; a
 delete or access change the intent does not ask for at all as evidence of its own), whose
-verdicts carry the learned history (``history_*`` components, issue 14): without them the
+verdicts carry the learned history (``history_*`` components, issue 14) and whose
+revocations carry ``reason_user`` and ``session_token`` (issue 13): without those the
 outputs are those of 2c281b1d…, so no decision, score or reason changed."""
 
 

@@ -1,11 +1,12 @@
 import json
+import re
 from datetime import datetime
 
 import jsonschema
 import msgspec
 import pytest
 
-from intentwatch.contracts import ContractError, Revocation
+from intentwatch.contracts import ContractError, JwtId, Revocation
 from intentwatch.tokens.keys import generate_key
 from intentwatch.tokens.revocations import (
     CONTENT_TYPE,
@@ -68,7 +69,7 @@ def test_claims_follow_caep_session_revoked(key):
         "jti": "rev-5f2c",
         "iat": 1_793_606_401,
         "aud": BROKER,
-        "txn": "t1",
+        "txn": "rev-5f2c",
         "sub_id": {
             "format": "complex",
             "application": {"format": "uri", "uri": "spiffe://acme.org/agents/support/a1"},
@@ -82,12 +83,57 @@ def test_claims_follow_caep_session_revoked(key):
             }
         },
         "intentwatch": {
+            "task_id": "t1",
             "credential_ids": ["c1", "c2"],
             "reason_code": "intent_violation",
             "score": 0.97,
             "evidence": ["e7", "e9"],
         },
     }
+
+
+def test_the_session_is_the_tasks_token_when_the_grant_names_it(key, verifier):
+    token = JwtId(iss="https://broker.acme.org", jti="c1")
+    rev = revocation(session_token=token, reason_user="Your agent's access to this task ended.")
+    claims = json.loads(forge.segments(sign(key, rev))[1])
+    assert claims["sub_id"] == {
+        "format": "complex",
+        "application": {"format": "uri", "uri": "spiffe://acme.org/agents/support/a1"},
+        "session": {"format": "jwt_id", "iss": "https://broker.acme.org", "jti": "c1"},
+    }
+    event = claims["events"][SESSION_REVOKED]
+    assert event["reason_user"] == {"en": "Your agent's access to this task ended."}
+    assert claims["intentwatch"]["task_id"] == "t1"
+    assert verifier.verify(sign(key, rev)) == msgspec.structs.replace(rev, event_ts=1_793_606_400.0)
+
+
+@pytest.mark.parametrize("rev", [revocation(), revocation(
+    session_token=JwtId(iss="https://broker.acme.org", jti="c1"), reason_user="Access ended.")])
+def test_claims_meet_the_specifications(key, rev):
+    """RFC 8417, SSF 1.0 and CAEP 1.0 requirements, one by one."""
+    header, payload, _ = forge.segments(sign(key, rev))
+    claims = json.loads(payload)
+    assert header["typ"] == "secevent+jwt"                   # RFC 8417 2.3, SSF explicit typing
+    assert {"iss", "jti", "iat", "events"} <= set(claims)    # RFC 8417 2.2 required claims
+    assert isinstance(claims["iat"], int)                    # NumericDate
+    assert "sub" not in claims and "exp" not in claims       # SSF: no `sub`, no `exp`
+    assert len(claims["events"]) == 1                        # SSF, CAEP interop: one event
+    assert claims["txn"] == rev.revocation_id                # SSF: unique to the cause
+    subject = claims["sub_id"]                               # SSF: top-level `sub_id`
+    assert subject["format"] == "complex" and set(subject) == {"format", "application", "session"}
+    session = subject["session"]
+    assert session["format"] in ("opaque", "jwt_id")
+    if session["format"] == "jwt_id":                        # SSF jwt_id: `iss` and `jti`
+        assert set(session) == {"format", "iss", "jti"}
+    event = claims["events"]["https://schemas.openid.net/secevent/caep/event-type/session-revoked"]
+    assert event["initiating_entity"] == "policy"            # CAEP: admin|user|policy|system
+    for name in ("reason_admin", "reason_user"):             # CAEP: BCP 47 tag -> text
+        if name in event:
+            assert event[name] and all(re.fullmatch(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*", tag)
+                                       and text for tag, text in event[name].items())
+    assert "reason_admin" in event                           # interop profile: non-empty
+    assert ("reason_user" in event) == (rev.reason_user is not None)
+    assert isinstance(event["event_timestamp"], int)
 
 
 @pytest.mark.parametrize("alg", ["ES256", "EdDSA", "RS256"])
@@ -194,11 +240,16 @@ def test_malformed(key, verifier):
         verifier.verify(key.sign(json.dumps(claims).encode(), typ="secevent+jwt"))
     assert caught.value.code == "malformed"
     claims = json.loads(forge.segments(sign(key))[1])
-    claims["txn"] = "t2"
+    claims["sub_id"]["session"]["id"] = "t2"
     assert rejection(verifier, key.sign(json.dumps(claims).encode(), typ="secevent+jwt")) == (
         "malformed"
     )
-    claims["txn"] = "t1"
+    claims["sub_id"]["session"]["id"] = "t1"
+    claims["events"][SESSION_REVOKED]["reason_admin"] = {}
+    assert rejection(verifier, key.sign(json.dumps(claims).encode(), typ="secevent+jwt")) == (
+        "malformed"
+    )
+    claims["events"][SESSION_REVOKED]["reason_admin"] = {"en": "policy"}
     claims["intentwatch"]["reason_code"] = "boredom"
     assert rejection(verifier, key.sign(json.dumps(claims).encode(), typ="secevent+jwt")) == (
         "malformed"

@@ -10,10 +10,12 @@ This is what intentwatch expects of the party that hands agents their credential
 3. follow intentwatch's revocations and refuse a revoked token from then on
    (:meth:`CredentialBroker.check`, asked by the tool gateway before every call).
 
-Tokens are opaque random strings; the broker keeps only their SHA-256 and hands
-out a separate public *credential id*, which appears in grants, telemetry and
-revocations. The state lives in memory: a production broker keeps it in its
-database.
+Tokens are JWTs signed by the broker (``iss`` the broker, ``sub`` the agent,
+``jti`` the *credential id*, a short ``exp``); the broker keeps only their
+SHA-256. The credential id appears in grants, telemetry and revocations, and the
+grant names the token (``token``: its ``iss`` and ``jti``), so intentwatch's
+revocations name it as the session they end. The state lives in memory: a
+production broker keeps it in its database.
 
 Example::
 
@@ -31,8 +33,8 @@ Example::
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
-import secrets
 import threading
 import time
 import uuid
@@ -136,19 +138,24 @@ class CredentialBroker:
     ) -> TaskCredential:
         """Mint a token for ``task_id`` and publish the task's signed grant."""
         now = time.time()
+        credential_id = f"cred-{uuid.uuid4().hex}"
+        expires_at = now + (self.ttl if ttl is None else ttl)
+        claims = {"iss": self.issuer, "sub": agent_id, "jti": credential_id,
+                  "iat": int(now), "exp": int(expires_at)}
         credential = TaskCredential(
-            token=secrets.token_urlsafe(32),
-            credential_id=f"cred-{uuid.uuid4().hex}",
+            token=self.key.sign(json.dumps(claims).encode(), typ="JWT"),
+            credential_id=credential_id,
             agent_id=agent_id,
             task_id=task_id,
             grant_id=f"grant-{uuid.uuid4().hex}",
-            expires_at=now + (self.ttl if ttl is None else ttl),
+            expires_at=expires_at,
         )
         grant = {
             "grant_id": credential.grant_id, "agent_id": agent_id, "task_id": task_id,
-            "credential_ids": [credential.credential_id], "intent": intent,
+            "credential_ids": [credential_id], "intent": intent,
             "tools": list(tools), "targets": list(targets), "data_labels": list(data_labels),
-            "issued_at": now, "expires_at": credential.expires_at, "issuer": self.issuer,
+            "issued_at": now, "expires_at": expires_at, "issuer": self.issuer,
+            "token": {"iss": self.issuer, "jti": credential_id},
         }
         self.publisher.publish_grant(sign_grant(grant, self.key))
         with self._lock:

@@ -363,6 +363,26 @@ class Keyring:
         """The key that signs: the newest."""
         return self._keys[-1]
 
+    def for_alg(self, alg: str) -> SigningKey:
+        """The key that signs for receivers that want ``alg``: the newest of that algorithm."""
+        for key in reversed(self._keys):
+            if key.alg == alg:
+                return key
+        raise KeyError(f"{self.path} has no {alg} key")
+
+    def ensure(self, algs: Collection[str]) -> list[SigningKey]:
+        """Add a key for each of ``algs`` the ring has none of; return the keys added.
+
+        >>> import tempfile
+        >>> ring = Keyring.create(tempfile.mkdtemp() + "/keys", "RS256")
+        >>> [key.alg for key in ring.ensure(["RS256", "ES256", "EdDSA"])]
+        ['ES256', 'EdDSA']
+        >>> ring.for_alg("RS256").alg, ring.ensure(["ES256"])
+        ('RS256', [])
+        """
+        present = {key.alg for key in self._keys}
+        return [self.rotate(alg) for alg in dict.fromkeys(algs) if alg not in present]
+
     def rotate(self, alg: str | None = None) -> SigningKey:
         """Add a new active key (``alg`` defaults to the current one's); old keys stay published."""
         key = generate_key(alg or self.active.alg)
@@ -385,13 +405,16 @@ class Keyring:
     def prune(self, older_than: float, *, now: float | None = None) -> list[str]:
         """Retire every key replaced more than ``older_than`` seconds ago; return their kids.
 
-        A key is replaced when the next one is created. Pick ``older_than`` above
-        the longest time a receiver may still verify its tokens (e.g. the
-        retention of ``intentwatch.revocations.v1``).
+        A key is replaced when the next one of its algorithm is created. Pick
+        ``older_than`` above the longest time a receiver may still verify its
+        tokens (e.g. the retention of ``intentwatch.revocations.v1``).
         """
         now = time.time() if now is None else now
-        replaced = zip(self._keys, self._keys[1:], strict=False)
-        stale = [old.kid for old, new in replaced if now - new.created_at > older_than]
+        stale = []
+        for index, old in enumerate(self._keys):
+            new = next((key for key in self._keys[index + 1:] if key.alg == old.alg), None)
+            if new is not None and now - new.created_at > older_than:
+                stale.append(old.kid)
         for kid in stale:
             self.retire(kid)
         return stale

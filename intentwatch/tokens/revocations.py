@@ -8,16 +8,23 @@ with :class:`RevocationVerifier` and intentwatch's JWKS. The claims
 (:class:`RevocationClaims`) are::
 
     {"iss": issuer, "jti": revocation_id, "iat": issued_at, "aud": audience,
-     "txn": task_id,
+     "txn": revocation_id,
      "sub_id": {"format": "complex",
                 "application": {"format": "uri", "uri": agent_id},
-                "session": {"format": "opaque", "id": task_id}},
+                "session": {"format": "jwt_id", "iss": ..., "jti": ...}},
      "events": {SESSION_REVOKED: {"initiating_entity": "policy",
                                   "reason_admin": {"en": reason},
+                                  "reason_user": {"en": reason_user},
                                   "event_timestamp": event_ts}},
-     "intentwatch": {"credential_ids", "reason_code", "score", "evidence"}}
+     "intentwatch": {"task_id", "credential_ids", "reason_code", "score", "evidence"}}
 
-Times are whole epoch seconds, so ``event_ts`` comes back truncated.
+They follow the OpenID Shared Signals Framework 1.0 profile of SETs and CAEP 1.0:
+explicit ``typ: secevent+jwt``; no ``sub`` and no ``exp``; one event per SET; the
+subject in the top-level ``sub_id``, a ``complex`` subject whose ``session`` is the
+task's access token as a ``jwt_id`` (its ``iss`` and ``jti``) when the grant names
+one, else the task id as an ``opaque`` id; ``txn`` unique to the cause (the
+revocation id); ``reason_admin`` and, when given, ``reason_user`` tagged by
+language. Times are whole epoch seconds, so ``event_ts`` comes back truncated.
 
 >>> from intentwatch.contracts import Revocation
 >>> from intentwatch.tokens.keys import generate_key
@@ -44,7 +51,7 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta, Struct
 
-from intentwatch.contracts import ReasonCode, Revocation, format_ts
+from intentwatch.contracts import JwtId, ReasonCode, Revocation, format_ts
 from intentwatch.tokens.keys import (
     DEFAULT_ALGORITHMS,
     JwksSource,
@@ -59,6 +66,7 @@ __all__ = [
     "SET_TYPE",
     "ComplexSubject",
     "IntentwatchClaim",
+    "JwtIdSubject",
     "OpaqueSubject",
     "RevocationClaims",
     "RevocationEvents",
@@ -79,6 +87,10 @@ CONTENT_TYPE = "application/secevent+jwt"
 """The Kafka ``content-type`` header of a revocation record."""
 
 
+LanguageTagged = Annotated[dict[str, str], Meta(min_length=1)]
+"""A CAEP localizable text: BCP 47 language tag -> text, at least one."""
+
+
 class UriSubject(Struct, tag_field="format", tag="uri", kw_only=True):
     """RFC 9493 ``uri`` subject identifier."""
 
@@ -91,19 +103,32 @@ class OpaqueSubject(Struct, tag_field="format", tag="opaque", kw_only=True):
     id: str
 
 
+class JwtIdSubject(Struct, tag_field="format", tag="jwt_id", kw_only=True):
+    """SSF 1.0 ``jwt_id`` subject identifier: a JWT by its issuer and id."""
+
+    iss: str
+    jti: str
+
+
 class ComplexSubject(Struct, tag_field="format", tag="complex", kw_only=True):
-    """RFC 9493 ``complex`` subject: the agent (application) and its task (session)."""
+    """SSF 1.0 ``complex`` subject: the agent (application) and its task (session).
+
+    The session is the task's access token (``jwt_id``) when its grant names
+    one, else the task id (``opaque``).
+    """
 
     application: UriSubject
-    session: OpaqueSubject
+    session: JwtIdSubject | OpaqueSubject
 
 
-class SessionRevoked(Struct, kw_only=True):
+class SessionRevoked(Struct, kw_only=True, omit_defaults=True):
     """The CAEP ``session-revoked`` event claims."""
 
     initiating_entity: Literal["admin", "user", "policy", "system"]
-    reason_admin: dict[str, str]
+    reason_admin: LanguageTagged
     """The reason for administrators, by language tag."""
+    reason_user: LanguageTagged | None = None
+    """The reason to show the agent's user, by language tag, when given."""
     event_timestamp: int
 
 
@@ -116,6 +141,7 @@ class RevocationEvents(Struct, kw_only=True):
 class IntentwatchClaim(Struct, kw_only=True):
     """intentwatch's private claim: what to revoke and why."""
 
+    task_id: str
     credential_ids: list[str]
     reason_code: ReasonCode
     score: Annotated[float, Meta(ge=0.0, le=1.0)]
@@ -131,6 +157,7 @@ class RevocationClaims(Struct, kw_only=True):
     iat: int
     aud: str | list[str]
     txn: str
+    """Unique to the cause (the revocation id), shared by every SET sent for it."""
     sub_id: ComplexSubject
     events: RevocationEvents
     intentwatch: IntentwatchClaim
@@ -157,23 +184,27 @@ def revocation_claims(
     rev: Revocation, *, issuer: str, audience: str | list[str], issued_at: float
 ) -> RevocationClaims:
     """The SET claims of ``rev``: the same inputs always give the same claims."""
+    token = rev.session_token
+    session = (
+        JwtIdSubject(iss=token.iss, jti=token.jti) if token else OpaqueSubject(id=rev.task_id)
+    )
     return RevocationClaims(
         iss=issuer,
         jti=rev.revocation_id,
         iat=int(issued_at),
         aud=audience,
-        txn=rev.task_id,
-        sub_id=ComplexSubject(
-            application=UriSubject(uri=rev.agent_id), session=OpaqueSubject(id=rev.task_id)
-        ),
+        txn=rev.revocation_id,
+        sub_id=ComplexSubject(application=UriSubject(uri=rev.agent_id), session=session),
         events=RevocationEvents(
             session_revoked=SessionRevoked(
                 initiating_entity="policy",
                 reason_admin={"en": rev.reason},
+                reason_user={"en": rev.reason_user} if rev.reason_user else None,
                 event_timestamp=int(rev.event_ts),
             )
         ),
         intentwatch=IntentwatchClaim(
+            task_id=rev.task_id,
             credential_ids=list(rev.credential_ids),
             reason_code=rev.reason_code,
             score=rev.score,
@@ -255,8 +286,10 @@ class RevocationVerifier:
             claims = _claims_decoder.decode(payload)
         except msgspec.DecodeError as exc:
             raise RevocationRejected("malformed", f"revocation claims: {exc}") from None
-        if claims.txn != claims.sub_id.session.id:
-            raise RevocationRejected("malformed", "`txn` differs from the `sub_id` session id")
+        extra = claims.intentwatch
+        session = claims.sub_id.session
+        if isinstance(session, OpaqueSubject) and session.id != extra.task_id:
+            raise RevocationRejected("malformed", "the `sub_id` session is not the task")
         if self.issuer is not None and claims.iss != self.issuer:
             raise RevocationRejected("wrong_issuer", f"issuer {claims.iss!r} is not trusted")
         audiences = [claims.aud] if isinstance(claims.aud, str) else claims.aud
@@ -268,15 +301,24 @@ class RevocationVerifier:
                 "stale", f"issued {age:,.0f} s ago, more than the {self.max_age:g} s accepted"
             )
         event = claims.events.session_revoked
-        extra = claims.intentwatch
         return Revocation(
             revocation_id=claims.jti,
             agent_id=claims.sub_id.application.uri,
-            task_id=claims.txn,
+            task_id=extra.task_id,
             credential_ids=extra.credential_ids,
             reason_code=extra.reason_code,
-            reason=event.reason_admin.get("en", next(iter(event.reason_admin.values()), "")),
+            reason=_english(event.reason_admin) or "",
+            reason_user=_english(event.reason_user) if event.reason_user else None,
             score=extra.score,
             evidence=extra.evidence,
             event_ts=float(event.event_timestamp),
+            session_token=(
+                JwtId(iss=session.iss, jti=session.jti)
+                if isinstance(session, JwtIdSubject) else None
+            ),
         )
+
+
+def _english(text: dict[str, str]) -> str | None:
+    """The English text of a language-tagged claim, else its first text."""
+    return text.get("en", next(iter(text.values()), None))
