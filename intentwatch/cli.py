@@ -203,6 +203,20 @@ def worker(
 
 
 @app.command()
+def ssf() -> None:
+    """Run the OpenID Shared Signals transmitter: revocations to SSF receivers by poll or push
+    (configured by INTENTWATCH_SSF_* variables; INTENTWATCH_SSF_RECEIVERS names the receivers)."""
+    from intentwatch.ssf.server import run_transmitter
+    from intentwatch.ssf.settings import SsfSettings
+
+    try:
+        settings = SsfSettings.from_env()
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
+    run_transmitter(settings)
+
+
+@app.command()
 def demo(
     bootstrap: Annotated[
         str | None,

@@ -8,7 +8,9 @@ Rules (the README's "How it fits together" shows them):
   and tldextract; no faust, no Kafka client, no pipeline, SDK or CLI;
 - ``intentwatch.sdk`` is what agents and brokers install: the vocabulary plus kafka-python,
   never the engine or the worker's dependencies;
-- ``intentwatch.pipeline`` is the worker: it may use the engine, never the CLI or the demo.
+- ``intentwatch.pipeline`` is the worker: it may use the engine, never the CLI or the demo;
+- ``intentwatch.ssf`` is the Shared Signals transmitter: the vocabulary, aiohttp and aiokafka,
+  the worker's settings and topic set-up, the SDK's JWKS download; never the engine.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "intentwatch.tokens": ("msgspec", "joserfc", *VOCABULARY),
     "intentwatch.models": (*VOCABULARY, "numpy", "river", "sklearn", "tldextract"),
     "intentwatch.sdk": (*VOCABULARY, "intentwatch.sdk", "kafka", "msgspec"),
+    "intentwatch.ssf": (*VOCABULARY, "intentwatch.sdk.subscriber", "intentwatch.pipeline.settings",
+                        "intentwatch.pipeline.topics", "aiohttp", "aiokafka", "kafka", "msgspec"),
 }
 FORBIDDEN: dict[str, tuple[str, ...]] = {
     "intentwatch.pipeline": ("intentwatch.cli", "intentwatch.demo", "intentwatch.sdk"),

