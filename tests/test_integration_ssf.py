@@ -5,13 +5,18 @@ The receiver below knows nothing of intentwatch's code: it speaks OpenID SSF 1.0
 RFC 8417 (SETs) over plain HTTP (urllib, http.server), and verifies signatures with
 joserfc against the transmitter's published JWKS. It creates a poll stream and a
 push stream, verifies both, receives a revocation by each, and sees both streams and
-their undelivered SETs survive a restart of the transmitter.
+their undelivered SETs survive a restart of the transmitter. A second transmitter,
+with CAEP risk-level-change events on, answers a long poll as the events come, hands
+out one agent's revocations in the order they were decided, offers again what was not
+acknowledged and forgets what was acknowledged or reported in ``setErrs``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 import threading
@@ -19,6 +24,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -34,6 +40,7 @@ pytestmark = pytest.mark.kafka
 
 PUSH, POLL = "urn:ietf:rfc:8935", "urn:ietf:rfc:8936"
 SESSION_REVOKED = "https://schemas.openid.net/secevent/caep/event-type/session-revoked"
+RISK_LEVEL_CHANGE = "https://schemas.openid.net/secevent/caep/event-type/risk-level-change"
 VERIFICATION = "https://schemas.openid.net/secevent/ssf/event-type/verification"
 TOKEN = f"rx-{uuid.uuid4().hex}"
 PUSH_SECRET = f"Bearer push-{uuid.uuid4().hex}"
@@ -167,7 +174,7 @@ class TransmitterProcess:
     """``python -m intentwatch.ssf`` on a free port, stopped by pid."""
 
     def __init__(self, worker: RunningWorker, home: Path, state_topic: str,
-                 port: int | None = None) -> None:
+                 port: int | None = None, settings: dict[str, str] | None = None) -> None:
         self.port = port or free_port()
         self.issuer = f"http://127.0.0.1:{self.port}"
         self.log_file = home / f"ssf-{uuid.uuid4().hex[:6]}.log"
@@ -192,6 +199,7 @@ class TransmitterProcess:
             "INTENTWATCH_SSF_POLL_WAIT_SECONDS": "10",
             "INTENTWATCH_SSF_PUSH_BACKOFF_SECONDS": "0.2",
             "INTENTWATCH_SSF_MIN_VERIFICATION_SECONDS": "1",
+            **(settings or {}),  # more INTENTWATCH_SSF_* variables
         })
         with self.log_file.open("wb") as log:
             self.process = subprocess.Popen([sys.executable, "-m", "intentwatch.ssf"], cwd=home,
@@ -369,3 +377,150 @@ def test_a_receiver_gets_revocations_by_poll_and_push_across_a_restart(
     for log in tmp_path.glob("ssf-*.log"):
         text = log.read_text(errors="replace")
         assert TOKEN not in text and PUSH_SECRET.split()[1] not in text, "a secret was logged"
+
+
+def test_long_poll_order_redelivery_set_errors_and_risk_events(
+    worker: RunningWorker, agent: str, tmp_path: Path
+) -> None:
+    redeliver = 1.0
+    transmitter = TransmitterProcess(worker, tmp_path, f"t-ssf-{uuid.uuid4().hex[:10]}.streams",
+                                     settings={"INTENTWATCH_SSF_RISK_EVENTS": "1",
+                                               "INTENTWATCH_SSF_POLL_WAIT_SECONDS": "60",
+                                               "INTENTWATCH_SSF_REDELIVER_SECONDS": str(redeliver)})
+    try:
+        rx = Receiver(transmitter.issuer)
+        stream = rx.create({})                                         # every supported event
+        assert stream["events_delivered"] == [SESSION_REVOKED, RISK_LEVEL_CHANGE]
+        assert rx.poll(stream, returnImmediately=True)["sets"] == {}   # RFC 8936 2.4: at once
+
+        with ThreadPoolExecutor(1) as pool:  # a long poll, waiting before anything happened
+            waiting = pool.submit(rx.poll, stream)
+            # One task drifts (lookup, delete, export: an alert) and then leaves its grant
+            # (revoke); two more tasks are revoked after it, for the same agent.
+            sdk, credential = worker.publisher, f"c-{agent.rsplit('/', 1)[1]}-t1"
+            sdk.publish_grant(worker.grant(agent, "t1", token={"iss": "https://broker.acme.org",
+                                                               "jti": credential}))
+            for tool, target in [("crm.lookup_customer", "crm://customers/c-42"),
+                                 ("crm.delete_customer", "crm://customers/c-42"),
+                                 ("crm.export_all", "crm://customers"),
+                                 ("crm.delete_customer", "crm://customers/c-43")]:
+                sdk.publish_toolcall({"agent_id": agent, "task_id": "t1", "tool": tool,
+                                      "credential_id": credential, "target": target,
+                                      "data_labels": ["internal"]})
+            sdk.flush()
+            for task in ("t2", "t3"):
+                revoke(worker, agent, task)
+            answer = waiting.result(timeout=90)
+        assert answer["sets"], "the long poll returned with the first SET"
+
+        revocations = worker.revocations(agent, 3)
+        alerts = [json.loads(r.value)["event_id"] for r in worker.topics["verdicts"].of(agent, 6)
+                  if json.loads(r.value)["decision"] == "alert"]
+        assert alerts, "the drifting task raised an alert"
+        wanted = len(revocations) + len(alerts)
+        received: dict[str, dict[str, Any]] = {}
+        for jti, token in answer["sets"].items():
+            received[jti] = rx.validate(token)
+        while len(received) < wanted:  # nothing acknowledged yet
+            for jti, token in rx.poll(stream, maxEvents=1)["sets"].items():
+                received.setdefault(jti, rx.validate(token))
+        assert all(about(agent)(claims) for claims in received.values())
+        revoked = [jti for jti, claims in received.items() if SESSION_REVOKED in claims["events"]]
+        assert revoked == [r.revocation_id for r in revocations], "in the order decided"
+        for jti in revoked:
+            check_revocation(received[jti], agent, received[jti]["intentwatch"]["task_id"])
+        risks = [claims for claims in received.values() if RISK_LEVEL_CHANGE in claims["events"]]
+        assert sorted(claims["txn"] for claims in risks) == sorted(alerts)
+        for claims in risks:
+            event = claims["events"][RISK_LEVEL_CHANGE]
+            assert event["principal"] == "SESSION" and event["current_level"] == "MEDIUM"
+            assert claims["sub_id"]["session"] == {"format": "opaque", "id": "t1"}
+            assert claims["intentwatch"]["task_id"] == "t1"
+
+        # The receiver could not process the risk events (setErrs) and acknowledges the
+        # first revocation: only the two others are offered again, oldest first.
+        errors = {claims["jti"]: {"err": "invalid_request", "description": "not handled here"}
+                  for claims in risks}
+        rx.poll(stream, ack=revoked[:1], setErrs=errors, maxEvents=0)
+        again: list[str] = []
+        while len(again) < 2:
+            again += rx.poll(stream)["sets"]
+        assert again == revoked[1:]
+        rx.poll(stream, ack=again, maxEvents=0)
+        time.sleep(2 * redeliver)
+        assert rx.poll(stream, returnImmediately=True)["sets"] == {}, "all settled"
+    finally:
+        transmitter.stop()
+
+
+def readme_example() -> tuple[list[str], str, str]:
+    """The README's SSF section: its first shell block as commands, its Python, its last shell."""
+    section = (REPO / "README.md").read_text().split("## Receive revocations over Shared", 1)[1]
+    section = section.split("\n## ", 1)[0]
+    setup, python, poll = re.findall(r"```(?:bash|python)\n(.*?)```", section, re.DOTALL)
+    return [line for line in setup.splitlines() if line.strip()], python, poll
+
+
+def test_the_readme_example_receives_the_revocation(
+    kafka_bootstrap: str, issuer_key: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README's commands as written, on free ports: its worker (unsigned grants allowed),
+    its transmitter, stream and verification; then its Python; then its poll prints the
+    session-revoked SET of the README's task."""
+    commands, python, poll = readme_example()
+    assert commands[:3] == ["intentwatch kafka up", "intentwatch topics create",
+                            "INTENTWATCH_ALLOW_UNSIGNED_GRANTS=1 intentwatch worker &   "
+                            "# web port 6066; dev only"]
+    transmitter = next(c for c in commands if c.startswith("INTENTWATCH_SSF_RECEIVERS="))
+    assert transmitter.split("#")[0].strip().endswith("intentwatch ssf &")
+    worker = RunningWorker(kafka_bootstrap, tmp_path, issuer_key,
+                           settings={"INTENTWATCH_ALLOW_UNSIGNED_GRANTS": "1"})
+    port = free_port()
+    env = {name: value for name, value in os.environ.items()
+           if not name.startswith("INTENTWATCH_")}
+    env.update({"PATH": f"{Path(sys.executable).parent}:{env['PATH']}", "PYTHONPATH": str(REPO),
+                "INTENTWATCH_BOOTSTRAP": kafka_bootstrap, "INTENTWATCH_SSF_PORT": str(port),
+                "INTENTWATCH_ISSUER": worker.issuer, "INTENTWATCH_AUDIENCE": worker.audience,
+                "INTENTWATCH_SSF_UPSTREAM_JWKS": worker.jwks_url,
+                "INTENTWATCH_SSF_STATE_TOPIC": f"t-ssf-{uuid.uuid4().hex[:10]}.streams"})
+
+    def bash(script: str) -> list[Any]:
+        """Run ``script``; the JSON documents it printed (curl ends none with a newline).
+        Output goes to files: the transmitter it starts keeps writing to them."""
+        script = script.replace("127.0.0.1:6070", f"127.0.0.1:{port}")
+        out, err = tmp_path / "bash.out", tmp_path / "bash.err"
+        with out.open("w") as stdout, err.open("a") as stderr:
+            done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path,
+                                  env=env, stdout=stdout, stderr=stderr, timeout=120)
+        assert done.returncode == 0, err.read_text()
+        text, found, decoder = out.read_text(), [], json.JSONDecoder()
+        position = 0
+        while text[position:].strip():
+            position += len(text[position:]) - len(text[position:].lstrip())
+            document, position = decoder.raw_decode(text, position)
+            found.append(document)
+        return found
+
+    # The worker runs already; the transmitter's pid is kept to stop it; the variables are
+    # kept for the last block.
+    setup = "\n".join(commands[3:]) + "\necho $! > ssf.pid\ndeclare -p AUTH STREAM > vars.sh\n"
+    try:
+        metadata, verification = bash(setup)
+        assert metadata["issuer"] == f"http://127.0.0.1:{port}"
+        [token] = verification["sets"].values()
+        claims = json.loads(_b64(token.split(".")[1]))
+        assert claims["events"] == {VERIFICATION: {"state": "hello"}}
+        monkeypatch.setenv("INTENTWATCH_BOOTSTRAP", kafka_bootstrap)
+        exec(compile(python, "README.md", "exec"), {"__name__": "readme"})
+        agent = "spiffe://acme.org/agents/support/agent-11"
+        worker.revocations(agent, timeout=600)  # a new worker reads the session's log first
+        printed = bash(f"source vars.sh\n{poll}")
+        revoked = [c for c in printed if about(agent)(c) and SESSION_REVOKED in c["events"]]
+        assert [c["intentwatch"]["task_id"] for c in revoked] == ["task-1111"]
+        assert revoked[0]["aud"] == "https://broker.example"
+    finally:
+        pid = tmp_path / "ssf.pid"
+        if pid.exists():  # the transmitter the README started, stopped by its pid
+            os.kill(int(pid.read_text()), signal.SIGTERM)
+        worker.close()
+        worker.stop()

@@ -9,8 +9,11 @@ no ``exp``, one event, a top-level ``sub_id``):
   stream itself (an ``opaque`` id equal to the ``stream_id``) and which echoes
   the receiver's ``state``;
 - optionally, a CAEP ``risk-level-change`` for each ``alert`` verdict: the task's
-  session (the same ``complex`` subject as its revocations) is now at ``MEDIUM``
-  risk, with the verdict's strongest reason.
+  session is now at ``MEDIUM`` risk, with the verdict's strongest reason. Its
+  subject is ``complex`` like a revocation's, with the task id as an ``opaque``
+  session (a verdict does not carry the grant's token, which a revocation's
+  session names when there is one); both carry the task id in the private
+  ``intentwatch`` claim, which is what a receiver correlates them by.
 
 >>> claims = verification_claims("s1", "xyz", issuer="https://ssf.acme.org",
 ...     audience="https://broker.acme.org", jti="j1", issued_at=1793606400.5)

@@ -62,7 +62,7 @@ from intentwatch.tokens.revocations import (
     encode_revocation,
 )
 
-__all__ = ["Transmitter", "load_keyring"]
+__all__ = ["Transmitter", "backoff", "load_keyring"]
 
 log = logging.getLogger(__name__)
 
@@ -304,8 +304,8 @@ class Transmitter:
                 self.counts["pushed"] += 1
                 failures = 0
                 continue
-            delay = min(self.settings.push_backoff * 2 ** failures, self.settings.push_backoff_max)
             failures += 1
+            delay = backoff(failures, self.settings.push_backoff, self.settings.push_backoff_max)
             self.counts["push_retries"] += 1
             log.warning("push of SET %s to stream %s failed (%s); retry %d in %.1f s",
                         entry.jti, stream_id, outcome, failures, delay)
@@ -465,6 +465,16 @@ class Transmitter:
         while True:
             await asyncio.sleep(seconds)
             await self._save_cursors()
+
+
+def backoff(failures: int, first: float, most: float) -> float:
+    """Seconds to wait before the next push after ``failures`` failed attempts in a row:
+    doubling from ``first``, never more than ``most``.
+
+    >>> [backoff(n, 0.5, 3.0) for n in range(1, 6)]
+    [0.5, 1.0, 2.0, 3.0, 3.0]
+    """
+    return float(min(first * 2 ** (failures - 1), most))
 
 
 def _report_failure(task: asyncio.Task[None]) -> None:
