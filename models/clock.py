@@ -60,6 +60,12 @@ class LogClock:
             self.now = max(self.now, min(moved, self._wall))
         return self.now
 
+    @property
+    def wall(self) -> float:
+        """The newest tick's time (``inf`` before any): the wall clock as the log records it.
+        A record read after that tick was published after it."""
+        return self._wall
+
     def state(self) -> tuple[float, float, float, float]:
         """What the clock knows, to keep with the partition's state."""
         return self.now, self._wall, self._anchor_event, self._anchor_wall

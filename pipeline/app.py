@@ -416,9 +416,17 @@ def warm_start(detector: Detector, path: Path) -> None:
 
 
 def grant_time(clock: LogClock, grant: Grant) -> float:
-    """The time ``grant`` is judged valid at: its partition's stream time once the grant
-    is read (its issue time if later, at most the wall clock plus the clock's skew), the
-    wall clock before the partition has a stream time; never the record's timestamp."""
+    """The time ``grant`` is judged valid at; never the record's timestamp.
+
+    Its partition's stream time once the grant is read (its issue time if later, at most
+    the wall clock plus the clock's skew), but never before the partition's newest tick:
+    the grant was published after that tick, so a grant expired by then was expired when
+    it was published. Stream time alone may lag the wall clock by as much as the history
+    read last is old (a backlog, another test's fleet), and a grant judged at its own
+    issue time is always valid. Before the partition has a stream time or a tick, the
+    wall clock.
+    """
     wall = time.time()
     now = clock.now if clock.now > -math.inf else wall
-    return max(now, min(grant.issued_at, wall + clock.max_skew))
+    published_after = clock.wall if clock.wall < math.inf else wall
+    return max(now, min(grant.issued_at, wall + clock.max_skew), published_after)

@@ -17,7 +17,7 @@ import pytest
 from intentwatch.contracts import LIMITS, TOPICS, DeadLetterHeaders, ToolCall, encode
 from intentwatch.models.config import ScoringConfig
 from intentwatch.models.engine import Engine
-from intentwatch.pipeline.app import Pipeline
+from intentwatch.pipeline.app import Pipeline, agent_partition
 from intentwatch.pipeline.publishing import Publisher
 from intentwatch.pipeline.settings import Settings
 from intentwatch.pipeline.worker import grant_verifier, load_keyring
@@ -311,3 +311,27 @@ async def test_a_tick_stamped_far_ahead_moves_no_clock(pipeline: Pipeline, sent:
     assert headers[DeadLetterHeaders.ERROR_CLASS] == b"timestamp_in_future"
     assert sent.on("revocations") == []  # the grant did not expire
     assert all(clock.now <= time.time() + 5.0 for clock in pipeline.clocks.values())
+
+
+async def test_a_back_dated_expired_grant_is_expired_however_far_stream_time_lags(
+    pipeline: Pipeline, sent: Sent
+) -> None:
+    """Row 6, the cause of the once flaky ``expired_back_dated``: read after history (here
+    another agent's call of two hours ago, in the full suite another test's fleet), the
+    partition's stream time lags the wall clock by as much, and a grant judged at its own
+    issue time was valid there however long ago it expired. A fresh grant still is."""
+    agent = agent_id()
+    other = next(a for a in iter(agent_id, None)
+                 if agent_partition(a, 4) == agent_partition(agent, 4))
+    now = time.time()
+    async with pipeline.agent.test_context() as events:
+        await put(events, "tick", b"", agent, key=None, timestamp=now)
+        await put(events, "toolcall", call(other, ts=now - 7200), other)
+        await put(events, "tick", b"", agent, key=None, timestamp=now + 0.2)
+        await put(events, "grant", grant_token(agent, ttl=-3600), agent, timestamp=now - 3630)
+        await put(events, "grant", grant_token(agent, task="t2"), agent)
+        await put(events, "toolcall", call(agent, task="t2"), agent)
+
+    letters = [headers for key, _, headers in sent.on("dlq") if key == agent.encode()]
+    assert [h[DeadLetterHeaders.ERROR_CLASS] for h in letters] == [b"expired"]
+    assert [v["decision"] for v in sent.verdicts() if v["agent_id"] == agent] == ["allow"]

@@ -83,9 +83,12 @@ def feed_history(
     """Publish ``history`` (grants signed by the broker) and wait until the worker has read it.
 
     Each agent's grants, task events and calls share one log, so publishing them in
-    order is all the order the worker needs.
+    order is all the order the worker needs. The worker judges a grant's validity no
+    earlier than the time it was published, so the broker signs the history's grants
+    valid until an hour from now (their tasks end long before).
     """
     sent: Counter[str] = Counter()
+    valid_until = time.time() + 3600.0
     agents = len({event["agent_id"] for event in history})
     tasks = sum(1 for event in history if event["kind"] == "grant")
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -97,7 +100,8 @@ def feed_history(
             kind = event["kind"]
             record = {name: value for name, value in event.items() if name != "kind"}
             if kind == "grant":
-                publisher.publish_grant(sign_grant(record, broker.key))
+                publisher.publish_grant(sign_grant({**record, "expires_at": valid_until},
+                                                   broker.key))
             elif kind == "toolcall":
                 publisher.publish_toolcall(record)
             else:
