@@ -14,6 +14,12 @@ with its own code (the pipeline dead-letters it):
   ended with a grant takes no other (``task_ended``). The same grant read again (a
   re-delivery, a re-read after a crash) is admitted as a no-op.
 
+- **room**: an agent holds at most :data:`GRANTS_PER_AGENT` grants of at most
+  :data:`GRANT_BYTES_PER_AGENT` bytes in all (they are one state value, which must stay
+  far below the broker's 1 MB message limit). A new grant first displaces grants of
+  the agent's ended tasks, the oldest first (:func:`make_room`); if the grants of its
+  open tasks alone leave no room it is refused (``too_many_grants``).
+
 Grant admission uses the engine's state only, so re-reading a log gives the same
 admissions. The time check is made once, at the edge: a record accepted there is
 accepted again when re-read later (the wall clock only moves on), and ``intentwatch
@@ -36,11 +42,23 @@ grant_superseded
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 
-from intentwatch.contracts import Event, Grant, RecordRejected, format_ts
+from intentwatch.contracts import Event, Grant, RecordRejected, encode, format_ts
 
-__all__ = ["admit_grant", "check_tick", "check_time"]
+__all__ = [
+    "GRANTS_PER_AGENT",
+    "GRANT_BYTES_PER_AGENT",
+    "admit_grant",
+    "check_tick",
+    "check_time",
+    "make_room",
+]
+
+GRANTS_PER_AGENT = 256
+"""Grants one agent holds at most: those of its open tasks and of tasks ended lately."""
+GRANT_BYTES_PER_AGENT = 512 * 1024
+"""Bytes of one agent's grants at most, encoded as JSON (one grant is at most 64 kB)."""
 
 
 def check_time(event: Event, now: float, max_ahead: float) -> None:
@@ -100,3 +118,52 @@ def admit_grant(
             "grant_id_reused", f"grant {grant.grant_id} was accepted for task {reused.task_id}"
         )
     return True
+
+
+def make_room(
+    grant: Grant,
+    held: Mapping[str, Grant],
+    ended: Callable[[str], bool],
+    *,
+    count: int = GRANTS_PER_AGENT,
+    size: int = GRANT_BYTES_PER_AGENT,
+) -> list[str]:
+    """The tasks whose grants to forget so that ``grant`` fits beside the agent's ``held``
+    ones (task id -> grant; ``grant``'s own task is replaced, not counted): tasks that
+    ``ended``, the oldest grant first. Raises ``too_many_grants`` when the grants of open
+    tasks alone leave no room for ``count`` grants of ``size`` bytes.
+
+    >>> def grant(task, issued):
+    ...     return Grant(grant_id=f"g-{task}", agent_id="spiffe://acme.org/agents/a1",
+    ...         task_id=task, credential_ids=["c1"], tools=["crm.*"], targets=["*"],
+    ...         data_labels=["internal"], issued_at=issued, expires_at=900.0, issuer="broker")
+    >>> held = {"t1": grant("t1", 100.0), "t2": grant("t2", 50.0), "t3": grant("t3", 10.0)}
+    >>> make_room(grant("t4", 200.0), held, ended={"t2", "t3"}.__contains__, count=2)
+    ['t3', 't2']
+    >>> try:
+    ...     make_room(grant("t4", 200.0), held, ended={"t3"}.__contains__, count=2)
+    ... except RecordRejected as error:
+    ...     print(error.code)
+    too_many_grants
+    """
+    others = {task_id: other for task_id, other in held.items() if task_id != grant.task_id}
+    sizes = {task_id: _size(other) for task_id, other in others.items()}
+    number, total = len(others) + 1, sum(sizes.values()) + _size(grant)
+    forget: list[str] = []
+    for task_id in sorted(filter(ended, others), key=lambda task_id: others[task_id].issued_at):
+        if number <= count and total <= size:
+            break
+        forget.append(task_id)
+        number, total = number - 1, total - sizes[task_id]
+    if number > count or total > size:
+        raise RecordRejected(
+            "too_many_grants",
+            f"agent {grant.agent_id} holds {number - 1} grants of open tasks "
+            f"({total - _size(grant):,} bytes); with grant {grant.grant_id} that is past "
+            f"{count} grants or {size:,} bytes",
+        )
+    return forget
+
+
+def _size(grant: Grant) -> int:
+    return len(encode(grant))

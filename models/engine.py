@@ -30,6 +30,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, MutableMapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Literal
 
 from intentwatch.contracts import (
@@ -46,7 +47,7 @@ from intentwatch.contracts import (
     format_ts,
     shorten,
 )
-from intentwatch.models.admission import admit_grant
+from intentwatch.models.admission import admit_grant, make_room
 from intentwatch.models.catalogue import ToolCatalogue, ToolInfo
 from intentwatch.models.config import ScoringConfig, load_config
 from intentwatch.models.conformance import Violation, check_call, target_allowed, tool_allowed
@@ -71,6 +72,8 @@ _VIOLATION_REASON: dict[str, ReasonCode] = {
 _INTENT_CODES = frozenset({"intent", "unnamed_target", "privilege", "destination"})
 """Learned reasons that say the call leaves the approved intent (rather than the habit)."""
 _MAX_STAGED_CALLS = 512
+_MAX_PARKED_CALLS = 256
+"""Calls of one task that wait for its grant; with one more they are all judged at once."""
 _MAX_REJECTED_GRANTS = 10_000
 _TOMBSTONE_SECONDS = 24 * 3600.0
 _MAX_TOMBSTONES = 4096
@@ -201,6 +204,8 @@ class Engine:
         self._expiries: list[tuple[float, str, str]] = []  # (expires_at, agent, task)
         self.last_sweep = float("-inf")
         """Stream time of the last sweep for quiet tasks (kept with the stream time)."""
+        self.grants_forgotten = 0
+        """Grants of ended tasks forgotten to make room for an agent's new ones."""
         self._rejected: OrderedDict[tuple[str, str], str] = OrderedDict()
         """Why the last grant record naming (agent, task) was rejected, newest last."""
 
@@ -294,6 +299,9 @@ class Engine:
             others=(other for task_id, other in tasks.items() if task_id != grant.task_id),
         ):
             return Outcome()
+        for task_id in make_room(grant, tasks, partial(self._is_over, grant.agent_id)):
+            del tasks[task_id]
+            self.grants_forgotten += 1
         self._rejected.pop((grant.agent_id, grant.task_id), None)
         tasks[grant.task_id] = grant
         self.grants[grant.agent_id] = tasks
@@ -406,6 +414,10 @@ class Engine:
         key = (call.agent_id, call.task_id)
         if self._grant(*key) is None and not self._task(*key).is_over:
             task = self._task(*key)
+            if len(task.parked) >= _MAX_PARKED_CALLS:  # no grant came for so many: judge now
+                self._judge_parked(*key, outcome)
+                self._judge(call, outcome)
+                return outcome
             task.parked.append(call)
             if len(task.parked) == 1:
                 deadline = max(call.ts, now) + self.config.grace_seconds
@@ -665,6 +677,11 @@ class Engine:
                 self.ended[agent_id] = tombstones
             else:
                 del self.ended[agent_id]
+
+    def _is_over(self, agent_id: str, task_id: str) -> bool:
+        """Whether the task ended (or is no longer known: its grant is an orphan)."""
+        task = self._tasks.get((agent_id, task_id))
+        return task is None or task.is_over
 
     def _grant(self, agent_id: str, task_id: str) -> Grant | None:
         tasks = self.grants.get(agent_id)

@@ -231,3 +231,33 @@ def test_a_replayed_revocation_is_refused_as_stale_by_a_new_subscriber(
                       headers=genuine.headers).get(timeout=30)
         got = wait_for(lambda: subscriber.poll(0.2) or rejected, bool, 30, "the replay")
     assert got == rejected and [r.code for r in rejected] == ["stale"]
+
+
+def test_a_thousand_grants_for_one_agent_neither_grow_its_state_nor_stop_the_worker(
+    worker: RunningWorker, agent: str, producer: KafkaProducer
+) -> None:
+    """Row 1 (5,000 grants there; 1,000 here, four times the room, to keep the test short;
+    test_hostile_engine takes 5,000): the agent's grants value passed the broker's 1 MB
+    message limit and the worker exited, again on every restart. Past the agent's room
+    the grants of its open tasks are refused, each a dead letter with its reason, and its
+    calls are still judged."""
+    from intentwatch.models.admission import GRANTS_PER_AGENT
+
+    grants = 1000
+    for n in range(grants):
+        producer.send(TOPICS["events"], key=agent.encode(),
+                      value=worker.grant(agent, f"t{n}").encode(),
+                      headers=[(KIND_HEADER, b"grant")])
+    producer.flush(timeout=60)
+    send(producer, "toolcall", agent, call(agent, task="t0", event_id="after"))
+
+    [verdict] = [json.loads(r.value) for r in worker.topics["verdicts"].of(agent, 1, timeout=240)]
+    assert (verdict["event_id"], verdict["decision"]) == ("after", "allow")
+    refused = grants - GRANTS_PER_AGENT
+    wait_for(lambda: len(worker.topics["dlq"].now(agent)), lambda n: n >= refused, 60,
+             f"{refused} dead letters")
+    codes = [reason(dict(r.headers)) for r in worker.topics["dlq"].now(agent)]
+    assert codes == ["too_many_grants"] * refused
+    assert worker.process.poll() is None
+    log = worker.log_file.read_text(errors="replace")
+    assert "Traceback" not in log and "crashed" not in log.lower()
