@@ -16,7 +16,7 @@ from intentwatch.models.replay import replay
 from intentwatch.simulation.fleet import FleetSpec, generate
 
 SPEC = FleetSpec(seed=4, agents_per_role=1, history_days=1.0, attack_days=1.0, attack_rate=0.3)
-DIGEST = "0"
+DIGEST = "405cc9e7599e40fe0a3cbcd20f514c54cce43b7b0ac915fa8caa5e9aff3e24c9"
 """sha256 of the outputs of the engine of config 2026.12.3 (issue 11: destination provenance,
 novelty alone held at alert, verdicts name their rule, verb-based intent reading; evidence
 without flow, without an unreadable intent's or a vouched send's unasked action; a task's
