@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 
 from intentwatch.contracts import format_ts
+from intentwatch.models.config import load_config
+from intentwatch.models.detection import ProvenanceConfig
 from intentwatch.simulation.fleet import FleetSpec, generate
 
 __all__ = ["HISTORY_TASKS", "LIVE_ATTACKS", "MAX_GAP", "LiveTask", "Step", "epoch", "plan_fleet"]
@@ -26,7 +28,8 @@ LIVE_ATTACKS = (
 )
 """Hijacks the live phase stages, first one always (it breaks the grant by construction)."""
 HISTORY_TASKS = 250
-"""About how many benign history tasks the warm-up feeds (20-40 s, with the worker's pace)."""
+"""About how many benign history tasks the warm-up feeds at least (20-40 s, with the
+worker's pace); more when a role needs more to learn its destinations."""
 MAX_GAP = 3.0
 """Longest pause, in seconds, between two live calls of an agent (think time is capped)."""
 
@@ -73,7 +76,12 @@ def plan_fleet(
     ``now`` are history; the tasks that start after it are scripts for the live phase.
     """
     roles = 6
-    days = float(np.clip(HISTORY_TASKS / (roles * agents_per_role * 6.0), 2.0, 7.0))
+    # enough history that every role has taught the clean tasks after which destinations
+    # nothing vouches for count (and a margin: not every simulated task ends clean)
+    provenance = ProvenanceConfig.from_dict(load_config().detectors.get("provenance", {}))
+    per_agent = max(HISTORY_TASKS / (roles * agents_per_role),
+                    1.25 * provenance.min_history_tasks / agents_per_role)
+    days = float(np.clip(per_agent / FleetSpec().tasks_per_agent_per_day, 2.0, 10.0))
     start = datetime.fromtimestamp(now, UTC) - timedelta(days=days)
     events = generate(FleetSpec(seed=seed, agents_per_role=agents_per_role, history_days=days,
                                 attack_days=2.0, attack_rate=0.5, start=start))
