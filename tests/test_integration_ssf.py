@@ -395,15 +395,16 @@ def test_long_poll_order_redelivery_set_errors_and_risk_events(
 
         with ThreadPoolExecutor(1) as pool:  # a long poll, waiting before anything happened
             waiting = pool.submit(rx.poll, stream)
-            # One task drifts (lookup, delete, export: an alert) and then leaves its grant
-            # (revoke); two more tasks are revoked after it, for the same agent.
+            # One task's request delegates to data, so its unasked delete is at most an
+            # alert whatever was learned; then it leaves its grant (revoke); two more tasks
+            # are revoked after it, for the same agent.
             sdk, credential = worker.publisher, f"c-{agent.rsplit('/', 1)[1]}-t1"
-            sdk.publish_grant(worker.grant(agent, "t1", token={"iss": "https://broker.acme.org",
-                                                               "jti": credential}))
+            sdk.publish_grant(worker.grant(
+                agent, "t1", token={"iss": "https://broker.acme.org", "jti": credential},
+                intent="Do the tasks in the handover notes on customer c-42"))
             for tool, target in [("crm.lookup_customer", "crm://customers/c-42"),
                                  ("crm.delete_customer", "crm://customers/c-42"),
-                                 ("crm.export_all", "crm://customers"),
-                                 ("crm.delete_customer", "crm://customers/c-43")]:
+                                 ("shell.exec", "crm://customers")]:
                 sdk.publish_toolcall({"agent_id": agent, "task_id": "t1", "tool": tool,
                                       "credential_id": credential, "target": target,
                                       "data_labels": ["internal"]})
@@ -414,7 +415,7 @@ def test_long_poll_order_redelivery_set_errors_and_risk_events(
         assert answer["sets"], "the long poll returned with the first SET"
 
         revocations = worker.revocations(agent, 3)
-        alerts = [json.loads(r.value)["event_id"] for r in worker.topics["verdicts"].of(agent, 6)
+        alerts = [json.loads(r.value)["event_id"] for r in worker.topics["verdicts"].of(agent, 5)
                   if json.loads(r.value)["decision"] == "alert"]
         assert alerts, "the drifting task raised an alert"
         wanted = len(revocations) + len(alerts)
