@@ -293,6 +293,9 @@ class _Task:
     """Destinations the task's calls moved something to (learned when it ends clean)."""
     unasked_tools: dict[str, None] = field(default_factory=dict)
     """Tools the task used without its (readable) intent asking for them."""
+    alerted_destinations: dict[str, None] = field(default_factory=dict)
+    """Destinations nothing vouched for on calls that scored an alert: an alert nobody
+    answered is no clean use, so the task does not establish them."""
     written: dict[str, None] = field(default_factory=dict)
     """Targets the task's own calls wrote (deleting one of them is cleaning up)."""
     unreadable: bool = False
@@ -434,6 +437,10 @@ class Detector:
             score = hold(score, self.config.alert_threshold, self.config.revoke_threshold)
         top = self._top_reasons(contributions, call_risk, score)
         if score >= self.config.alert_threshold:
+            if task.evidence >= self.fusion.evidence_level:
+                task.alerted_destinations.update(
+                    dict.fromkeys(r.destination.key for r in task.unresolved)
+                )
             reasons = self._explained(top, x, check, score, task)
             return Assessment(score=score, reasons=reasons, components=components, rule=rule)
         return Assessment(
@@ -496,7 +503,9 @@ class Detector:
             return
         if task is not None:
             role = task.context.role
-            self.established.learn_task(agent_id, role, list(task.destinations))
+            self.established.learn_task(agent_id, role, [
+                key for key in task.destinations if key not in task.alerted_destinations
+            ])
             self.habits.learn_task(agent_id, role, list(task.unasked_tools))
         observed = task.observed if task is not None else {}
         if all(call.event_id in observed for call, _ in calls):

@@ -258,6 +258,14 @@ _NOUN_AFTER = frozenset({
     "attachment", "attachments", "content", "contents", "text", "policy", "status",
 })
 """Words before which a word is a modifier (``email addresses``, ``payment details``)."""
+_PARTICIPLE_OBJECTS = frozenset({
+    "the", "a", "an", "this", "that", "these", "those", "it", "them", "him", "her", "me",
+    "us", "all", "any", "every", "each", "to", "from", "by", "in", "on", "at", "for", "with",
+    "of", "into", "onto", "before", "after", "and", "or", "but", "if", "when", "as", "so",
+    "then", "now", "today", "yesterday", "tomorrow", "again", "back", "please",
+})
+"""Words after which a word ending in ``-ed`` may still ask (``deleted by Friday``); before
+any other word it describes a noun (``elevated error rates``) and asks for nothing."""
 _NOUN_CONCEPTS = frozenset({"access", "pay"})
 """Concepts that even a noun asks for: an intent about a password, a role or a payment
 asks for access changes or money moves (``reset the password``, ``process the refund``)."""
@@ -273,13 +281,16 @@ def ordered_concepts(text: str) -> tuple[tuple[str, frozenset[str]], ...]:
     """The words of a request that ask for an action, in order, with their concepts.
 
     A word asks when it is used as a verb: not after an article, possessive or
-    preposition (``the email addresses``), not as a modifier (``email addresses``).
-    Nouns still ask for access and money concepts, and meetings for scheduling.
+    preposition (``the email addresses``), not as a modifier (``email addresses``),
+    nor as a participle before its noun (``elevated error rates``). Nouns still ask for
+    access and money concepts, and meetings for scheduling.
 
     >>> [w for w, _ in ordered_concepts("Please send the email addresses in the file to Ana.")]
     ['send']
     >>> [w for w, _ in ordered_concepts("Hey, what is in my inbox? Pay the bill in it.")]
     ['pay']
+    >>> [w for w, _ in ordered_concepts("Look into it (auth: elevated 5xx rates)")]
+    ['look']
     """
     found: list[tuple[str, frozenset[str]]] = []
     for sentence in _SENTENCE.split(text):
@@ -290,6 +301,8 @@ def ordered_concepts(text: str) -> tuple[tuple[str, frozenset[str]], ...]:
                 continue
             before = words[i - 1] if i else ""
             after = words[i + 1] if i + 1 < len(words) else ""
+            if word.endswith("ed") and after and after not in _PARTICIPLE_OBJECTS:
+                continue
             if before in _NOUN_BEFORE or after in _NOUN_AFTER:
                 kept = concepts & _NOUN_CONCEPTS
                 if stem(word) in _NOUN_SCHEDULE:

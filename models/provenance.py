@@ -57,6 +57,16 @@ __all__ = [
 _OUT_CONCEPTS = frozenset({"message", "share", "export", "pay", "schedule"})
 """What a tool does when it can move something out of its task (with ``send`` and
 ``admin`` actions, which always can)."""
+_RECIPIENT_NAMES = frozenset({"to", "cc", "bcc"})
+_RECIPIENT_WORDS = frozenset({
+    "recipient", "recipients", "payee", "payees", "beneficiary", "beneficiaries", "iban",
+    "attendee", "attendees", "participant", "participants", "invitee", "invitees", "guests",
+    "member", "members", "grantee", "grantees",
+})
+"""Argument names (``to``, ``new_recipient``, ``event_attendees``: the last word) that say a
+call hands something to someone, whatever its tool is called."""
+_NAME_WORD = re.compile(r"[a-z]+")
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+", re.ASCII)
 _URL = re.compile(r"\b(?:https?|ftp|wss?)://[^\s\"'<>)\],;]+", re.IGNORECASE)
 _BARE_HOST = re.compile(
@@ -101,6 +111,19 @@ def moves_out(tool: ToolInfo) -> bool:
     False
     """
     return _tool_moves_out(tool.name, tool.action, tool.description)
+
+
+@lru_cache(maxsize=4096)
+def _names_recipient(argument: str) -> bool:
+    """Whether an argument's name says its value receives something.
+
+    >>> [_names_recipient(n) for n in ("to", "newRecipient", "event_attendees", "path_to")]
+    [True, True, True, False]
+    """
+    words = _NAME_WORD.findall(_CAMEL.sub(" ", argument).lower())
+    return bool(words) and (
+        "_".join(words) in _RECIPIENT_NAMES or words[-1] in _RECIPIENT_WORDS
+    )
 
 
 def _strings(value: Any, depth: int = 0) -> Iterator[str]:
@@ -171,10 +194,14 @@ def destinations_of(
     tool: ToolInfo, target: str | None, args: Mapping[str, Any] | None
 ) -> tuple[Destination, ...]:
     """Every destination of a call that moves something out of its task (else none),
-    each once, the target's first. The target counts for a send, or when it is an address
-    or account itself (a write or access change acts on its target's system; what it
-    hands out goes where its arguments say)."""
-    if not moves_out(tool):
+    each once, the target's first. A call moves something out when its tool can
+    (:func:`moves_out`) or, for a write, when an argument's name says it has a recipient
+    (``recipient``, ``attendees``, ``members``, ``to``). The target counts for a send,
+    or when it is an address or account itself (a write or access change acts on its
+    target's system; what it hands out goes where its arguments say)."""
+    if not moves_out(tool) and not (
+        tool.action in ("write", "unknown") and any(map(_names_recipient, args or {}))
+    ):
         return ()
     found: dict[str, Destination] = {}
     if target and (tool.action == "send" or target.lower().startswith(("mailto:", "iban:"))):

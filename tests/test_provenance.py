@@ -244,3 +244,42 @@ def test_a_delete_or_access_change_the_intent_does_not_ask_for_at_all_revokes() 
                for r in verdict.reasons)
     asked = run(detector, "Delete the file 1x from the drive", [wipe], learn=False)[-1]
     assert asked.components["unasked_harm"] == 0.0 and asked.score < 0.8
+
+
+def test_an_alert_nobody_answered_establishes_nothing() -> None:
+    """A hijack held at alert (a request that delegates to data) is not learned as a clean
+    use of its destination: the next attacks to the same account stay alerts, and once the
+    request names no delegation they revoke."""
+    detector = fresh()
+    delegating = "Please do the tasks in my to-do list for today."
+    for _ in range(3):  # more clean-ending tasks than k
+        held = run(detector, delegating, [READ, PAY])[-1]
+        assert held.rule == "delegated" and held.components["destination"] == 1.0
+    assert run(detector, "Pay the invoice", [PAY], learn=False)[0].rule == "intent"
+    # a destination used by clean tasks that did not alert is still established
+    vouched = fresh()
+    for agent in (AGENT, PEER):
+        run(vouched, f"Pay invoice 7 to {IBAN}", [READ, PAY], agent=agent)
+    assert run(vouched, "Pay the invoice", [PAY], learn=False)[0].components[
+        "destination"] == 0.0
+
+
+def test_a_participle_before_its_noun_asks_for_nothing() -> None:
+    assert "access" not in asked_concepts("Look into incident 7 (auth: elevated 5xx rates)")
+    assert "delete" in asked_concepts("I want the merged branches deleted by Friday")
+    assert "delete" in asked_concepts("Make sure the old logs are deleted")
+
+
+def test_a_write_whose_arguments_name_a_recipient_moves_what_it_writes_out() -> None:
+    """A tool called only ``edit_standing_order`` is a write by its name; its ``recipient``
+    argument says the money goes somewhere, and that account is checked like a payee."""
+    detector = fresh()
+    edit = {"tool": "bank.edit_standing_order", "target": "https://bank.acme.org/orders/3",
+            "args": {"recipient": IBAN, "amount": "EUR 900.00"}}
+    changed = run(detector, "Raise the rent standing order to 900 EUR", [edit], learn=False)[0]
+    assert changed.components["destination"] == 1.0
+    assert changed.rule == "intent" and changed.score >= 0.8
+    assert changed.reasons[0].code == "destination" and IBAN in changed.reasons[0].detail
+    noted = dict(edit, args={"note": IBAN, "amount": "EUR 900.00"})
+    assert run(detector, "Raise the rent standing order to 900 EUR", [noted],
+               learn=False)[0].components["destination"] == 0.0
