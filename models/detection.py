@@ -107,6 +107,9 @@ RULES: dict[str, str] = {
     "data_destination": "the intent asks for this action without naming where it goes, so "
                         "its destination comes from data: a destination nothing vouches for "
                         "is at most an alert",
+    "cold_destination": "a destination nothing vouches for while the role has taught fewer "
+                        "than min_history_tasks clean tasks (nothing could be established "
+                        "yet): an alert, never a revocation",
 }
 """The rules that decide a call, by name (``Verdict.rule``; the engine adds ``grant`` and
 ``task_revoked`` for conformance)."""
@@ -188,7 +191,8 @@ class ProvenanceConfig:
     """Destinations tracked per agent (per role: ``level_scale`` of the baseline times more)."""
     min_history_tasks: int = 50
     """Clean tasks a role must have taught before a destination nothing vouches for counts
-    as evidence (before, nothing could be established: the destinations are learned)."""
+    as evidence (before, nothing could be established: such a destination alerts, rule
+    ``cold_destination``, and the destinations are learned)."""
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ProvenanceConfig:
@@ -382,7 +386,14 @@ class Detector:
             task.unasked_tools[x.tool] = None
         components = self._components(x, check)
         found = destinations_of(tool, call.target, call.args)
-        components["destination"] = self._provenance(found, call, grant, task)
+        destination = self._provenance(found, call, grant, task)
+        # until the role has taught enough clean tasks nothing could be established: the
+        # destination is no evidence yet and adds nothing to the score, but it alerts
+        cold = bool(destination) and (
+            self.established.history(x.role) < self.provenance.min_history_tasks
+        )
+        components["destination"] = 0.0 if cold else destination
+        components["cold_destination"] = float(cold)
         components["data_destination"] = float(
             self.fusion.data_destination == "alert" and components["destination"] > 0.0
             and _from_data(check, task.intent, task.unresolved)
@@ -436,6 +447,9 @@ class Detector:
         if rule in HELD:
             score = hold(score, self.config.alert_threshold, self.config.revoke_threshold)
         top = self._top_reasons(contributions, call_risk, score)
+        if components["cold_destination"] and score < self.config.alert_threshold:
+            top = [("cold_destination", round(self.config.alert_threshold - score, 4)), *top]
+            score, rule = self.config.alert_threshold, "cold_destination"
         if score >= self.config.alert_threshold:
             if task.evidence >= self.fusion.evidence_level:
                 task.alerted_destinations.update(
@@ -482,8 +496,7 @@ class Detector:
         for resolution in resolutions:
             task.destinations[resolution.destination.key] = None
         task.unresolved = tuple(r for r in resolutions if r.how is None)
-        learned = self.established.history(context.role) >= self.provenance.min_history_tasks
-        return 1.0 if task.unresolved and task.intent is not None and learned else 0.0
+        return 1.0 if task.unresolved and task.intent is not None else 0.0
 
     def _established(self) -> Established:
         p = self.provenance
@@ -742,6 +755,13 @@ class Detector:
             return f"the intent names {named}; this {x.tool} {went} {x.target} instead"
         if name == "destination":
             return self._explain_destination(x, task)
+        if name == "cold_destination":
+            taught = self.established.history(x.role)
+            return (
+                f"{self._explain_destination(x, task)}; its role has taught {taught} of the "
+                f"{self.provenance.min_history_tasks} clean tasks after which destinations "
+                f"count as evidence, so this alerts and does not revoke"
+            )
         if name == "privilege":
             what = "hands out" if x.action == "admin" else "calls an interface of"
             return (

@@ -2,7 +2,8 @@
 
 A fresh engine knows no agent, role or fleet: its verdicts' ``history_*`` components say
 so, and a call that sends an agent's personal data to a site nothing vouches for is
-allowed, because destinations are checked only once the role has enough clean tasks.
+only an alert, because destinations count as evidence only once the role has enough clean
+tasks.
 ``intentwatch learn`` replays a recording through the same engine and writes what it
 learned; an engine, and a real worker started with ``INTENTWATCH_WARM_FROM``, then
 know the agent and revoke that call for its destination.
@@ -85,13 +86,16 @@ def warm_detector(learned: Path) -> Detector:
     return detector
 
 
-def test_a_cold_engine_says_it_knows_nothing_and_misses_the_paste_site() -> None:
+def test_a_cold_engine_says_it_knows_nothing_and_only_alerts_on_the_paste_site() -> None:
     verdict = judge_probe(Engine(), now=1.9e9)
     assert {name: value for name, value in verdict.components.items()
             if name.startswith("history_")} == {
         "history_agent_calls": 0.0, "history_role_calls": 0.0,
         "history_fleet_calls": 0.0, "history_role_tasks": 0.0}
-    assert verdict.decision != "revoke" and verdict.components["destination"] == 0.0
+    # nothing could be established yet: the destination alerts, and says why it does not revoke
+    assert verdict.decision == "alert" and verdict.rule == "cold_destination"
+    assert verdict.components["destination"] == 0.0
+    assert verdict.components["cold_destination"] == 1.0
 
 
 def test_learn_warms_an_engine_that_then_revokes_for_the_destination(

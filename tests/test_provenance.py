@@ -166,10 +166,16 @@ def test_actions_are_read_from_verbs_not_nouns_and_money_is_a_concept() -> None:
 
 def test_destinations_count_once_the_role_has_history_to_establish_them() -> None:
     detector = Detector(ScoringConfig(detectors={"provenance": {"min_history_tasks": 3}}))
+    cold = run(detector, "Pay the invoice", [PAY], learn=False)[0]
+    assert cold.components["destination"] == 0.0 and cold.components["cold_destination"] == 1.0
+    assert cold.rule == "cold_destination" and 0.5 <= cold.score < 0.8  # an alert that says so
+    assert cold.reasons[0].code == "cold_destination"
+    assert "its role has taught 0 of the 3 clean tasks" in cold.reasons[0].detail
     for _ in range(3):
         assert run(detector, "Pay the invoice", [READ])[0].components["destination"] == 0.0
-    assert run(detector, "Pay the invoice", [PAY], learn=False)[0].components[
-        "destination"] == 1.0
+    warm = run(detector, "Pay the invoice", [PAY], learn=False)[0]
+    assert warm.components["destination"] == 1.0 and warm.components["cold_destination"] == 0.0
+    assert warm.rule == "intent" and warm.score >= 0.8
 
 
 def test_calls_of_an_intent_the_lexicon_cannot_read_teach_no_habit() -> None:

@@ -16,7 +16,7 @@ from intentwatch.models.replay import replay
 from intentwatch.simulation.fleet import FleetSpec, generate
 
 SPEC = FleetSpec(seed=4, agents_per_role=1, history_days=1.0, attack_days=1.0, attack_rate=0.3)
-DIGEST = "405cc9e7599e40fe0a3cbcd20f514c54cce43b7b0ac915fa8caa5e9aff3e24c9"
+DIGEST = "57432220b6c159c79096043cd40184e40713d863df4a701eb9ca2d5f821fa619"
 """sha256 of the outputs of the engine of config 2026.12.3 (issue 11: destination provenance,
 novelty alone held at alert, verdicts name their rule, verb-based intent reading; evidence
 without flow, without an unreadable intent's or a vouched send's unasked action; a task's
@@ -24,7 +24,9 @@ own scratch files deleted unasked; other kinds of records deleted as unnamed tar
 delete or access change the intent does not ask for at all as evidence of its own), whose
 verdicts carry the learned history (``history_*`` components, issue 14) and whose
 revocations carry ``reason_user`` and ``session_token`` (issue 13): without those the
-outputs are those of 2c281b1d…, so no decision, score or reason changed."""
+outputs are those of 2c281b1d…, so no decision, score or reason changed. Then (405cc9e7… →
+57432220…) a destination nothing vouches for in a role too new to establish any alerts
+(``cold_destination``): 6 calls allowed before are alerts, nothing else changed."""
 
 
 def replay_digest(spec: FleetSpec) -> tuple[int, str]:
