@@ -36,7 +36,7 @@ __all__ = ["FIT_COMPONENTS", "Fit", "TuningData"]
 
 FIT_COMPONENTS = (*BEHAVIOUR, *INTENT)
 """The components whose weights are fitted, in parameter order (after the bias)."""
-_DETECTOR_CODES = frozenset({*FIT_COMPONENTS, "task_risk"})
+_DETECTOR_CODES = frozenset({*FIT_COMPONENTS, "task_risk", "cold_destination"})
 
 
 @dataclass(frozen=True)
@@ -92,6 +92,8 @@ class TuningData:
         self.delegated = np.array([v.components.get("delegated", 0.0) > 0 for v in rows])
         self.data_destination = np.array(
             [v.components.get("data_destination", 0.0) > 0 for v in rows])
+        self.cold_destination = np.array(
+            [v.components.get("cold_destination", 0.0) > 0 for v in rows])
         self._evidence = np.array([FIT_COMPONENTS.index(name) for name in EVIDENCE])
         self._counted = np.array(
             [[name in counted_evidence(v.components) for name in EVIDENCE] for v in rows],
@@ -168,6 +170,8 @@ class TuningData:
             self.data_destination | (score < self.fusion.novelty_revoke_threshold) | self.narrow,
         )
         score = np.where(held, hold(score, alert, revoke), score)
+        # a destination nothing vouches for in a role too new to establish any alerts
+        score = np.where(self.cold_destination & (score < alert), alert, score)
         return np.where(self.conformance, 1.0, score)
 
     def figures(self, scores: np.ndarray, threshold: float) -> tuple[float, float, float]:
