@@ -14,11 +14,12 @@ with its own code (the pipeline dead-letters it):
   ended with a grant takes no other (``task_ended``). The same grant read again (a
   re-delivery, a re-read after a crash) is admitted as a no-op.
 
-- **room**: an agent holds at most :data:`GRANTS_PER_AGENT` grants of at most
-  :data:`GRANT_BYTES_PER_AGENT` bytes in all (they are one state value, which must stay
-  far below the broker's 1 MB message limit). A new grant first displaces grants of
-  the agent's ended tasks, the oldest first (:func:`make_room`); if the grants of its
-  open tasks alone leave no room it is refused (``too_many_grants``).
+- **room**: an agent holds at most ``grants_per_agent`` grants of at most
+  ``grant_bytes_per_agent`` bytes in all (:class:`~intentwatch.models.limits.StateLimits`;
+  they are one state value, which must stay far below the broker's 1 MB message limit).
+  A new grant first displaces grants of the agent's ended tasks, the oldest first
+  (:func:`make_room`); if the grants of its open tasks alone leave no room it is refused
+  (``too_many_grants``).
 
 Grant admission uses the engine's state only, so re-reading a log gives the same
 admissions. The time check is made once, at the edge: a record accepted there is
@@ -46,19 +47,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 from intentwatch.contracts import Event, Grant, RecordRejected, encode, format_ts
 
-__all__ = [
-    "GRANTS_PER_AGENT",
-    "GRANT_BYTES_PER_AGENT",
-    "admit_grant",
-    "check_tick",
-    "check_time",
-    "make_room",
-]
-
-GRANTS_PER_AGENT = 256
-"""Grants one agent holds at most: those of its open tasks and of tasks ended lately."""
-GRANT_BYTES_PER_AGENT = 512 * 1024
-"""Bytes of one agent's grants at most, encoded as JSON (one grant is at most 64 kB)."""
+__all__ = ["admit_grant", "check_tick", "check_time", "make_room"]
 
 
 def check_time(event: Event, now: float, max_ahead: float) -> None:
@@ -125,23 +114,23 @@ def make_room(
     held: Mapping[str, Grant],
     ended: Callable[[str], bool],
     *,
-    count: int = GRANTS_PER_AGENT,
-    size: int = GRANT_BYTES_PER_AGENT,
+    count: int,
+    size: int,
 ) -> list[str]:
     """The tasks whose grants to forget so that ``grant`` fits beside the agent's ``held``
     ones (task id -> grant; ``grant``'s own task is replaced, not counted): tasks that
     ``ended``, the oldest grant first. Raises ``too_many_grants`` when the grants of open
-    tasks alone leave no room for ``count`` grants of ``size`` bytes.
+    tasks alone leave no room for ``count`` grants of ``size`` bytes (encoded as JSON).
 
     >>> def grant(task, issued):
     ...     return Grant(grant_id=f"g-{task}", agent_id="spiffe://acme.org/agents/a1",
     ...         task_id=task, credential_ids=["c1"], tools=["crm.*"], targets=["*"],
     ...         data_labels=["internal"], issued_at=issued, expires_at=900.0, issuer="broker")
     >>> held = {"t1": grant("t1", 100.0), "t2": grant("t2", 50.0), "t3": grant("t3", 10.0)}
-    >>> make_room(grant("t4", 200.0), held, ended={"t2", "t3"}.__contains__, count=2)
+    >>> make_room(grant("t4", 200.0), held, ended={"t2", "t3"}.__contains__, count=2, size=4096)
     ['t3', 't2']
     >>> try:
-    ...     make_room(grant("t4", 200.0), held, ended={"t3"}.__contains__, count=2)
+    ...     make_room(grant("t4", 200.0), held, ended={"t3"}.__contains__, count=2, size=4096)
     ... except RecordRejected as error:
     ...     print(error.code)
     too_many_grants

@@ -84,6 +84,8 @@ class ScoringConfig:
     judgement or end."""
     weights: dict[str, float] = field(default_factory=dict)
     detectors: dict[str, Any] = field(default_factory=dict)
+    limits: dict[str, Any] = field(default_factory=dict)
+    """Caps on per-agent state (:class:`~intentwatch.models.limits.StateLimits`)."""
 
     def __post_init__(self) -> None:
         if not 0.0 < self.alert_threshold <= self.revoke_threshold <= 1.0:

@@ -27,11 +27,10 @@ from __future__ import annotations
 import heapq
 import itertools
 import uuid
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, MutableMapping
 from dataclasses import dataclass, field
-from functools import partial
-from typing import Literal
+from typing import Any, Literal
 
 from intentwatch.contracts import (
     AuditRecord,
@@ -40,10 +39,12 @@ from intentwatch.contracts import (
     Grant,
     Reason,
     ReasonCode,
+    RecordRejected,
     Revocation,
     TaskEvent,
     ToolCall,
     Verdict,
+    encode,
     format_ts,
     shorten,
 )
@@ -52,8 +53,9 @@ from intentwatch.models.catalogue import ToolCatalogue, ToolInfo
 from intentwatch.models.config import ScoringConfig, load_config
 from intentwatch.models.conformance import Violation, check_call, target_allowed, tool_allowed
 from intentwatch.models.detection import Detector
+from intentwatch.models.limits import ShedKind, StateLimits
 
-__all__ = ["Engine", "Outcome", "TaskState", "Tombstone"]
+__all__ = ["Engine", "Outcome", "TaskState", "Tombstone", "task_key"]
 
 _REVOCATION_NAMESPACE = uuid.UUID("5b1f4a5e-3c55-4d4e-9a8f-0c6f1d2e7a10")
 
@@ -71,13 +73,8 @@ _VIOLATION_REASON: dict[str, ReasonCode] = {
 }
 _INTENT_CODES = frozenset({"intent", "unnamed_target", "privilege", "destination"})
 """Learned reasons that say the call leaves the approved intent (rather than the habit)."""
-_MAX_STAGED_CALLS = 512
-_MAX_PARKED_CALLS = 256
-"""Calls of one task that wait for its grant; with one more they are all judged at once."""
 _MAX_REJECTED_GRANTS = 10_000
 _TOMBSTONE_SECONDS = 24 * 3600.0
-_MAX_TOMBSTONES = 4096
-"""Ended tasks remembered per agent (the oldest are forgotten first)."""
 
 TaskStatus = Literal["open", "completed", "failed", "cancelled", "expired"]
 
@@ -131,6 +128,10 @@ class TaskState:
     """Calls judged so far, learned when the task ends without revocation."""
     parked: list[ToolCall] = field(default_factory=list)
     """Calls logged before the task's grant, waiting for it."""
+    staged_bytes: int = 0
+    parked_bytes: int = 0
+    usage_bytes: int = 0
+    """Bytes (as JSON) of ``staged``, ``parked`` and the usage (tools to ``out_of_grant``)."""
     revoked: dict[str, str] = field(default_factory=dict)  # reason code -> revocation id
     tools: dict[str, int] = field(default_factory=dict)
     targets: dict[str, int] = field(default_factory=dict)
@@ -162,16 +163,21 @@ class Engine:
         Where active grants live: agent id -> {task id -> Grant}. The pipeline
         passes a faust table; values are assigned back after every change.
     open
-        Where open tasks' :class:`TaskState` s live: agent id -> {task id -> TaskState};
-        written back after each event or tick that changed them.
+        Where open tasks' :class:`TaskState` s live: :func:`task_key` -> TaskState, one
+        value per task (bounded by the limits); written back after each event or tick
+        that changed them.
     ended
-        Where ended tasks' :class:`Tombstone` s live: agent id -> {task id -> Tombstone};
-        like ``grants``, a table in the pipeline, so that after a restart an ended
-        task's credentials are still refused and its grant not expired again.
+        Where ended tasks' :class:`Tombstone` s live: :func:`task_key` -> Tombstone; like
+        ``grants``, a table in the pipeline, so that after a restart an ended task's
+        credentials are still refused and its grant not expired again.
     catalogue
         Operator knowledge of tools (action class, description).
     detector
         The learned layers; built from ``config`` when omitted.
+    shed
+        Where refusals and evictions past the config's ``limits``
+        (:mod:`~intentwatch.models.limits`) are counted: (kind, ``"evicted"`` or
+        ``"refused"``) -> how many; the pipeline's engines share one.
     """
 
     def __init__(
@@ -179,20 +185,27 @@ class Engine:
         config: ScoringConfig | None = None,
         *,
         grants: MutableMapping[str, dict[str, Grant]] | None = None,
-        open: MutableMapping[str, dict[str, TaskState]] | None = None,
-        ended: MutableMapping[str, dict[str, Tombstone]] | None = None,
+        open: MutableMapping[str, TaskState] | None = None,
+        ended: MutableMapping[str, Tombstone] | None = None,
         catalogue: ToolCatalogue | None = None,
         detector: Detector | None = None,
+        shed: Counter[tuple[ShedKind, str]] | None = None,
     ) -> None:
         self.config = config or load_config()
+        self.limits = StateLimits.from_dict(self.config.limits)
+        self.shed: Counter[tuple[ShedKind, str]] = shed if shed is not None else Counter()
         self.grants: MutableMapping[str, dict[str, Grant]] = grants if grants is not None else {}
-        self.open: MutableMapping[str, dict[str, TaskState]] = open if open is not None else {}
-        self.ended: MutableMapping[str, dict[str, Tombstone]] = ended if ended is not None else {}
+        self.open: MutableMapping[str, TaskState] = open if open is not None else {}
+        self.ended: MutableMapping[str, Tombstone] = ended if ended is not None else {}
         self.catalogue = catalogue or ToolCatalogue()
         self.detector = detector or Detector(self.config)
         self._tasks: dict[tuple[str, str], TaskState] = {}
         """Every task the engine knows (open ones as in ``open``, ended ones for a day)."""
         self._order: dict[tuple[str, str], int] = {}
+        self._open_tasks: dict[str, dict[str, None]] = {}
+        """Agent -> its open tasks (at most ``limits.open_tasks_per_agent``)."""
+        self._graves: dict[str, _Graves] = {}
+        """Agent -> its tombstones' sizes and ages (within the tombstone limits)."""
         """When each task entered ``_tasks`` (a sweep handles its tasks in that order)."""
         self._entered = itertools.count()
         self._checks: list[tuple[float, int, str, str]] = []
@@ -204,8 +217,6 @@ class Engine:
         self._expiries: list[tuple[float, str, str]] = []  # (expires_at, agent, task)
         self.last_sweep = float("-inf")
         """Stream time of the last sweep for quiet tasks (kept with the stream time)."""
-        self.grants_forgotten = 0
-        """Grants of ended tasks forgotten to make room for an agent's new ones."""
         self._rejected: OrderedDict[tuple[str, str], str] = OrderedDict()
         """Why the last grant record naming (agent, task) was rejected, newest last."""
 
@@ -255,16 +266,18 @@ class Engine:
         grants of open tasks expire, ended tasks stay ended."""
         self._tasks.clear()
         self._order.clear()
+        self._open_tasks.clear()
         self._checks.clear()
         self._check_at.clear()
-        for agent_id, tasks in self.open.items():
+        for task in self.open.values():
+            if keep(task.agent_id):
+                self._enter((task.agent_id, task.task_id), task)
+        self._graves.clear()
+        for key, tombstone in self.ended.items():
+            agent_id, task_id = key.split("|", 1)
             if keep(agent_id):
-                for task_id, task in tasks.items():
-                    self._enter((agent_id, task_id), task)
-        for agent_id, tombstones in self.ended.items():
-            if keep(agent_id):
-                for task_id in tombstones:
-                    self._task(agent_id, task_id)
+                self._task(agent_id, task_id)
+                self._graves.setdefault(agent_id, _Graves(agent_id)).add(task_id, tombstone)
         self._grace = [
             (task.parked[0].ts + self.config.grace_seconds, *key)
             for key, task in self._tasks.items() if task.parked
@@ -292,24 +305,37 @@ class Engine:
     # -- grants and task events -----------------------------------------------------------
 
     def _on_grant(self, grant: Grant, now: float) -> Outcome:
-        tasks = dict(self.grants.get(grant.agent_id) or {})
-        task = self._tasks.get((grant.agent_id, grant.task_id))
+        agent_id = grant.agent_id
+        tasks = dict(self.grants.get(agent_id) or {})
+        task = self._tasks.get((agent_id, grant.task_id))
         if not admit_grant(
             grant, current=tasks.get(grant.task_id), task_ended=task is not None and task.is_over,
             others=(other for task_id, other in tasks.items() if task_id != grant.task_id),
         ):
             return Outcome()
-        for task_id in make_room(grant, tasks, partial(self._is_over, grant.agent_id)):
-            del tasks[task_id]
-            self.grants_forgotten += 1
-        self._rejected.pop((grant.agent_id, grant.task_id), None)
-        tasks[grant.task_id] = grant
-        self.grants[grant.agent_id] = tasks
-        task = self._task(grant.agent_id, grant.task_id)
-        task.last_seen = max(task.last_seen, now)
-        heapq.heappush(self._expiries, (grant.expires_at, grant.agent_id, grant.task_id))
+        victim = self._victim(agent_id) if task is None else None
+        try:  # decided before anything changes: a refused grant leaves no trace
+            forget = make_room(
+                grant, tasks, lambda task_id: task_id == victim or self._is_over(agent_id, task_id),
+                count=self.limits.grants_per_agent, size=self.limits.grant_bytes_per_agent,
+            )
+        except RecordRejected:
+            self.shed["grant", "refused"] += 1
+            raise
         outcome = Outcome()
-        self._judge_parked(grant.agent_id, grant.task_id, outcome)
+        if victim is not None:
+            self._evict(agent_id, victim, grant.task_id, now, outcome)
+        tasks = dict(self.grants.get(agent_id) or {})
+        for task_id in forget:
+            if tasks.pop(task_id, None) is not None:
+                self.shed["grant", "evicted"] += 1
+        self._rejected.pop((agent_id, grant.task_id), None)
+        tasks[grant.task_id] = grant
+        self.grants[agent_id] = tasks
+        task = self._task(agent_id, grant.task_id)
+        task.last_seen = max(task.last_seen, now)
+        heapq.heappush(self._expiries, (grant.expires_at, agent_id, grant.task_id))
+        self._judge_parked(agent_id, grant.task_id, outcome)
         if task.is_over and task.ended_at is not None:
             # the task's end was logged before its grant (the credential broker published
             # late): its credentials end now, and its audit can be written
@@ -322,13 +348,15 @@ class Engine:
             if task.audit_pending:
                 task.audit_pending = False
                 outcome.audits.append(self._audit(task, grant))
-            self._bury(task)
+            self._bury(task, outcome)
         return outcome
 
     def _on_task_event(self, event: TaskEvent) -> Outcome:
+        outcome = Outcome()
+        if event.status == "started":
+            self._open_room(event.agent_id, event.task_id, event.ts, outcome)
         task = self._task(event.agent_id, event.task_id)
         task.last_seen = max(task.last_seen, event.ts)
-        outcome = Outcome()
         if event.status == "started":
             task.started_at = task.started_at or event.ts
             return outcome
@@ -358,21 +386,62 @@ class Engine:
         )
         self._end(task, "expired", when, grant, outcome)
 
+    def _open_room(self, agent_id: str, task_id: str, now: float, outcome: Outcome) -> None:
+        """Before ``task_id`` opens: if it is new and its agent has no room, end its least
+        recently active open task (:meth:`_evict`)."""
+        if (agent_id, task_id) not in self._tasks:
+            victim = self._victim(agent_id)
+            if victim is not None:
+                self._evict(agent_id, victim, task_id, now, outcome)
+
+    def _victim(self, agent_id: str) -> str | None:
+        """The open task a new one of ``agent_id`` displaces: none while the agent has fewer
+        than ``open_tasks_per_agent``, else the one seen least recently (the first to have
+        entered among equals)."""
+        tasks = self._open_tasks.get(agent_id, {})
+        if len(tasks) < self.limits.open_tasks_per_agent:
+            return None
+        return min(tasks, key=lambda task_id: (
+            self._tasks[agent_id, task_id].last_seen, self._order[agent_id, task_id]))
+
+    def _evict(
+        self, agent_id: str, task_id: str, for_task: str, now: float, outcome: Outcome
+    ) -> None:
+        """End an open task to make room for ``for_task``, failing closed: its waiting calls
+        are judged (without the grant they waited for), its credentials revoked
+        (``policy``), its calls not learned, its audit written."""
+        task = self._tasks[agent_id, task_id]
+        grant = self._grant(agent_id, task_id)
+        self.shed["task", "evicted"] += 1
+        self._judge_parked(agent_id, task_id, outcome)
+        self._revoke(
+            task, grant, "policy", now, outcome,
+            reason=f"task {task_id} ended to make room for task {for_task}: its agent had "
+                   f"{self.limits.open_tasks_per_agent} open tasks, this one the least "
+                   "recently active; its credentials end with it",
+            score=0.0, evidence=[grant.grant_id] if grant is not None else [],
+        )
+        self._end(task, "expired", now, grant, outcome)
+
     def _end(
         self, task: TaskState, status: TaskStatus, ts: float, grant: Grant | None, outcome: Outcome
     ) -> None:
         task.status = status
         task.ended_at = ts
         self._changed.add((task.agent_id, task.task_id))
+        self._closed(task.agent_id, task.task_id)
         self.detector.end_task(
             task.agent_id, task.task_id, task.staged, learn=not task.revoked_for_cause
         )
-        task.staged = []
+        task.staged, task.staged_bytes = [], 0
         if grant is None:
             task.audit_pending = True
         else:
             outcome.audits.append(self._audit(task, grant))
-        self._bury(task)
+            # what the audit said is not needed again (as after a restart)
+            task.tools, task.targets, task.labels, task.out_of_grant = {}, {}, {}, []
+            task.usage_bytes = 0
+        self._bury(task, outcome)
 
     def _sweep(self, now: float, outcome: Outcome) -> None:
         """End quiet open tasks (learning them) and forget long-finished or orphan ones
@@ -391,19 +460,14 @@ class Engine:
             task = self._tasks[key]
             idle = now - max(task.last_seen, task.ended_at or task.last_seen)
             if idle > _TOMBSTONE_SECONDS and (task.is_over or self._grant(*key) is None):
-                del self._tasks[key]
-                self._changed.add(key)
-                self._drop_grant(*key)
+                self._forget(key, outcome)
                 self._forget_tombstone(*key)
-                if task.audit_pending:
-                    outcome.audits.append(self._audit(task, None))
-                del self._order[key]
                 continue
             if task.staged and idle >= quiet:
                 self.detector.end_task(
                     task.agent_id, task.task_id, task.staged, learn=not task.revoked_for_cause
                 )
-                task.staged = []
+                task.staged, task.staged_bytes = [], 0
                 self._changed.add(key)
             self._check(key, task, now)
 
@@ -412,13 +476,20 @@ class Engine:
     def _on_call(self, call: ToolCall, now: float) -> Outcome:
         outcome = Outcome()
         key = (call.agent_id, call.task_id)
+        self._open_room(*key, now, outcome)
         if self._grant(*key) is None and not self._task(*key).is_over:
             task = self._task(*key)
-            if len(task.parked) >= _MAX_PARKED_CALLS:  # no grant came for so many: judge now
+            size = _stored_size(call)
+            if (len(task.parked) >= self.limits.parked_calls_per_task
+                    or task.parked_bytes + size > self.limits.parked_bytes_per_task):
+                # no grant came for so many: judge them now, as without a grant
+                self.shed["parked_call", "evicted"] += len(task.parked) + 1
                 self._judge_parked(*key, outcome)
                 self._judge(call, outcome)
                 return outcome
             task.parked.append(call)
+            task.parked_bytes += size
+            task.last_seen = max(task.last_seen, call.ts)  # active, if waiting
             if len(task.parked) == 1:
                 deadline = max(call.ts, now) + self.config.grace_seconds
                 heapq.heappush(self._grace, (deadline, *key))
@@ -430,7 +501,7 @@ class Engine:
         task = self._tasks.get((agent_id, task_id))
         if task is None or not task.parked:
             return
-        calls, task.parked = task.parked, []
+        calls, task.parked, task.parked_bytes = task.parked, [], 0
         self._changed.add((agent_id, task_id))
         for call in calls:
             self._judge(call, outcome)
@@ -473,10 +544,8 @@ class Engine:
         )
         outcome.verdicts.append(verdict)
         self._record_usage(task, call, violations, score)
-        if not task.is_over and len(task.staged) < _MAX_STAGED_CALLS:
-            task.staged.append((call, tool))
-            if len(task.staged) == 1:  # it can go quiet now
-                self._check((call.agent_id, call.task_id), task, float("-inf"))
+        if not task.is_over:
+            self._stage(task, call, tool)
         if decision == "revoke" and not task.revoked_for_cause:
             if violations:
                 code = _VIOLATION_REASON[violations[0].code]
@@ -488,6 +557,19 @@ class Engine:
                 task, grant, code, call.ts, outcome, reason=reasons[0].detail, score=score,
                 evidence=[call.event_id], extra_credentials=[call.credential_id],
             )
+
+    def _stage(self, task: TaskState, call: ToolCall, tool: ToolInfo) -> None:
+        """Keep ``call`` to learn when the task ends, if the task's room for calls allows;
+        a call past it is judged all the same, just not learned."""
+        size = _stored_size((call, tool))
+        if (len(task.staged) >= self.limits.staged_calls_per_task
+                or task.staged_bytes + size > self.limits.staged_bytes_per_task):
+            self.shed["staged_call", "refused"] += 1
+            return
+        task.staged.append((call, tool))
+        task.staged_bytes += size
+        if len(task.staged) == 1:  # it can go quiet now
+            self._check((call.agent_id, call.task_id), task, float("-inf"))
 
     def _violations(self, call: ToolCall, task: TaskState, grant: Grant | None) -> list[Violation]:
         if task.is_over and call.ts > (task.ended_at or 0.0):
@@ -518,16 +600,28 @@ class Engine:
     ) -> None:
         task.calls += 1
         task.max_score = max(task.max_score, score)
-        task.tools[call.tool] = task.tools.get(call.tool, 0) + 1
+        used = [(task.tools, call.tool), *((task.labels, label) for label in call.data_labels)]
         if call.target is not None:
-            task.targets[call.target] = task.targets.get(call.target, 0) + 1
-        for label in call.data_labels:
-            task.labels[label] = task.labels.get(label, 0) + 1
+            used.insert(1, (task.targets, call.target))
+        for counts, name in used:
+            if name in counts:
+                counts[name] += 1
+            elif self._room_for_usage(task, _stored_size({name: 1})):
+                counts[name] = 1
         for violation in violations:
-            task.out_of_grant.append({
-                "event_id": call.event_id, "code": violation.code, "tool": call.tool,
-                "target": call.target or "",
-            })
+            entry = {"event_id": call.event_id, "code": violation.code, "tool": call.tool,
+                     "target": call.target or ""}
+            if self._room_for_usage(task, _stored_size(entry)):
+                task.out_of_grant.append(entry)
+
+    def _room_for_usage(self, task: TaskState, size: int) -> bool:
+        """Whether the task's usage (what its audit lists) has room for ``size`` more bytes;
+        past ``usage_bytes_per_task`` new entries are only counted (``calls`` counts all)."""
+        if task.usage_bytes + size > self.limits.usage_bytes_per_task:
+            self.shed["usage", "refused"] += 1
+            return False
+        task.usage_bytes += size
+        return True
 
     # -- revocations and audit ------------------------------------------------------------
 
@@ -552,7 +646,7 @@ class Engine:
         task.revoked[code] = revocation_id
         self._changed.add((task.agent_id, task.task_id))
         if task.is_over:  # a late call or grant: said once, across restarts too
-            self._bury(task)
+            self._bury(task, outcome)
         credentials = list(grant.credential_ids) if grant is not None else []
         credentials += [c for c in extra_credentials if c is not None and c not in credentials]
         outcome.revocations.append(Revocation(
@@ -611,7 +705,7 @@ class Engine:
         self._changed.add(key)
         task = self._tasks.get(key)
         if task is None:
-            tombstone = (self.ended.get(agent_id) or {}).get(task_id)
+            tombstone = self.ended.get(task_key(agent_id, task_id))
             task = TaskState(agent_id, task_id)
             if tombstone is not None:
                 task = TaskState(
@@ -625,7 +719,21 @@ class Engine:
     def _enter(self, key: tuple[str, str], task: TaskState) -> None:
         self._tasks[key] = task
         self._order[key] = next(self._entered)
+        if not task.is_over:
+            self._open_tasks.setdefault(key[0], {})[key[1]] = None
         self._check(key, task, float("-inf"))
+
+    def _forget(self, key: tuple[str, str], outcome: Outcome | None) -> None:
+        """Forget a task and its grant (its tombstone is the caller's); write the audit that
+        waited for a grant that never came."""
+        task = self._tasks.pop(key)
+        del self._order[key]
+        self._check_at.pop(key, None)
+        self._closed(*key)
+        self._changed.add(key)
+        self._drop_grant(*key)
+        if task.audit_pending and outcome is not None:
+            outcome.audits.append(self._audit(task, None))
 
     def _check(self, key: tuple[str, str], task: TaskState, now: float) -> None:
         """Schedule the sweep's next look at ``task``: when it goes quiet (staged calls),
@@ -639,44 +747,50 @@ class Engine:
             self._check_at[key] = when
             heapq.heappush(self._checks, (when, self._order[key], *key))
 
+    def _closed(self, agent_id: str, task_id: str) -> None:
+        """The task is no longer one of its agent's open tasks."""
+        tasks = self._open_tasks.get(agent_id)
+        if tasks is not None:
+            tasks.pop(task_id, None)
+            if not tasks:
+                del self._open_tasks[agent_id]
+
     def _write_back(self) -> None:
         """Put the open tasks this event or tick touched into ``open``; drop ended ones."""
-        by_agent: dict[str, list[str]] = {}
         for agent_id, task_id in self._changed:
-            by_agent.setdefault(agent_id, []).append(task_id)
+            task = self._tasks.get((agent_id, task_id))
+            key = task_key(agent_id, task_id)
+            if task is not None and not task.is_over:
+                self.open[key] = task
+            elif key in self.open:
+                del self.open[key]
         self._changed.clear()
-        for agent_id, task_ids in by_agent.items():
-            tasks = dict(self.open.get(agent_id) or {})
-            for task_id in task_ids:
-                task = self._tasks.get((agent_id, task_id))
-                if task is not None and not task.is_over:
-                    tasks[task_id] = task
-                else:
-                    tasks.pop(task_id, None)
-            if tasks:
-                self.open[agent_id] = tasks
-            elif agent_id in self.open:
-                del self.open[agent_id]
 
-    def _bury(self, task: TaskState) -> None:
-        """Keep what ends with the task (its tombstone) where restarts find it."""
+    def _bury(self, task: TaskState, outcome: Outcome | None = None) -> None:
+        """Keep what ends with the task (its tombstone) where restarts find it; past the
+        agent's room for tombstones the oldest other ones are forgotten, tasks, grants and
+        all (a later call of one has no grant: it is revoked)."""
         assert task.ended_at is not None
-        tombstones = dict(self.ended.get(task.agent_id) or {})
-        tombstones[task.task_id] = Tombstone(
+        tombstone = Tombstone(
             status=task.status, ended_at=task.ended_at, revoked=dict(task.revoked),
             audit_pending=task.audit_pending,
         )
-        while len(tombstones) > _MAX_TOMBSTONES:
-            del tombstones[min(tombstones, key=lambda t: tombstones[t].ended_at)]
-        self.ended[task.agent_id] = tombstones
+        self.ended[task_key(task.agent_id, task.task_id)] = tombstone
+        graves = self._graves.setdefault(task.agent_id, _Graves(task.agent_id))
+        graves.add(task.task_id, tombstone)
+        limits = self.limits
+        for task_id in graves.oldest_past(
+            limits.tombstones_per_agent, limits.tombstone_bytes_per_agent, keep=task.task_id
+        ):
+            self._forget((task.agent_id, task_id), outcome)
+            self._forget_tombstone(task.agent_id, task_id)
+            self.shed["tombstone", "evicted"] += 1
 
     def _forget_tombstone(self, agent_id: str, task_id: str) -> None:
-        tombstones = dict(self.ended.get(agent_id) or {})
-        if tombstones.pop(task_id, None) is not None:
-            if tombstones:
-                self.ended[agent_id] = tombstones
-            else:
-                del self.ended[agent_id]
+        graves = self._graves.get(agent_id)
+        if graves is not None and graves.remove(task_id) and not graves.sizes:
+            del self._graves[agent_id]
+        self.ended.pop(task_key(agent_id, task_id), None)
 
     def _is_over(self, agent_id: str, task_id: str) -> bool:
         """Whether the task ended (or is no longer known: its grant is an orphan)."""
@@ -694,6 +808,76 @@ class Engine:
                 self.grants[agent_id] = tasks
             else:
                 del self.grants[agent_id]
+
+
+class _Graves:
+    """One agent's tombstones: the bytes each takes as stored (key too), and their ages.
+
+    >>> graves = _Graves("spiffe://acme.org/agents/a1")
+    >>> for n in range(3):
+    ...     graves.add(f"t{n}", Tombstone(status="completed", ended_at=float(10 - n)))
+    >>> graves.oldest_past(count=2, size=10_000, keep="t2")
+    ['t1']
+    """
+
+    def __init__(self, agent_id: str) -> None:
+        self._key_bytes = len(task_key(agent_id, "").encode())
+        self.sizes: dict[str, tuple[float, int]] = {}
+        """Task id -> (when it ended, bytes of its tombstone and key)."""
+        self.total = 0
+        self._ages: list[tuple[float, str]] = []  # a heap; entries of removed ones are stale
+
+    def add(self, task_id: str, tombstone: Tombstone) -> None:
+        size = self._key_bytes + len(task_id.encode()) + _stored_size(tombstone)
+        known = self.sizes.get(task_id)
+        if known is None or known[0] != tombstone.ended_at:
+            heapq.heappush(self._ages, (tombstone.ended_at, task_id))
+        self.total += size - (known[1] if known is not None else 0)
+        self.sizes[task_id] = (tombstone.ended_at, size)
+
+    def remove(self, task_id: str) -> bool:
+        known = self.sizes.pop(task_id, None)
+        if known is not None:
+            self.total -= known[1]
+        if len(self._ages) > 2 * len(self.sizes) + 64:  # mostly stale: rebuild
+            self._ages = [(ended_at, task_id) for task_id, (ended_at, _) in self.sizes.items()]
+            heapq.heapify(self._ages)
+        return known is not None
+
+    def oldest_past(self, count: int, size: int, *, keep: str) -> list[str]:
+        """The tombstones to forget, the oldest first (never ``keep``), for the rest to be
+        at most ``count`` of at most ``size`` bytes in all."""
+        forget: list[str] = []
+        held = len(self.sizes) - count, self.total - size
+        kept = []
+        while (held[0] > 0 or held[1] > 0) and self._ages:
+            entry = heapq.heappop(self._ages)
+            ended_at, task_id = entry
+            known = self.sizes.get(task_id)
+            if known is None or known[0] != ended_at or task_id in forget:
+                continue  # stale
+            if task_id == keep:
+                kept.append(entry)
+                continue
+            forget.append(task_id)
+            held = held[0] - 1, held[1] - known[1]
+        for entry in kept:
+            heapq.heappush(self._ages, entry)
+        return forget
+
+
+def task_key(agent_id: str, task_id: str) -> str:
+    """The ``open`` store's key of a task: its agent (a SPIFFE ID never holds ``|``) and id.
+
+    >>> task_key("spiffe://acme.org/agents/a1", "t1")
+    'spiffe://acme.org/agents/a1|t1'
+    """
+    return f"{agent_id}|{task_id}"
+
+
+def _stored_size(value: Any) -> int:
+    """Bytes of ``value`` as JSON (the state tables' msgpack takes no more)."""
+    return len(encode(value))
 
 
 def _presenting(call: ToolCall) -> str:

@@ -36,6 +36,7 @@ from intentwatch.models.clock import LogClock
 from intentwatch.models.config import ScoringConfig, load_config
 from intentwatch.models.detection import Detector
 from intentwatch.models.engine import Engine, Outcome, TaskState, Tombstone
+from intentwatch.models.limits import ShedKind
 from intentwatch.models.replay import event_time
 from intentwatch.pipeline.decoding import Decoder, claimed_task, kind_of
 from intentwatch.pipeline.dlq import DeadLetterLog
@@ -90,8 +91,8 @@ class _TypedCodec(codecs.Codec):
 
 _CODECS = {
     "intentwatch-grants": dict[str, Grant],
-    "intentwatch-open": dict[str, TaskState],
-    "intentwatch-ended": dict[str, Tombstone],
+    "intentwatch-open": TaskState,
+    "intentwatch-ended": Tombstone,
     "intentwatch-partitions": PartitionState,
 }
 for _name, _type in _CODECS.items():
@@ -167,9 +168,9 @@ class Pipeline:
             for name in TOPICS.values()
         }
         self.grants = self._table("grants", "Active grants: agent id -> {task id: Grant}.")
-        self.open = self._table("open", "Open tasks: agent id -> {task id: TaskState}.")
+        self.open = self._table("open", "Open tasks: 'agent id|task id' -> TaskState.")
         self.ended = self._table(
-            "ended", "Ended tasks, for a day: agent id -> {task id: Tombstone}."
+            "ended", "Ended tasks, for a day: 'agent id|task id' -> Tombstone."
         )
         self.partitions = self._table(
             "partitions", "Stream time of each partition: 'partition-N' -> PartitionState."
@@ -194,8 +195,10 @@ class Pipeline:
         self.received: Counter[str] = Counter()
         self._errors = DeadLetterLog()
         """Tracebacks of unexpected errors, one per error class a minute."""
+        self.shed: Counter[tuple[ShedKind, str]] = Counter()
+        """State refused or evicted past the limits, by all the partitions' engines."""
         self.metrics = Metrics(consumer=lambda: self.app.consumer, topics=INPUT_TOPICS,
-                               tables=self.app.tables)
+                               tables=self.app.tables, shed=self.shed)
         self.ready = False
         self.kafka = KafkaHealth(settings.bootstrap)
         self._owned: frozenset[int] = frozenset()
@@ -346,7 +349,7 @@ class Pipeline:
         if engine is None:
             engine = self.engines[partition] = Engine(
                 self.config, grants=self.grants, open=self.open, ended=self.ended,
-                detector=self.detector,
+                detector=self.detector, shed=self.shed,
             )
             engine.restore(lambda agent: agent_partition(agent, self.settings.partitions)
                            == partition)

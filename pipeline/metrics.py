@@ -27,7 +27,9 @@ from contextlib import contextmanager
 from typing import Any, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
 from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import Collector
 
 from intentwatch.contracts import (
     REASON_CODES,
@@ -39,6 +41,7 @@ from intentwatch.contracts import (
     ToolCall,
 )
 from intentwatch.models.engine import Outcome
+from intentwatch.models.limits import SHED, ShedKind
 from intentwatch.models.replay import event_time
 from intentwatch.pipeline.decoding import reason_of
 from intentwatch.tokens.grants import GRANT_REJECTION_CODES, GrantRejected
@@ -59,7 +62,8 @@ class Metrics:
 
     ``consumer`` returns the faust consumer (assignment, high watermarks, positions)
     and ``tables`` holds the state tables, both read at scrape time; ``topics`` are
-    the input topics whose lag is reported; ``wall`` is the clock lags are measured by.
+    the input topics whose lag is reported; ``wall`` is the clock lags are measured by;
+    ``shed`` is the engines' count of state refused or evicted past their limits.
     """
 
     def __init__(
@@ -68,6 +72,7 @@ class Metrics:
         consumer: Callable[[], Any] | None = None,
         topics: Collection[str] = (),
         tables: Mapping[str, Any] | None = None,
+        shed: Mapping[tuple[ShedKind, str], int] | None = None,
         wall: Callable[[], float] = time.time,
     ) -> None:
         self._consumer = consumer
@@ -143,6 +148,7 @@ class Metrics:
             self.engine_seconds.labels(kind)
             self.event_lag.labels(kind)
         self.engine_seconds.labels("tick")
+        r.register(_ShedCollector(shed if shed is not None else {}))
 
     # -- hooks ----------------------------------------------------------------------------
 
@@ -232,6 +238,30 @@ class Metrics:
                 self.lag_seconds.labels(*labels).set(0.0)
             elif seen:
                 self.lag_seconds.labels(*labels).set(max(0.0, now - seen[1]))
+
+
+class _ShedCollector(Collector):
+    """``intentwatch_state_shed_total``, read from the engines' counter at scrape time.
+
+    >>> registry = CollectorRegistry()
+    >>> registry.register(_ShedCollector({("task", "evicted"): 3}))
+    >>> registry.get_sample_value("intentwatch_state_shed_total",
+    ...                           {"kind": "task", "action": "evicted"})
+    3.0
+    """
+
+    def __init__(self, shed: Mapping[tuple[ShedKind, str], int]) -> None:
+        self._shed = shed
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "intentwatch_state_shed", "Per-agent state refused or evicted past its limits, by "
+            "kind (grant, task, staged_call, parked_call, usage, tombstone) and action "
+            "(evicted, refused).", labels=["kind", "action"],
+        )
+        for kind, action in SHED:
+            family.add_metric([kind, action], float(self._shed.get((kind, action), 0)))
+        yield family
 
 
 async def _position(position: Awaitable[int | None]) -> int | None:

@@ -12,7 +12,7 @@ import pytest
 
 from intentwatch.contracts import Grant, Reason, TaskEvent, ToolCall
 from intentwatch.models.config import ScoringConfig
-from intentwatch.models.engine import Engine
+from intentwatch.models.engine import Engine, task_key
 
 AGENT = "spiffe://acme.org/agents/support/a1"
 OTHER = "spiffe://acme.org/agents/support/a2"
@@ -376,9 +376,9 @@ def test_tombstones_are_forgotten_after_a_day_of_stream_time():
     engine, _ = make_engine()
     engine.process(grant(expires_at=9e9))
     engine.process(task_event("completed", ts=500.0))
-    assert set(engine.ended[AGENT]) == {"t1"}
+    assert set(engine.ended) == {task_key(AGENT, "t1")}
     engine.tick(500.0 + 2 * 86400.0)
-    assert AGENT not in engine.ended and AGENT not in engine.grants
+    assert not engine.ended and AGENT not in engine.grants
 
 
 def test_an_allowed_call_names_its_reasons_without_sentences_a_revoked_one_with_them():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -233,31 +234,89 @@ def test_a_replayed_revocation_is_refused_as_stale_by_a_new_subscriber(
     assert got == rejected and [r.code for r in rejected] == ["stale"]
 
 
-def test_a_thousand_grants_for_one_agent_neither_grow_its_state_nor_stop_the_worker(
+def shed(worker: RunningWorker) -> dict[tuple[str, str], float]:
+    """The worker's ``intentwatch_state_shed_total`` samples: (kind, action) -> count."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"{worker.url}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return {(s.labels["kind"], s.labels["action"]): s.value
+            for family in text_string_to_metric_families(text)
+            if family.name == "intentwatch_state_shed" for s in family.samples
+            if s.name == "intentwatch_state_shed_total"}
+
+
+def changelog(worker: RunningWorker, table: str) -> tuple[int, dict[str, bytes | None]]:
+    """``table``'s changelog topic read to its end: the bytes of its largest record, and
+    each key's last value (``None``: deleted)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    topic = f"{worker.status()['app_id']}-{table}-changelog"
+    consumer = KafkaConsumer(bootstrap_servers=worker.bootstrap, enable_auto_commit=False)
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning()
+        ends, largest, last = consumer.end_offsets(partitions), 0, {}
+        while any(consumer.position(tp) < end for tp, end in ends.items()):
+            for batch in consumer.poll(timeout_ms=500).values():
+                for record in batch:
+                    largest = max(largest, len(record.value or b""))
+                    last[json.loads(record.key)] = record.value
+        return largest, last
+    finally:
+        consumer.close()
+
+
+@pytest.mark.slow
+def test_an_agent_opening_thousands_of_tasks_keeps_every_table_value_small(
     worker: RunningWorker, agent: str, producer: KafkaProducer
 ) -> None:
-    """Row 1 (5,000 grants there; 1,000 here, four times the room, to keep the test short;
-    test_hostile_engine takes 5,000): the agent's grants value passed the broker's 1 MB
-    message limit and the worker exited, again on every restart. Past the agent's room
-    the grants of its open tasks are refused, each a dead letter with its reason, and its
-    calls are still judged."""
-    from intentwatch.models.admission import GRANTS_PER_AGENT
+    """Row 1: an agent's grants value passed the broker's 1 MB message limit and the worker
+    exited, again on every restart; its open tasks (one value with each task's calls) had
+    no limit at all. 3,000 tasks, a third with a signed grant, each with a 2 kB call: the
+    agent keeps at most 256 open tasks, each new one past them ends the least active
+    (its credentials revoked, counted on /metrics), and no changelog record of any table
+    comes near 1 MB."""
+    from intentwatch.models.limits import StateLimits
 
-    grants = 1000
-    for n in range(grants):
+    limits, tasks = StateLimits(), 3000
+    before = shed(worker)
+    for n in range(tasks):
+        if n % 3 == 0:
+            producer.send(TOPICS["events"], key=agent.encode(),
+                          value=worker.grant(agent, f"t{n}").encode(),
+                          headers=[(KIND_HEADER, b"grant")])
         producer.send(TOPICS["events"], key=agent.encode(),
-                      value=worker.grant(agent, f"t{n}").encode(),
-                      headers=[(KIND_HEADER, b"grant")])
-    producer.flush(timeout=60)
-    send(producer, "toolcall", agent, call(agent, task="t0", event_id="after"))
+                      value=call(agent, task=f"t{n}", args={"body": "x" * 2000}),
+                      headers=[(KIND_HEADER, b"toolcall")])
+    producer.flush(timeout=120)
+    send(producer, "toolcall", agent, call(agent, task=f"t{tasks - 3}", event_id="after"))
 
-    [verdict] = [json.loads(r.value) for r in worker.topics["verdicts"].of(agent, 1, timeout=240)]
-    assert (verdict["event_id"], verdict["decision"]) == ("after", "allow")
-    refused = grants - GRANTS_PER_AGENT
-    wait_for(lambda: len(worker.topics["dlq"].now(agent)), lambda n: n >= refused, 60,
-             f"{refused} dead letters")
-    codes = [reason(dict(r.headers)) for r in worker.topics["dlq"].now(agent)]
-    assert codes == ["too_many_grants"] * refused
+    got = worker.topics["verdicts"].of(agent, tasks + 1, timeout=480)
+    [after] = [v for v in map(json.loads, (r.value for r in got)) if v["event_id"] == "after"]
+    assert after["decision"] == "allow"
+    evicted = tasks - limits.open_tasks_per_agent
+    counted = wait_for(lambda: shed(worker), lambda now: now[("task", "evicted")]
+                       - before[("task", "evicted")] >= evicted, 60, "the evictions counted")
+    assert counted[("task", "evicted")] - before[("task", "evicted")] == evicted
+
+    for table in ("grants", "open", "ended"):
+        largest, last = changelog(worker, table)
+        assert largest <= 256 * 1024, table
+        if table == "open":  # the agent's open tasks as the table holds them
+            still = {key.split("|", 1)[1] for key, value in last.items()
+                     if key.startswith(agent + "|") and value is not None}
+    assert len(still) == limits.open_tasks_per_agent and f"t{tasks - 3}" in still
+    granted = {f"t{n}" for n in range(0, tasks, 3)} - still  # evicted with a grant
+
+    def unrevoked() -> tuple[int, list[str]]:
+        revoked = {r.task_id for r in worker.revocations(agent, 1) if r.reason_code == "policy"
+                   and "to make room" in r.reason}
+        return len(granted - revoked), sorted(granted - revoked)[:5]
+
+    assert granted
+    wait_for(unrevoked, lambda left: left[0] == 0, 120, "a revocation of each evicted task")
     assert worker.process.poll() is None
     log = worker.log_file.read_text(errors="replace")
     assert "Traceback" not in log and "crashed" not in log.lower()
