@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
-import subprocess
 import time
 import urllib.parse
 import urllib.request
@@ -21,6 +19,7 @@ from typing import Any
 import pytest
 
 from intentwatch.local.kafka_broker import free_port
+from intentwatch.local.processes import spawn, stop, tail_file
 
 REPO = Path(__file__).resolve().parents[1]
 RULES = REPO / "deploy" / "prometheus" / "alerts.yml"
@@ -49,13 +48,10 @@ class PrometheusServer:
             "scrape_configs": [{"job_name": JOB, "static_configs": [{"targets": list(targets)}]}],
         }))
         self.log_file = home / "prometheus.log"
-        with self.log_file.open("wb") as log:
-            self.process = subprocess.Popen(
-                [tool("prometheus"), f"--config.file={config}",
-                 f"--storage.tsdb.path={home / 'data'}",
-                 f"--web.listen-address={self.url.removeprefix('http://')}"],
-                stdout=log, stderr=subprocess.STDOUT,
-            )
+        self.process = spawn(
+            [tool("prometheus"), f"--config.file={config}", f"--storage.tsdb.path={home / 'data'}",
+             f"--web.listen-address={self.url.removeprefix('http://')}"], self.log_file,
+        )
         try:
             self._wait_ready()
         except BaseException:
@@ -83,13 +79,7 @@ class PrometheusServer:
 
     def stop(self) -> None:
         """Stop the process by its pid: SIGTERM, then SIGKILL if it hangs."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        stop(self.process)
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + 60
@@ -107,4 +97,4 @@ class PrometheusServer:
 
     def log(self) -> str:
         """The last lines Prometheus logged."""
-        return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-30:])
+        return tail_file(self.log_file)

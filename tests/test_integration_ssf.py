@@ -34,6 +34,7 @@ from joserfc import jws
 from joserfc.jwk import KeySet
 
 from intentwatch.local.kafka_broker import free_port
+from intentwatch.local.processes import spawn, stop
 from tests.conftest import REPO, RunningWorker, wait_for
 
 pytestmark = pytest.mark.kafka
@@ -201,9 +202,8 @@ class TransmitterProcess:
             "INTENTWATCH_SSF_MIN_VERIFICATION_SECONDS": "1",
             **(settings or {}),  # more INTENTWATCH_SSF_* variables
         })
-        with self.log_file.open("wb") as log:
-            self.process = subprocess.Popen([sys.executable, "-m", "intentwatch.ssf"], cwd=home,
-                                            env=env, stdout=log, stderr=subprocess.STDOUT)
+        self.process = spawn([sys.executable, "-m", "intentwatch.ssf"], self.log_file, env=env,
+                             cwd=home)
         deadline = time.monotonic() + 90
         while True:
             if self.process.poll() is not None:
@@ -222,13 +222,7 @@ class TransmitterProcess:
         return self.log_file.read_text(errors="replace")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        stop(self.process)
 
 
 def about(agent: str) -> Any:

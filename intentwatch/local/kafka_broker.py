@@ -25,9 +25,10 @@ import tempfile
 import time
 import uuid
 import xml.etree.ElementTree as ET
-from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
+
+from intentwatch.local.processes import run, spawn, tail_file
 
 __all__ = [
     "KAFKA_VERSION",
@@ -186,26 +187,9 @@ def resolve_jars(cache: Path | None = None) -> Path:
     work = Path(tempfile.mkdtemp(prefix=".resolving-", dir=version_dir))
     try:
         shutil.copyfile(POM, work / "pom.xml")
-        result = subprocess.run(
-            [
-                mvn,
-                "-q",
-                "-B",
-                "-f",
-                str(work / "pom.xml"),
-                "dependency:copy-dependencies",
-                f"-DoutputDirectory={work / 'libs'}",
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if result.returncode != 0:
-            raise KafkaSetupError(
-                f"Maven could not download Apache Kafka {KAFKA_VERSION} (exit code "
-                f"{result.returncode}); its output ends with:\n"
-                + _tail((result.stdout + result.stderr).splitlines())
-            )
+        run([mvn, "-q", "-B", "-f", str(work / "pom.xml"), "dependency:copy-dependencies",
+             f"-DoutputDirectory={work / 'libs'}"],
+            KafkaSetupError, f"Maven could not download Apache Kafka {KAFKA_VERSION}")
         with contextlib.suppress(OSError):  # fails only if a concurrent run finished first
             (work / "libs").rename(libs)
     finally:
@@ -256,15 +240,8 @@ def up(
     if not (data / "meta.properties").exists():
         _format_storage([java, *classpath], config)
 
-    with log_file.open("wb") as log:
-        broker = subprocess.Popen(
-            [java, "-Xms256m", "-Xmx1g", *classpath, "kafka.Kafka", str(config)],
-            cwd=home,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    broker = spawn([java, "-Xms256m", "-Xmx1g", *classpath, "kafka.Kafka", str(config)],
+                   log_file, cwd=home)
     (home / _PID).write_text(f"{broker.pid}\n")
     started = LocalKafka(f"127.0.0.1:{port}", broker.pid, home, log_file)
     try:
@@ -273,12 +250,12 @@ def up(
             if broker.poll() is not None:
                 raise KafkaSetupError(
                     f"The local Kafka broker exited with code {broker.returncode} while "
-                    f"starting; the end of {log_file}:\n{_tail_file(log_file)}"
+                    f"starting; the end of {log_file}:\n{tail_file(log_file)}"
                 )
             if time.monotonic() > deadline:
                 raise KafkaSetupError(
                     f"The local Kafka broker did not answer on {started.bootstrap} within "
-                    f"{timeout:g}s and was stopped; the end of {log_file}:\n{_tail_file(log_file)}"
+                    f"{timeout:g}s and was stopped; the end of {log_file}:\n{tail_file(log_file)}"
                 )
             time.sleep(0.2)
     except BaseException:
@@ -334,17 +311,8 @@ def _format_storage(jvm: list[str], config: Path) -> None:
     cluster_id = "-"
     while cluster_id.startswith("-"):  # an id starting with "-" would read as an option
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
-    result = subprocess.run(
-        [*jvm, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise KafkaSetupError(
-            f"Formatting the local Kafka broker's storage failed (exit code "
-            f"{result.returncode}):\n" + _tail((result.stdout + result.stderr).splitlines())
-        )
+    run([*jvm, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)],
+        KafkaSetupError, "Formatting the local Kafka broker's storage failed")
 
 
 def port_is_free(port: int) -> bool:
@@ -396,12 +364,3 @@ def _is_broker(pid: int, home: Path) -> bool:
         )
         command = result.stdout
     return "kafka.Kafka" in command.split() and str(home / _CONFIG) in command
-
-
-def _tail(lines: list[str], count: int = 30) -> str:
-    return "\n".join(lines[-count:])
-
-
-def _tail_file(path: Path, count: int = 30) -> str:
-    with path.open(errors="replace") as file:
-        return "".join(deque(file, maxlen=count))

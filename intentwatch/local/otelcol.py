@@ -27,7 +27,6 @@ import contextlib
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -36,7 +35,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from intentwatch.local.kafka_broker import _default_cache, _tail, _tail_file, free_port
+from intentwatch.local.kafka_broker import _default_cache, free_port
+from intentwatch.local.processes import run, spawn, stop, tail_file
 
 __all__ = [
     "BUILDER_VERSION",
@@ -101,16 +101,9 @@ def build(cache: Path | None = None) -> Path:
            "GOFLAGS": f"{os.environ.get('GOFLAGS', '')} -modcacherw".strip()}
     try:
         shutil.copyfile(MANIFEST, work / MANIFEST.name)
-        result = subprocess.run(
-            [go, "run", f"{_BUILDER}@v{BUILDER_VERSION}", "--config", MANIFEST.name],
-            cwd=work, env=env, capture_output=True, text=True, check=False,
-        )
-        if result.returncode != 0:
-            raise CollectorSetupError(
-                f"Building the OpenTelemetry Collector {OTELCOL_VERSION} failed (exit code "
-                f"{result.returncode}); its output ends with:\n"
-                + _tail((result.stdout + result.stderr).splitlines())
-            )
+        run([go, "run", f"{_BUILDER}@v{BUILDER_VERSION}", "--config", MANIFEST.name],
+            CollectorSetupError, f"Building the OpenTelemetry Collector {OTELCOL_VERSION} failed",
+            env=env, cwd=work)
         os.replace(work / "build" / _BINARY, binary)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -130,13 +123,7 @@ class LocalCollector:
 
     def stop(self, timeout: float = 20.0) -> None:
         """SIGTERM (the Collector flushes its queue), then SIGKILL after ``timeout``."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop(self.process, timeout)
 
 
 def start(
@@ -155,11 +142,7 @@ def start(
     env = {**os.environ, "INTENTWATCH_BOOTSTRAP": bootstrap, "INTENTWATCH_OTLP_TOPIC": topic,
            "INTENTWATCH_OTLP_ENCODING": encoding, "INTENTWATCH_OTLP_GRPC_ENDPOINT": grpc,
            "INTENTWATCH_OTLP_HTTP_ENDPOINT": http}
-    with log_file.open("wb") as log:
-        process = subprocess.Popen(
-            [str(binary), "--config", f"file:{CONFIG}"], env=env, stdin=subprocess.DEVNULL,
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
+    process = spawn([str(binary), "--config", f"file:{CONFIG}"], log_file, env=env)
     collector = LocalCollector(process, grpc, f"http://{http}", log_file)
     deadline = time.monotonic() + timeout
     for endpoint in (grpc, http):
@@ -170,7 +153,7 @@ def start(
                        else f"did not listen on {endpoint} within {timeout:g} s")
                 raise CollectorSetupError(
                     f"The OpenTelemetry Collector {why}; the end of {log_file}:\n"
-                    + _tail_file(log_file)
+                    + tail_file(log_file)
                 )
             time.sleep(0.05)
     return collector

@@ -22,12 +22,10 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
 import uuid
-from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +33,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from intentwatch.local.kafka_broker import free_port
+from intentwatch.local.processes import spawn, stop, tail_file
 
 __all__ = ["WORKER_MODULE", "WorkerError", "WorkerProcess", "is_ready"]
 
@@ -109,12 +108,8 @@ class WorkerProcess:
         if profile_to is not None:
             command = [*command, "-m", "cProfile", "-o", str(profile_to)]
         log_file = folder / "worker.log"
-        with log_file.open("wb") as log:
-            process = subprocess.Popen(
-                [*command, "-m", module], cwd=cwd or folder, env={**inherited, **settings},
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True,  # Ctrl-C reaches the caller, which stops the worker
-            )
+        process = spawn([*command, "-m", module], log_file, env={**inherited, **settings},
+                        cwd=cwd or folder)
         port = int(settings["INTENTWATCH_WEB_PORT"])
         return cls(process, f"http://127.0.0.1:{port}", folder, log_file)
 
@@ -178,19 +173,11 @@ class WorkerProcess:
         if self._http is not None:
             self._http.close()
             self._http = None
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10.0)
-        return self.process.returncode
+        return stop(self.process, timeout)
 
     def log_tail(self, lines: int = 30) -> str:
         """The last ``lines`` lines of the worker's log."""
-        with self.log_file.open(errors="replace") as log:
-            return "".join(deque(log, maxlen=lines))
+        return tail_file(self.log_file, lines)
 
     def _check_alive(self) -> None:
         if self.process.poll() is not None:
