@@ -10,13 +10,16 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 from intentwatch.contracts import parse_bootstrap
 from intentwatch.pipeline.otlp import ENCODINGS
 
-__all__ = ["Settings", "SettingsError"]
+__all__ = ["Settings", "SettingsError", "number", "variable"]
 
+N = TypeVar("N", int, float)
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -81,10 +84,7 @@ class Settings:
         """
         env = os.environ if env is None else env
         default = cls()
-
-        def get(name: str, fallback: object) -> str:
-            return env.get(f"INTENTWATCH_{name}", "").strip() or str(fallback)
-
+        get = partial(variable, env)
         jwks, warm_from = get("GRANT_ISSUERS_JWKS", ""), get("WARM_FROM", "")
         return cls(
             bootstrap=_bootstrap(get("BOOTSTRAP", default.bootstrap)),
@@ -134,36 +134,45 @@ def _bootstrap(text: str) -> str:
     return text
 
 
-def _positive_int(name: str, text: str) -> int:
+def variable(env: Mapping[str, str], name: str, fallback: object) -> str:
+    """``INTENTWATCH_<name>`` of ``env``, stripped; ``fallback`` when it is unset or empty.
+
+    >>> variable({"INTENTWATCH_APP_ID": " demo "}, "APP_ID", "intentwatch")
+    'demo'
+    """
+    return env.get(f"INTENTWATCH_{name}", "").strip() or str(fallback)
+
+
+def number(name: str, text: str, kind: type[N], *, what: str, zero: bool = False) -> N:
+    """``text``, the value of ``INTENTWATCH_<name>``, as a ``kind`` above 0 (or 0 itself,
+    with ``zero``); else a :class:`SettingsError` saying it must be ``what``.
+
+    >>> number("LINGER_MS", "0", int, what="a whole number (0 or more)", zero=True)
+    0
+    >>> number("PARTITIONS", "six", int, what="a positive integer")
+    Traceback (most recent call last):
+    ...
+    intentwatch.pipeline.settings.SettingsError: INTENTWATCH_PARTITIONS must be a positive ...
+    """
     try:
-        value = int(text)
+        value: N | None = kind(text)
     except ValueError:
-        value = 0
-    if value < 1:
-        raise SettingsError(f"INTENTWATCH_{name} must be a positive integer, got {text!r}")
+        value = None
+    if value is None or not (value >= 0 if zero else value > 0):  # NaN is neither
+        raise SettingsError(f"INTENTWATCH_{name} must be {what}, got {text!r}")
     return value
+
+
+def _positive_int(name: str, text: str) -> int:
+    return number(name, text, int, what="a positive integer")
 
 
 def _count(name: str, text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise SettingsError(f"INTENTWATCH_{name} must be a whole number (0 or more), got {text!r}")
-    return value
+    return number(name, text, int, what="a whole number (0 or more)", zero=True)
 
 
 def _positive_float(name: str, text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not value > 0:
-        raise SettingsError(
-            f"INTENTWATCH_{name} must be a positive number of seconds, got {text!r}"
-        )
-    return value
+    return number(name, text, float, what="a positive number of seconds")
 
 
 def _one_of(name: str, text: str, choices: tuple[str, ...]) -> str:

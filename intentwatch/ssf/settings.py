@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from intentwatch.pipeline.settings import Settings
+from intentwatch.pipeline.settings import Settings, number, variable
 
 __all__ = ["SsfSettings"]
 
@@ -68,13 +68,13 @@ class SsfSettings:
         default = cls(receivers_file=Path())
 
         def get(name: str, fallback: object) -> str:
-            return env.get(f"INTENTWATCH_SSF_{name}", "").strip() or str(fallback)
+            return variable(env, f"SSF_{name}", fallback)
 
         receivers = get("RECEIVERS", "")
         if not receivers:
             raise ValueError("INTENTWATCH_SSF_RECEIVERS must name the receivers file "
                              "(their names and bearer tokens)")
-        port = int(_number("PORT", get("PORT", default.port), int))
+        port = number("SSF_PORT", get("PORT", default.port), int, what="a positive number")
         return cls(
             receivers_file=Path(receivers),
             bootstrap=worker.bootstrap,
@@ -90,18 +90,18 @@ class SsfSettings:
             state_topic=get("STATE_TOPIC", default.state_topic),
             replication_factor=worker.replication_factor,
             risk_events=get("RISK_EVENTS", "false").lower() in ("1", "true", "yes", "on"),
-            poll_wait=_number("POLL_WAIT_SECONDS", get("POLL_WAIT_SECONDS", default.poll_wait)),
-            redeliver_after=_number(
+            poll_wait=_positive("POLL_WAIT_SECONDS", get("POLL_WAIT_SECONDS", default.poll_wait)),
+            redeliver_after=_positive(
                 "REDELIVER_SECONDS", get("REDELIVER_SECONDS", default.redeliver_after)
             ),
-            push_backoff=_number(
+            push_backoff=_positive(
                 "PUSH_BACKOFF_SECONDS", get("PUSH_BACKOFF_SECONDS", default.push_backoff)
             ),
-            push_backoff_max=_number(
+            push_backoff_max=_positive(
                 "PUSH_BACKOFF_MAX_SECONDS",
                 get("PUSH_BACKOFF_MAX_SECONDS", default.push_backoff_max),
             ),
-            min_verification_interval=_number(
+            min_verification_interval=_positive(
                 "MIN_VERIFICATION_SECONDS",
                 get("MIN_VERIFICATION_SECONDS", default.min_verification_interval),
             ),
@@ -109,11 +109,5 @@ class SsfSettings:
         )
 
 
-def _number(name: str, text: str, kind: type[float] | type[int] = float) -> float:
-    try:
-        value = kind(text)
-    except ValueError:
-        value = 0
-    if not value > 0:
-        raise ValueError(f"INTENTWATCH_SSF_{name} must be a positive number, got {text!r}")
-    return value
+def _positive(name: str, text: str) -> float:
+    return number(f"SSF_{name}", text, float, what="a positive number")
