@@ -212,6 +212,22 @@ def worker(
 
 
 @pytest.fixture
+def sent() -> Any:
+    """What a ``pipeline`` published (:class:`tests.pipeline_harness.Sent`)."""
+    from tests.pipeline_harness import Sent
+
+    return Sent()
+
+
+@pytest.fixture
+def pipeline(tmp_path: Path, sent: Any) -> Any:
+    """A faust pipeline without Kafka (memory tables) publishing to ``sent``."""
+    from tests.pipeline_harness import make_pipeline
+
+    return make_pipeline(tmp_path, sent)
+
+
+@pytest.fixture
 def agent() -> str:
     """A SPIFFE ID no other test uses."""
     return f"spiffe://acme.org/agents/support/{uuid.uuid4().hex[:10]}"

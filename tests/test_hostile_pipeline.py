@@ -24,19 +24,7 @@ from intentwatch.pipeline.worker import grant_verifier, load_keyring
 from intentwatch.tokens.grants import GrantVerifier, sign_grant
 from intentwatch.tokens.keys import generate_key
 from intentwatch.tokens.revocations import RevocationVerifier
-from tests.test_pipeline_agents import ISSUER_KEY, Sent, agent_id, call, grant_token, put
-
-
-@pytest.fixture
-def sent() -> Sent:
-    return Sent()
-
-
-@pytest.fixture
-def pipeline(tmp_path: Path, sent: Sent) -> Pipeline:
-    settings = Settings(data_dir=tmp_path / "data", keys_dir=tmp_path / "keys", partitions=4)
-    return Pipeline(settings, keyring=load_keyring(settings.keys_dir),
-                    grant_verifier=GrantVerifier({"keys": [ISSUER_KEY.public_jwk()]}), send=sent)
+from tests.pipeline_harness import ISSUER_KEY, Sent, agent_id, call, grant_token, put
 
 
 class Failing(Sent):

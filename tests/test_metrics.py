@@ -23,7 +23,7 @@ from intentwatch.pipeline.settings import Settings
 from intentwatch.pipeline.worker import load_keyring
 from intentwatch.tokens import grants, keys
 from intentwatch.tokens.grants import GRANT_REJECTION_CODES, GrantVerifier
-from tests.test_pipeline_agents import (
+from tests.pipeline_harness import (
     ISSUER_KEY,
     OTHER_KEY,
     Sent,

@@ -6,7 +6,6 @@ Published records are captured by the pipeline's ``send`` hook; tables use the m
 from __future__ import annotations
 
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -15,76 +14,13 @@ import pytest
 from faust.serializers import codecs
 from kafka.partitioner.default import murmur2
 
-from intentwatch.contracts import KIND_HEADER, TOPICS, DeadLetterHeaders, Grant, encode
+from intentwatch.contracts import TOPICS, DeadLetterHeaders, Grant, encode
 from intentwatch.pipeline.app import Pipeline, agent_partition
-from intentwatch.pipeline.settings import Settings
 from intentwatch.pipeline.worker import load_keyring
-from intentwatch.tokens.grants import GrantVerifier, sign_grant
-from intentwatch.tokens.keys import Keyring, generate_key, unverified_payload
+from intentwatch.tokens.grants import GrantVerifier
+from intentwatch.tokens.keys import Keyring, unverified_payload
 from intentwatch.tokens.revocations import RevocationVerifier
-
-ISSUER_KEY = generate_key("EdDSA")
-OTHER_KEY = generate_key("EdDSA")
-
-
-class Sent:
-    """Records the pipeline published, by topic."""
-
-    def __init__(self) -> None:
-        self.records: list[tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]] = []
-
-    async def __call__(self, topic: str, key: bytes | None, value: bytes, headers: Any) -> None:
-        self.records.append((topic, key, value, list(headers)))
-
-    def on(self, logical: str) -> list[tuple[bytes | None, bytes, dict[str, bytes]]]:
-        return [(k, v, dict(h)) for t, k, v, h in self.records if t == TOPICS[logical]]
-
-    def verdicts(self) -> list[dict[str, Any]]:
-        return [msgspec.json.decode(value) for _, value, _ in self.on("verdicts")]
-
-
-@pytest.fixture
-def sent() -> Sent:
-    return Sent()
-
-
-@pytest.fixture
-def pipeline(tmp_path: Path, sent: Sent) -> Pipeline:
-    settings = Settings(data_dir=tmp_path / "data", keys_dir=tmp_path / "keys", partitions=4)
-    verifier = GrantVerifier({"keys": [ISSUER_KEY.public_jwk()]})
-    return Pipeline(
-        settings, keyring=load_keyring(settings.keys_dir), grant_verifier=verifier, send=sent
-    )
-
-
-def agent_id() -> str:
-    return f"spiffe://acme.org/agents/support/{uuid.uuid4().hex[:8]}"
-
-
-def grant_token(agent: str, task: str = "t1", *, key=ISSUER_KEY, ttl: float = 900.0) -> bytes:
-    now = time.time()
-    return sign_grant({
-        "grant_id": f"g-{task}", "agent_id": agent, "task_id": task,
-        "credential_ids": [f"c-{task}"],
-        "intent": "look up customer c-42 in the CRM", "tools": ["crm.*"],
-        "targets": ["crm://*"], "data_labels": ["internal"],
-        "issued_at": now if ttl > 0 else now + ttl - 60, "expires_at": now + ttl, "issuer": "https://broker.acme.org",
-    }, key).encode()
-
-
-def call(agent: str, task: str = "t1", tool: str = "crm.lookup_customer", **extra: Any) -> bytes:
-    return encode({
-        "event_id": str(uuid.uuid4()), "ts": time.time(), "agent_id": agent, "task_id": task,
-        "tool": tool, "credential_id": f"c-{task}", "target": "crm://c-42",
-        "data_labels": ["internal"], **extra,
-    })
-
-
-async def put(events: Any, kind: str, value: bytes, agent: str, **options: Any) -> Any:
-    """Put one record of ``kind`` on the agent's partition of the input topic."""
-    options.setdefault("key", agent.encode())
-    options.setdefault("partition", agent_partition(agent, 4))
-    return await events.put(value, headers=[(KIND_HEADER, kind.encode())], **options)
+from tests.pipeline_harness import ISSUER_KEY, OTHER_KEY, Sent, agent_id, call, grant_token, put
 
 
 async def test_conforming_call_gets_an_allow_verdict(pipeline: Pipeline, sent: Sent) -> None:
@@ -95,6 +31,7 @@ async def test_conforming_call_gets_an_allow_verdict(pipeline: Pipeline, sent: S
 
     [verdict] = sent.verdicts()
     assert (verdict["agent_id"], verdict["decision"]) == (agent, "allow")
+    assert "semconv_version" not in verdict  # only calls read from spans name conventions
     assert sent.on("revocations") == [] and sent.on("dlq") == []
     assert set(pipeline.grants[agent]) == {"t1"}
 

@@ -3,16 +3,13 @@ calls out on the tool-call topic keyed by agent, dead letters for what cannot be
 
 from __future__ import annotations
 
-import msgspec
 from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 
 from intentwatch.contracts import KIND_HEADER, DeadLetterHeaders, decode_toolcall
 from intentwatch.pipeline.app import Pipeline
 from intentwatch.pipeline.otlp import decode_traces, encode_traces
+from tests.pipeline_harness import Sent, agent_id, grant_token, put
 from tests.test_otlp import tool_span, traces
-from tests.test_pipeline_agents import Sent, agent_id, call, grant_token, pipeline, put, sent
-
-__all__ = ["pipeline", "sent"]  # fixtures
 
 
 def batch(*agents: str | None) -> TracesData:
@@ -86,14 +83,3 @@ async def test_a_call_from_a_span_is_judged_and_its_verdict_names_the_convention
     [verdict] = sent.verdicts()
     assert (verdict["event_id"], verdict["semconv_version"]) == ("call_1", "1.41.0")
 
-
-async def test_verdicts_of_sdk_calls_have_no_convention_version(
-    pipeline: Pipeline, sent: Sent
-) -> None:
-    agent = agent_id()
-    async with pipeline.agent.test_context() as events:
-        await put(events, "grant", grant_token(agent), agent)
-        await put(events, "toolcall", call(agent), agent)
-
-    [(_, value, _)] = sent.on("verdicts")
-    assert "semconv_version" not in msgspec.json.decode(value)
