@@ -391,7 +391,7 @@ def learn(
     summary = ReplaySummary()
     for outcome in run_replay(recording, engine):
         summary.add(outcome)
-    out.write_bytes(engine.detector.snapshot())
+    out.write_bytes(engine.detector.state())
     history = engine.detector.history_summary()
     for_cause = sum(n for reason, n in summary.revocations.items() if reason != "task_completed")
     console.print(

@@ -47,6 +47,16 @@ from intentwatch.models.intent import (
     parties_of,
     privilege_of,
 )
+from intentwatch.models.learned import (
+    AgentState,
+    Baselines,
+    Counts,
+    KeyedLevels,
+    KeyedScope,
+    RarityLevels,
+    RarityScope,
+    Stats,
+)
 
 __all__ = [
     "FLEET",
@@ -439,6 +449,24 @@ class DecayingCounts:
         novelty = (self._novel + pseudo) / (total + pseudo)
         return (1.0 - novelty) * self._weights.get(value, 0.0) / total + novelty * parent
 
+    def to_data(self) -> Counts:
+        """What was counted, as data (:class:`~intentwatch.models.learned.Counts`)."""
+        weights = self._weights
+        values: list[Any] = list(weights)  # the detectors' values are learned.Value
+        return Counts(values, list(weights.values()), self._inc, self._total, self._novel)
+
+    def load(self, data: Counts) -> None:
+        """Take over what :meth:`to_data` gave (of counts with the same half-life and cap).
+
+        >>> counts, twin = DecayingCounts(2, 3), DecayingCounts(2, 3)
+        >>> counts.learn_one("a")
+        >>> twin.load(counts.to_data())
+        >>> twin.count("a") == counts.count("a") == 1.0
+        True
+        """
+        self._weights = dict(zip(data.values, data.weights, strict=True))
+        self._inc, self._total, self._novel = data.inc, data.total, data.novel
+
     def _evict(self) -> None:
         weights = self._weights
         drop = sorted(weights, key=weights.__getitem__)[: max(1, len(weights) // 8)]
@@ -478,6 +506,15 @@ class EWStats:
         delta = value - self.mean
         self.mean += rate * delta
         self.var = (1.0 - rate) * (self.var + rate * delta * delta)
+
+    def to_data(self) -> Stats:
+        return Stats(self.mean, self.var, self.n)
+
+    @classmethod
+    def from_data(cls, data: Stats) -> EWStats:
+        stats = cls()
+        stats.mean, stats.var, stats.n = data.mean, data.var, data.n
+        return stats
 
 
 def blend(chain: Sequence[EWStats | None], prior: float) -> tuple[float, float] | None:
@@ -553,6 +590,10 @@ class _Levels:
     def get(self, x: Observation) -> tuple[Any, Any, Any]:
         return self.agents.get(x.agent_id), self.roles.get(x.role), self.fleet
 
+    def make(self, level: int) -> Any:
+        """A fresh value for level 0 (an agent), 1 (a role) or 2 (the fleet)."""
+        return self._factory(level)
+
     def for_learning(self, x: Observation) -> tuple[Any, Any, Any]:
         agent = self.agents.get(x.agent_id)
         if agent is None:
@@ -575,6 +616,17 @@ class _RarityScope:
         self.counts = counts
         self.contexts = contexts
         self.surprisal = EWStats()
+
+    def to_data(self) -> RarityScope:
+        contexts = self.contexts.to_data() if self.contexts is not None else None
+        return RarityScope(self.counts.to_data(), contexts, self.surprisal.to_data())
+
+    def load(self, data: RarityScope) -> _RarityScope:
+        self.counts.load(data.counts)
+        if self.contexts is not None and data.contexts is not None:
+            self.contexts.load(data.contexts)
+        self.surprisal = EWStats.from_data(data.surprisal)
+        return self
 
 
 class Rarity:
@@ -725,6 +777,28 @@ class Rarity:
         levels = self._levels
         return len(levels.agents), {role: s.counts.total for role, s in levels.roles.items()}
 
+    def agent_state(self, agent_id: str) -> RarityScope | None:
+        """What was learned of ``agent_id`` alone, as data (None: nothing)."""
+        scope = self._levels.agents.get(agent_id)
+        return scope.to_data() if scope is not None else None
+
+    def load_agent_state(self, agent_id: str, data: RarityScope) -> None:
+        self._levels.agents[agent_id] = self._levels.make(0).load(data)
+        self._usual.clear()
+
+    def population_state(self) -> RarityLevels:
+        """What was learned of roles and the fleet, as data."""
+        levels = self._levels
+        return RarityLevels({role: s.to_data() for role, s in levels.roles.items()},
+                            levels.fleet.to_data(), self._learned)
+
+    def load_population_state(self, data: RarityLevels) -> None:
+        levels = self._levels
+        levels.roles = {role: levels.make(1).load(s) for role, s in data.roles.items()}
+        levels.fleet = levels.make(2).load(data.fleet)
+        self._learned = data.learned
+        self._usual.clear()
+
     def explain(self, x: Observation) -> str:
         (agent, agent_n), (role, role_n), (fleet, fleet_n) = self.evidence(x)
         what = self._describe(x)
@@ -774,6 +848,12 @@ class FleetNovelty:
         if value is not None:
             self._counts.learn_one(value)
 
+    def population_state(self) -> Counts:
+        return self._counts.to_data()
+
+    def load_population_state(self, data: Counts) -> None:
+        self._counts.load(data)
+
     def explain(self, x: Observation) -> str:
         seen = self._counts.count(self._value(x))
         total = self._counts.total
@@ -818,6 +898,31 @@ class KeyedStats:
                 stats = per_key[key] = EWStats()
             stats.update(value, alpha)
 
+    def agent_state(self, agent_id: str) -> KeyedScope | None:
+        """What was learned of ``agent_id`` alone, as data (None: nothing)."""
+        per_key = self._levels.agents.get(agent_id)
+        return _keyed_data(per_key) if per_key is not None else None
+
+    def load_agent_state(self, agent_id: str, data: KeyedScope) -> None:
+        self._levels.agents[agent_id] = _keyed_stats(data)
+
+    def population_state(self) -> KeyedLevels:
+        levels = self._levels
+        return KeyedLevels({role: _keyed_data(s) for role, s in levels.roles.items()},
+                           _keyed_data(levels.fleet))
+
+    def load_population_state(self, data: KeyedLevels) -> None:
+        self._levels.roles = {role: _keyed_stats(s) for role, s in data.roles.items()}
+        self._levels.fleet = _keyed_stats(data.fleet)
+
+
+def _keyed_data(per_key: dict[Hashable, EWStats]) -> KeyedScope:
+    return KeyedScope(list(per_key), [s.to_data() for s in per_key.values()])  # type: ignore[arg-type]
+
+
+def _keyed_stats(data: KeyedScope) -> dict[Hashable, EWStats]:
+    return {key: EWStats.from_data(s) for key, s in zip(data.keys, data.stats, strict=True)}
+
 
 class _KeyedQuantity:
     """A per-call quantity with running statistics per key (e.g. per tool), backing off
@@ -842,6 +947,18 @@ class _KeyedQuantity:
 
     def _usual(self, x: Observation) -> tuple[float, float] | None:
         return self._stats.usual(x, self._key(x))
+
+    def agent_state(self, agent_id: str) -> KeyedScope | None:
+        return self._stats.agent_state(agent_id)
+
+    def load_agent_state(self, agent_id: str, data: KeyedScope) -> None:
+        self._stats.load_agent_state(agent_id, data)
+
+    def population_state(self) -> KeyedLevels:
+        return self._stats.population_state()
+
+    def load_population_state(self, data: KeyedLevels) -> None:
+        self._stats.load_population_state(data)
 
 
 class Volume(_KeyedQuantity):
@@ -1075,21 +1192,6 @@ class Baseline:
         self._scorers = [(name, d.score_one) for name, d in self.detectors.items()]
         self._learners = [d.learn_one for d in self.detectors.values()]
 
-    def __getstate__(self) -> dict[str, Any]:
-        """What was learned (every detector's statistics), without the wiring that the
-        config rebuilds (value functions, sentences): a baseline pickles."""
-        return {
-            "config": self.config,
-            "learned": {name: _learned(d) for name, d in self.detectors.items()},
-        }
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.config = state["config"]
-        self.__post_init__()
-        for name, learned in state["learned"].items():
-            if name in self.detectors:
-                _restore(self.detectors[name], learned)
-
     def score_one(self, x: Observation) -> dict[str, float]:
         return {name: score_one(x) for name, score_one in self._scorers}
 
@@ -1117,39 +1219,45 @@ class Baseline:
         agents, roles = tools.census()
         return agents, roles, tools.learned("", "")[2]
 
+    # -- what was learned, as data (:mod:`~intentwatch.models.learned`) ----------------------
+
+    def agent_state(self, agent_id: str) -> AgentState:
+        """What the detectors learned of ``agent_id`` alone: it moves with the agent,
+        apart from its role's and the fleet's."""
+        rarity: dict[str, RarityScope] = {}
+        keyed: dict[str, KeyedScope] = {}
+        for name, detector in self.detectors.items():
+            if isinstance(detector, FleetNovelty):
+                continue
+            scope = detector.agent_state(agent_id)
+            if scope is not None:
+                if isinstance(detector, Rarity):
+                    rarity[name] = scope
+                else:
+                    keyed[name] = scope
+        return AgentState(agent=agent_id, rarity=rarity, keyed=keyed)
+
+    def load_agent_state(self, data: AgentState) -> None:
+        """Take over what :meth:`agent_state` gave (another baseline's of the same config)."""
+        for name, scope in (*data.rarity.items(), *data.keyed.items()):
+            self.detectors[name].load_agent_state(data.agent, scope)
+
+    def population_state(self) -> Baselines:
+        """What the detectors learned of roles and the fleet."""
+        state = Baselines(rarity={}, keyed={}, novelty={})
+        for name, detector in self.detectors.items():
+            kind = (state.novelty if isinstance(detector, FleetNovelty)
+                    else state.rarity if isinstance(detector, Rarity) else state.keyed)
+            kind[name] = detector.population_state()
+        return state
+
+    def load_population_state(self, data: Baselines) -> None:
+        """Take over what :meth:`population_state` gave (of the same config)."""
+        for name, levels in (*data.rarity.items(), *data.keyed.items(), *data.novelty.items()):
+            self.detectors[name].load_population_state(levels)
+
     def task(self, agent_id: str, intent: str | None = None) -> TaskContext:
         """A fresh context for a new task of ``agent_id`` (approved for ``intent``)."""
         return TaskContext(
             agent_id, self.config.internal_domains, self.config.rate_window_seconds, intent
         )
-
-
-_CACHES = frozenset({"_usual"})
-"""Attributes that only cache what the learned state gives (rebuilt on demand): scoring
-may fill them, so they are not part of what a detector has learned."""
-
-
-def _learned(detector: Any) -> dict[str, Any]:
-    """A detector's data attributes; its scopes (:class:`_Levels`) as their contents."""
-    learned: dict[str, Any] = {}
-    for name, value in vars(detector).items():
-        if callable(value) or isinstance(value, BaselineConfig) or name in _CACHES:
-            continue
-        if isinstance(value, _Levels):
-            value = (value.agents, value.roles, value.fleet)
-        elif isinstance(value, KeyedStats):
-            value = _learned(value)
-        learned[name] = value
-    return learned
-
-
-def _restore(detector: Any, learned: dict[str, Any]) -> None:
-    """Put :func:`_learned` data back into a freshly wired detector of the same kind."""
-    for name, value in learned.items():
-        current = getattr(detector, name, None)
-        if isinstance(current, _Levels):
-            current.agents, current.roles, current.fleet = value
-        elif isinstance(current, KeyedStats):
-            _restore(current, value)
-        else:
-            setattr(detector, name, value)

@@ -33,8 +33,9 @@ Each reason's weight is its share of the score, so the weights sum to it.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
-import pickle
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -45,6 +46,13 @@ from intentwatch.models.baseline import Baseline, BaselineConfig, Observation, T
 from intentwatch.models.catalogue import ACTION_RISK, ToolInfo
 from intentwatch.models.config import ScoringConfig, settings_from
 from intentwatch.models.intent import IntentCheck, align, parse_intent
+from intentwatch.models.learned import (
+    AgentState,
+    Learned,
+    Population,
+    open_sealed,
+    seal,
+)
 from intentwatch.models.multivariate import MultivariateConfig, SharedAnomalyModel
 from intentwatch.models.provenance import (
     Destination,
@@ -61,7 +69,6 @@ __all__ = [
     "EVIDENCE",
     "HELD",
     "RULES",
-    "SNAPSHOT_FORMAT",
     "Assessment",
     "Detector",
     "FusionConfig",
@@ -69,6 +76,7 @@ __all__ = [
     "TaskRisk",
     "counted_evidence",
     "fuse",
+    "history_summary",
     "hold",
 ]
 
@@ -115,9 +123,6 @@ RULES: dict[str, str] = {
 ``task_revoked`` for conformance)."""
 HELD = frozenset({"novelty_only", "delegated", "data_destination"})
 """Rules that hold a call at alert: its score is brought under the revoke level."""
-
-SNAPSHOT_FORMAT = 2
-"""Version of :meth:`Detector.snapshot`'s layout."""
 
 DEFAULT_WEIGHTS: dict[str, float] = {
     "intent": 2.6, "unasked_harm": 1.6, "unnamed_target": 7.99, "privilege": 7.99, "flow": 6.08,
@@ -351,9 +356,15 @@ class Detector:
         """Whether ended tasks are learned (off: the baselines are frozen, e.g. to measure
         what learning adds after a warm-up)."""
         self.learned_calls = 0
-        """Calls learned since the detector was built or restored from a snapshot."""
+        """Calls learned since the detector was built or its population state loaded."""
         self.restored_calls = 0
-        """Calls the restored snapshot had learned."""
+        """Calls the loaded population state had learned."""
+        self.settings_digest = _digest(self._learning_settings())
+        """Of the settings that give learned state its meaning (learned state names it)."""
+        self._agents: set[str] = set()
+        """Agents something was learned of (their state is theirs, not the population's)."""
+        self._changed: set[str] = set()
+        """Agents whose learned state changed since :meth:`take_learned_agents`."""
         self._tasks: dict[tuple[str, str], _Task] = {}
 
     # -- the engine's interface ---------------------------------------------------------------
@@ -533,6 +544,8 @@ class Detector:
             if shared is not None:
                 self.shared.learn_one(*shared)
         self.learned_calls += len(observations)
+        self._agents.add(agent_id)
+        self._changed.add(agent_id)
 
     # -- how much was learned ----------------------------------------------------------------
 
@@ -554,70 +567,107 @@ class Detector:
         }
 
     def history_summary(self, roles: int = 20) -> dict[str, Any]:
-        """The fleet's learned history for ``/status``: calls, agents, and the ``roles``
-        roles with most calls (their calls and clean tasks); ``cold_roles`` counts the roles
-        whose destinations are not checked yet (fewer than ``min_history_tasks`` tasks)."""
-        agents, by_role, fleet = self.baseline.census()
-        need = self.provenance.min_history_tasks
-        top = sorted(by_role, key=by_role.__getitem__, reverse=True)[:roles]
-        return {
-            "fleet_calls": round(fleet, 1),
-            "agents": agents,
-            "roles": len(by_role),
-            "cold_roles": sum(self.established.history(role) < need for role in by_role),
-            "min_history_tasks": need,
-            "by_role": {role: {"calls": round(by_role[role], 1),
-                               "tasks": self.established.history(role)} for role in top},
-        }
+        """The fleet's learned history for ``/status``: :func:`history_summary` of this
+        detector alone."""
+        return history_summary([self], roles)
 
-    # -- persistence --------------------------------------------------------------------------
+    # -- what was learned, as data (:mod:`~intentwatch.models.learned`) -------------------
 
-    def snapshot(self) -> bytes:
-        """What the detector has learned, to keep across restarts: the baselines and the
-        shared model. Open tasks are not included (their calls are judged and learned
-        afresh). It is a pickle: restore only snapshots this deployment wrote.
+    def agent_state(self, agent_id: str) -> bytes:
+        """What was learned of ``agent_id`` alone (its baselines, destinations and habits),
+        as versioned data: it moves with the agent's partition.
+
+        >>> detector, twin = Detector(ScoringConfig()), Detector(ScoringConfig())
+        >>> twin.load_agent_state(detector.agent_state("spiffe://a/r/a1"))
+        'spiffe://a/r/a1'
+        """
+        return seal(self._agent(agent_id), settings=self.settings_digest)
+
+    def load_agent_state(self, data: bytes) -> str:
+        """Take over what :meth:`agent_state` gave; the agent's id.
+        :class:`~intentwatch.models.learned.LearnedStateError` for state of another
+        version or learned with other settings."""
+        state = open_sealed(data, AgentState, settings=self.settings_digest)
+        self._load_agent(state)
+        return state.agent
+
+    def population_state(self) -> bytes:
+        """What was learned of roles and the fleet (and the shared model), as versioned
+        data: a partition's detector writes it, its next reader takes it over."""
+        return seal(self._population(), settings=self.settings_digest)
+
+    def load_population_state(self, data: bytes) -> None:
+        """Take over what :meth:`population_state` gave (errors as
+        :meth:`load_agent_state`)."""
+        self._load_population(open_sealed(data, Population, settings=self.settings_digest))
+
+    def state(self) -> bytes:
+        """Everything learned: the population and every agent's state (``intentwatch
+        learn`` writes it, ``worker --warm-from`` reads it).
 
         >>> detector = Detector(ScoringConfig())
         >>> twin = Detector(ScoringConfig())
-        >>> twin.restore(detector.snapshot())
+        >>> twin.load_state(detector.state())
         >>> twin.restored_calls
         0
         """
-        return pickle.dumps({
-            "format": SNAPSHOT_FORMAT,
-            "settings": self._learning_settings(),
-            "features": _FEATURES,
-            "calls": self.restored_calls + self.learned_calls,
-            "baseline": self.baseline,
-            "shared": self.shared,
-            "established": self.established.to_state(),
-            "habits": self.habits.to_state(),
-        }, protocol=pickle.HIGHEST_PROTOCOL)
+        agents = [self._agent(agent_id) for agent_id in sorted(self._agents)]
+        return seal(Learned(population=self._population(), agents=agents),
+                    settings=self.settings_digest)
 
-    def restore(self, snapshot: bytes) -> None:
-        """Take over what a :meth:`snapshot` had learned.
+    def load_state(self, data: bytes) -> None:
+        """Take over what :meth:`state` gave (errors as :meth:`load_agent_state`)."""
+        learned = open_sealed(data, Learned, settings=self.settings_digest)
+        self._load_population(learned.population)
+        for state in learned.agents:
+            self._load_agent(state)
 
-        Raises ``ValueError`` when it was taken with other baseline or shared-model
-        settings, or another layout: what it learned would not mean the same here.
-        """
-        state = pickle.loads(snapshot)  # only ever the deployment's own file
-        if not isinstance(state, dict) or state.get("format") != SNAPSHOT_FORMAT:
-            raise ValueError("not a detector snapshot of this version")
-        if state["settings"] != self._learning_settings():
-            raise ValueError("snapshot taken with other baseline or shared-model settings")
-        if tuple(state["features"]) != _FEATURES:
-            raise ValueError("snapshot taken with another set of shared-model features")
-        self.baseline, self.shared = state["baseline"], state["shared"]
-        self.established.load_state(state["established"])
-        self.habits.load_state(state["habits"])
-        self.restored_calls, self.learned_calls = state["calls"], 0
-        self._tasks.clear()
+    def learned_agents(self) -> set[str]:
+        """The agents something was learned of (or taken over)."""
+        return set(self._agents)
+
+    def take_learned_agents(self) -> set[str]:
+        """The agents whose learned state changed since the last call (to write back)."""
+        changed, self._changed = self._changed, set()
+        return changed
+
+    def _agent(self, agent_id: str) -> AgentState:
+        state = self.baseline.agent_state(agent_id)
+        state.destinations = self.established.scope_state(agent_id)
+        state.habits = self.habits.scope_state(agent_id)
+        return state
+
+    def _population(self) -> Population:
+        roles = sorted(self.established.scopes() - self._agents)
+        return Population(
+            baselines=self.baseline.population_state(),
+            destinations={r: t for r in roles if (t := self.established.scope_state(r))},
+            habits={r: t for r in sorted(self.habits.scopes() - self._agents)
+                    if (t := self.habits.scope_state(r))},
+            shared=self.shared.state(), calls=self.restored_calls + self.learned_calls,
+        )
+
+    def _load_population(self, population: Population) -> None:
+        self.baseline.load_population_state(population.baselines)
+        self.shared.load_state(population.shared)
+        for role, tasks in population.destinations.items():
+            self.established.load_scope(role, tasks)
+        for role, tasks in population.habits.items():
+            self.habits.load_scope(role, tasks)
+        self.restored_calls, self.learned_calls = population.calls, 0
+
+    def _load_agent(self, state: AgentState) -> None:
+        self.baseline.load_agent_state(state)
+        if state.destinations is not None:
+            self.established.load_scope(state.agent, state.destinations)
+        if state.habits is not None:
+            self.habits.load_scope(state.agent, state.habits)
+        self._agents.add(state.agent)
 
     def _learning_settings(self) -> dict[str, Any]:
         detectors = self.config.detectors
-        return {
-            name: detectors.get(name, {}) for name in ("baseline", "multivariate", "provenance")
-        }
+        names = ("baseline", "multivariate", "provenance")
+        return {**{name: detectors.get(name, {}) for name in names}, "features": list(_FEATURES)}
 
     def _rebuild(
         self, agent_id: str, intent: str | None, calls: Sequence[tuple[ToolCall, ToolInfo]]
@@ -889,3 +939,44 @@ def _narrow(grant: Grant | None) -> bool:
 
 def _quote(text: str, limit: int = 80) -> str:
     return repr(text if len(text) <= limit else text[: limit - 1] + "…")
+
+
+def history_summary(detectors: Sequence[Detector], roles: int = 20) -> dict[str, Any]:
+    """What ``detectors`` (e.g. each of a worker's partitions') learned, summed: calls,
+    agents, and the ``roles`` roles with most calls (their calls and clean tasks);
+    ``cold_roles`` counts the roles whose destinations are not checked yet (fewer than
+    ``min_history_tasks`` tasks).
+
+    >>> history_summary([Detector(ScoringConfig())] * 2)["fleet_calls"]
+    0.0
+    """
+    agents, fleet = 0, 0.0
+    by_role: dict[str, float] = {}
+    tasks: dict[str, int] = {}
+    for detector in detectors:
+        learned, of_roles, of_fleet = detector.baseline.census()
+        agents, fleet = agents + learned, fleet + of_fleet
+        for role, calls in of_roles.items():
+            by_role[role] = by_role.get(role, 0.0) + calls
+            tasks[role] = tasks.get(role, 0) + detector.established.history(role)
+    need = detectors[0].provenance.min_history_tasks if detectors else 0
+    top = sorted(by_role, key=by_role.__getitem__, reverse=True)[:roles]
+    return {
+        "fleet_calls": round(fleet, 1),
+        "agents": agents,
+        "roles": len(by_role),
+        "cold_roles": sum(tasks[role] < need for role in by_role),
+        "min_history_tasks": need,
+        "by_role": {role: {"calls": round(by_role[role], 1), "tasks": tasks[role]}
+                    for role in top},
+    }
+
+
+def _digest(settings: Mapping[str, Any]) -> str:
+    """A short digest of ``settings`` (JSON data).
+
+    >>> _digest({"baseline": {}}) == _digest({"baseline": {}}) != _digest({"baseline": {"a": 1}})
+    True
+    """
+    text = json.dumps(settings, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -53,6 +53,7 @@ from intentwatch.models.catalogue import ToolCatalogue, ToolInfo
 from intentwatch.models.config import ScoringConfig, load_config
 from intentwatch.models.conformance import Violation, check_call, target_allowed, tool_allowed
 from intentwatch.models.detection import Detector
+from intentwatch.models.learned import LearnedStateError
 from intentwatch.models.limits import ShedKind, StateLimits
 
 __all__ = ["Engine", "Outcome", "TaskState", "Tombstone", "task_key"]
@@ -170,6 +171,10 @@ class Engine:
         Where ended tasks' :class:`Tombstone` s live: :func:`task_key` -> Tombstone; like
         ``grants``, a table in the pipeline, so that after a restart an ended task's
         credentials are still refused and its grant not expired again.
+    learned
+        Where what the detector learned of each agent lives: agent id -> its
+        :meth:`~intentwatch.models.detection.Detector.agent_state`; read when the engine
+        first meets the agent, written when a task's learning changed it.
     catalogue
         Operator knowledge of tools (action class, description).
     detector
@@ -187,6 +192,7 @@ class Engine:
         grants: MutableMapping[str, dict[str, Grant]] | None = None,
         open: MutableMapping[str, TaskState] | None = None,
         ended: MutableMapping[str, Tombstone] | None = None,
+        learned: MutableMapping[str, bytes] | None = None,
         catalogue: ToolCatalogue | None = None,
         detector: Detector | None = None,
         shed: Counter[tuple[ShedKind, str]] | None = None,
@@ -197,6 +203,9 @@ class Engine:
         self.grants: MutableMapping[str, dict[str, Grant]] = grants if grants is not None else {}
         self.open: MutableMapping[str, TaskState] = open if open is not None else {}
         self.ended: MutableMapping[str, Tombstone] = ended if ended is not None else {}
+        self.learned: MutableMapping[str, bytes] = learned if learned is not None else {}
+        self.met: dict[str, bool] = {}
+        """Agents met so far -> whether their learned state was taken from ``learned``."""
         self.catalogue = catalogue or ToolCatalogue()
         self.detector = detector or Detector(self.config)
         self._tasks: dict[tuple[str, str], TaskState] = {}
@@ -430,6 +439,7 @@ class Engine:
         task.ended_at = ts
         self._changed.add((task.agent_id, task.task_id))
         self._closed(task.agent_id, task.task_id)
+        self._meet(task.agent_id)
         self.detector.end_task(
             task.agent_id, task.task_id, task.staged, learn=not task.revoked_for_cause
         )
@@ -464,6 +474,7 @@ class Engine:
                 self._forget_tombstone(*key)
                 continue
             if task.staged and idle >= quiet:
+                self._meet(task.agent_id)
                 self.detector.end_task(
                     task.agent_id, task.task_id, task.staged, learn=not task.revoked_for_cause
                 )
@@ -511,6 +522,7 @@ class Engine:
         task.last_seen = max(task.last_seen, call.ts)
         grant = self._grant(call.agent_id, call.task_id)
         tool = self.catalogue.resolve(call)
+        self._meet(call.agent_id)
         assessment = self.detector.assess(call, grant, tool)
         violations = self._violations(call, task, grant)
 
@@ -755,8 +767,24 @@ class Engine:
             if not tasks:
                 del self._open_tasks[agent_id]
 
+    def _meet(self, agent_id: str) -> None:
+        """Before the detector first judges or learns ``agent_id``: take what was learned
+        of it from ``learned`` (state of another version or config: it starts afresh)."""
+        if agent_id in self.met:
+            return
+        state = self.learned.get(agent_id)
+        if state is not None:
+            try:
+                self.detector.load_agent_state(state)
+            except LearnedStateError:
+                state = None
+        self.met[agent_id] = state is not None
+
     def _write_back(self) -> None:
-        """Put the open tasks this event or tick touched into ``open``; drop ended ones."""
+        """Put the open tasks this event or tick touched into ``open`` (dropping ended
+        ones), and what the detector learned of agents since into ``learned``."""
+        for agent_id in self.detector.take_learned_agents():
+            self.learned[agent_id] = self.detector.agent_state(agent_id)
         for agent_id, task_id in self._changed:
             task = self._tasks.get((agent_id, task_id))
             key = task_key(agent_id, task_id)

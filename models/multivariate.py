@@ -35,6 +35,7 @@ from typing import Any
 from river.anomaly import HalfSpaceTrees
 
 from intentwatch.models.config import settings_from
+from intentwatch.models.learned import LearnedStateError, Shared
 
 __all__ = ["MultivariateConfig", "SharedAnomalyModel"]
 
@@ -114,3 +115,32 @@ class SharedAnomalyModel:
         if len(self._recent) > self.config.calibration_size:
             old = self._recent.popleft()
             del self._sorted[bisect_left(self._sorted, old)]
+
+    def state(self) -> Shared:
+        """What the model learned, as data: the trees' masses (their shape follows from
+        the seed and the features), the window position and the calibration window."""
+        trees = self._trees
+        return Shared(
+            self._learned, list(self._recent), trees.counter, trees._first_window,
+            [[mass for node in nodes for mass in (node.l_mass, node.r_mass)]
+             for nodes in trees._tree_nodes],
+        )
+
+    def load_state(self, state: Shared) -> None:
+        """Take over what :meth:`state` gave (a model of the same config and features)."""
+        trees = HalfSpaceTrees(
+            n_trees=self.config.n_trees, height=self.config.height,
+            window_size=self.config.window_size, seed=self.config.seed,
+        )
+        if state.masses:  # grow the same trees (the seed decides), then set their masses
+            trees.learn_one(dict.fromkeys(self.features, 0.0))  # type: ignore[no-untyped-call]
+            if [2 * len(nodes) for nodes in trees._tree_nodes] != [len(m) for m in state.masses]:
+                raise LearnedStateError("learned shared-model trees of another shape")
+            for nodes, masses in zip(trees._tree_nodes, state.masses, strict=True):
+                for node, left, right in zip(nodes, masses[::2], masses[1::2], strict=True):
+                    node.l_mass, node.r_mass = left, right
+        trees.counter, trees._first_window = state.counter, state.first_window
+        self._trees = trees
+        self._learned = state.learned
+        self._recent = deque(state.recent)
+        self._sorted = sorted(self._recent)

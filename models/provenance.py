@@ -43,6 +43,7 @@ from intentwatch.models.intent import (
     parse_target,
     public_host,
 )
+from intentwatch.models.learned import Tasks
 
 __all__ = [
     "Destination",
@@ -303,22 +304,24 @@ class Established:
                     del table[key]
             self._scopes[scope] = (clock, table)
 
-    def to_state(self) -> dict[str, Any]:
-        """What was learned, as plain JSON data."""
-        return {
-            "scopes": {
-                scope: {"tasks": clock, "keys": {k: [c, at] for k, (c, at) in keys.items()}}
-                for scope, (clock, keys) in self._scopes.items()
-            }
-        }
+    def scopes(self) -> set[str]:
+        """The agents and roles something was learned of."""
+        return set(self._scopes)
 
-    def load_state(self, state: Mapping[str, Any]) -> None:
-        """Take over what :meth:`to_state` exported."""
-        self._scopes = {
-            scope: (int(held["tasks"]),
-                    {k: (float(c), int(at)) for k, (c, at) in held["keys"].items()})
-            for scope, held in state["scopes"].items()
-        }
+    def scope_state(self, scope: str) -> Tasks | None:
+        """What was learned of ``scope`` (an agent or a role), as data (None: nothing)."""
+        held = self._scopes.get(scope)
+        if held is None:
+            return None
+        clock, keys = held
+        return Tasks(clock, list(keys), [c for c, _ in keys.values()],
+                     [at for _, at in keys.values()])
+
+    def load_scope(self, scope: str, data: Tasks) -> None:
+        """Take over what :meth:`scope_state` gave."""
+        self._scopes[scope] = (data.tasks, {
+            key: (count, at) for key, count, at in zip(data.keys, data.counts, data.at,
+                                                       strict=True)})
 
     def __len__(self) -> int:
         return sum(len(keys) for _, keys in self._scopes.values())

@@ -6,8 +6,14 @@ published. Each owned partition has its own :class:`~intentwatch.models.engine.E
 stream clock (:class:`~intentwatch.models.clock.LogClock`): time-driven work (grace periods,
 grant expiry, quiet tasks) is done as that partition's log moves on, by its data
 records and by the tick records a timer writes into it, so reading the same log
-again decides the same. Active grants live in a faust table (the engines' ``grants``
-mapping), so they move with their partitions when workers join or leave.
+again decides the same. What the engines know lives in faust tables (changelog topics,
+co-partitioned with the input): grants, open tasks, ended tasks' tombstones, each
+partition's stream time, and what each partition's own detector learned (each agent's
+state keyed by the agent, written when a task's learning changed it; the partition's
+role, fleet and shared-model state every ``population_seconds`` of stream time, as
+versioned data: :mod:`~intentwatch.models.learned`). So state moves with its partition
+when workers join or leave and is rebuilt after a crash, and a partition's verdicts
+depend on its log only, not on which worker reads it.
 A second agent (:mod:`~intentwatch.pipeline.spans`) turns the OpenTelemetry Collector's
 span records into tool calls on the input topic.
 """
@@ -34,8 +40,9 @@ from intentwatch.contracts import KIND_HEADER, TOPICS, ContractError, Grant, Rec
 from intentwatch.models.admission import check_tick, check_time
 from intentwatch.models.clock import LogClock
 from intentwatch.models.config import ScoringConfig, load_config
-from intentwatch.models.detection import Detector
+from intentwatch.models.detection import Detector, history_summary
 from intentwatch.models.engine import Engine, Outcome, TaskState, Tombstone
+from intentwatch.models.learned import LearnedStateError
 from intentwatch.models.limits import ShedKind
 from intentwatch.models.replay import event_time
 from intentwatch.pipeline.decoding import Decoder, claimed_task, kind_of
@@ -44,7 +51,6 @@ from intentwatch.pipeline.kafka_health import KafkaHealth, OutageFilter
 from intentwatch.pipeline.metrics import Metrics
 from intentwatch.pipeline.publishing import Headers, Publisher, Send
 from intentwatch.pipeline.settings import Settings, SettingsError
-from intentwatch.pipeline.snapshots import Snapshots
 from intentwatch.pipeline.spans import SpanInput
 from intentwatch.pipeline.topics import TopicSpec, layout
 from intentwatch.pipeline.web import add_views
@@ -61,7 +67,7 @@ INPUT_TOPICS = (TOPICS["events"],)
 """The topic the worker consumes: every agent's grants, calls and task events, keyed by
 agent SPIFFE ID."""
 
-TABLES = ("grants", "open", "ended", "partitions")
+TABLES = ("grants", "open", "ended", "partitions", "learned")
 """The names of the worker's tables; each has a compacted changelog topic, co-partitioned
 with the input topics."""
 
@@ -73,6 +79,10 @@ class PartitionState(msgspec.Struct, frozen=True):
     """:meth:`LogClock.state`."""
     last_sweep: float
     """:attr:`Engine.last_sweep`."""
+    population_at: float = -math.inf
+    """Stream time the partition's role, fleet and shared-model state was last written."""
+    population_calls: int = 0
+    """Calls its detector had learned then."""
 
 
 class _TypedCodec(codecs.Codec):
@@ -117,7 +127,9 @@ def agent_partition(agent_id: str, partitions: int) -> int:
 
 
 class TypedTable(faust.Table):
-    """Agent id (or partition) → a typed value (its codec one of :data:`_CODECS`)."""
+    """Agent id (or partition) → a typed value (its codec one of :data:`_CODECS`, or
+    ``raw``: bytes the engine decodes, e.g. learned state of another version is refused
+    there, not when the table is recovered)."""
 
     def __init__(self, app: faust.App, *, codec: str, **kwargs: Any) -> None:
         super().__init__(app, **kwargs)
@@ -175,19 +187,26 @@ class Pipeline:
         self.partitions = self._table(
             "partitions", "Stream time of each partition: 'partition-N' -> PartitionState."
         )
+        self.learned = self._table(
+            "learned", "What was learned: agent id -> Detector.agent_state; "
+            "'partition-N/population' -> that partition's Detector.population_state.",
+            codec="raw",
+        )
         self.config = config or load_config()
-        self.detector = Detector(self.config)
-        """What was learned, shared by the partitions' engines."""
         self.engines: dict[int, Engine] = {}
-        """Partition -> its engine (made when the partition is first read)."""
+        """Partition -> its engine and its own detector (made when the partition is first
+        read, from the tables)."""
         self.clocks: dict[int, LogClock] = {}
         """Partition -> its stream time."""
-        self.snapshots = Snapshots(self.detector, settings.data_dir)
-        self.warmed_from: str | None = None
-        """The learned state the worker started from (``INTENTWATCH_WARM_FROM``), if any."""
-        if not self.snapshots.restore() and settings.warm_from is not None:
-            warm_start(self.detector, settings.warm_from)
-            self.warmed_from = str(settings.warm_from)
+        self._kept: dict[int, PartitionState] = {}
+        """Partition -> what of it was last written to ``partitions``."""
+        self._detectors: dict[int, Detector] = {}
+        """Partition -> its detector, kept while the partition is owned (its population
+        state may be newer than the table's)."""
+        self.warm = (warm_start(self.config, settings.warm_from)
+                     if settings.warm_from is not None else None)
+        """What the worker starts from (``INTENTWATCH_WARM_FROM``) where the tables hold
+        no learned state of a partition yet."""
         self.decoder = Decoder(grant_verifier)
         self.publisher = Publisher(
             send or self._send, keyring.active, issuer=settings.issuer, audience=settings.audience
@@ -210,10 +229,6 @@ class Pipeline:
         )
         self.app.timer(settings.tick_seconds, name="intentwatch.tick")(self.tick)
         self.app.timer(1.0, name="intentwatch.kafka-probe")(self.kafka.probe)
-        self.app.timer(settings.snapshot_seconds, name="intentwatch.snapshot")(
-            self.snapshots.save
-        )
-        self.app.on_before_shutdown.connect(self._on_shutdown)  # type: ignore[arg-type]
         self.app.task(self._on_start)
         self.app.on_partitions_assigned.connect(
             self._on_partitions_assigned  # type: ignore[arg-type]  # faust passes `assigned`
@@ -313,9 +328,19 @@ class Pipeline:
             "signing_kid": self.keyring.active.kid,
             "received": dict(self.received),
             "published": dict(self.publisher.counts),
-            "learned": {**self.snapshots.status(), "warm_from": self.warmed_from,
-                        "history": self.detector.history_summary()},
+            "learned": self._learned_status(),
             "spans": self.spans.status(),
+        }
+
+    def _learned_status(self) -> dict[str, Any]:
+        detectors = [engine.detector for engine in self.engines.values()]
+        return {
+            "learned_calls": sum(d.learned_calls for d in detectors),
+            "restored_calls": sum(d.restored_calls for d in detectors),
+            "restored_agents": sum(sum(e.met.values()) for e in self.engines.values()),
+            "kept_calls": sum(kept.population_calls for kept in self._kept.values()),
+            "warm_from": str(self.settings.warm_from) if self.warm is not None else None,
+            "history": history_summary(detectors),
         }
 
     def health(self) -> dict[str, Any]:
@@ -337,8 +362,8 @@ class Pipeline:
             consume
         )
 
-    def _table(self, name: str, help: str) -> TypedTable:
-        table = TypedTable(self.app, codec=f"intentwatch-{name}", name=name,
+    def _table(self, name: str, help: str, codec: str | None = None) -> TypedTable:
+        table = TypedTable(self.app, codec=codec or f"intentwatch-{name}", name=name,
                           partitions=self.settings.partitions, beacon=self.app.tables.beacon,
                           help=help)
         self.app.tables.add(table)
@@ -349,22 +374,60 @@ class Pipeline:
         if engine is None:
             engine = self.engines[partition] = Engine(
                 self.config, grants=self.grants, open=self.open, ended=self.ended,
-                detector=self.detector, shed=self.shed,
+                learned=self.learned, detector=self._detector(partition), shed=self.shed,
             )
             engine.restore(lambda agent: agent_partition(agent, self.settings.partitions)
                            == partition)
             kept = self.partitions.get(f"partition-{partition}")
             if kept is None:
                 self.clocks[partition] = LogClock()
+                kept = PartitionState(self.clocks[partition].state(), engine.last_sweep)
             else:
                 self.clocks[partition] = LogClock.from_state(kept.clock)
                 engine.last_sweep = kept.last_sweep
+            self._kept[partition] = kept
         return engine, self.clocks[partition]
 
+    def _detector(self, partition: int) -> Detector:
+        """The partition's detector, with the role, fleet and shared-model state last
+        written for it (its agents' own state is read as the engine meets them); where
+        the tables hold none yet, what the worker was warmed from (its agents of this
+        partition are written to the table)."""
+        if partition in self._detectors:
+            return self._detectors[partition]
+        detector = self._detectors[partition] = Detector(self.config)
+        kept = self.learned.get(f"partition-{partition}/population")
+        if kept is not None:
+            try:
+                detector.load_population_state(kept)
+                return detector
+            except LearnedStateError as error:  # another version or config: start afresh
+                log.warning("partition %d: not taking its learned population state (%s)",
+                            partition, error)
+                detector = self._detectors[partition] = Detector(self.config)
+        if self.warm is not None:
+            detector.load_population_state(self.warm.population_state())
+            for agent in sorted(self.warm.learned_agents()):
+                if (agent_partition(agent, self.settings.partitions) == partition
+                        and agent not in self.learned):
+                    self.learned[agent] = self.warm.agent_state(agent)
+            self.learned[f"partition-{partition}/population"] = detector.population_state()
+        return detector
+
     def _keep_time(self, partition: int, engine: Engine, clock: LogClock) -> None:
-        self.partitions[f"partition-{partition}"] = PartitionState(
-            clock.state(), engine.last_sweep
-        )
+        """Write the partition's stream time; every ``population_seconds`` of it, when
+        something was learned since, its detector's role, fleet and shared-model state."""
+        kept = self._kept[partition]
+        detector = engine.detector
+        calls = detector.restored_calls + detector.learned_calls
+        if (calls != kept.population_calls
+                and clock.now - kept.population_at >= self.settings.population_seconds):
+            self.learned[f"partition-{partition}/population"] = detector.population_state()
+            kept = msgspec.structs.replace(kept, population_at=clock.now,
+                                           population_calls=calls)
+        kept = msgspec.structs.replace(kept, clock=clock.state(), last_sweep=engine.last_sweep)
+        self._kept[partition] = kept
+        self.partitions[f"partition-{partition}"] = kept
 
     async def _send(
         self, topic: str, key: bytes | None, value: bytes, headers: Headers
@@ -388,34 +451,36 @@ class Pipeline:
         log.info("worker %s on %s: web %s:%d, signing key %s", settings.app_id,
                  settings.bootstrap, settings.web_bind, settings.web_port, self.keyring.active.kid)
 
-    async def _on_shutdown(self, sender: Any, **_: Any) -> None:
-        """The consumer has stopped: keep what was learned up to the last event."""
-        await self.snapshots.save()
-
     async def _on_partitions_assigned(self, sender: Any, assigned: set[TP], **_: Any) -> None:
         self._owned = frozenset(tp.partition for tp in assigned if tp.topic == TOPICS["events"])
         self.metrics.assigned(assigned)
         for partition in set(self.engines) - self._owned:  # rebuilt from the tables if back
-            del self.engines[partition], self.clocks[partition]
+            del self.engines[partition], self.clocks[partition], self._kept[partition]
+        for partition in set(self._detectors) - self._owned:  # its table may change elsewhere
+            del self._detectors[partition]
         log.info("assigned partitions %s", sorted(self._owned))
 
     async def _on_recovered(self) -> None:
         self.engines.clear()  # each is rebuilt from the recovered tables when first read
         self.clocks.clear()
+        self._kept.clear()
         self.ready = True
         log.info("grants recovered for partitions %s", sorted(self._owned))
 
 
-def warm_start(detector: Detector, path: Path) -> None:
-    """Start ``detector`` from the learned state at ``path`` (``intentwatch learn``)."""
+def warm_start(config: ScoringConfig, path: Path) -> Detector:
+    """A detector that learned what the file at ``path`` says (``intentwatch learn``);
+    :class:`SettingsError` naming the variable for a missing or unusable file."""
+    detector = Detector(config)
     try:
-        detector.restore(path.read_bytes())  # a pickle until learned state is data: own files only
+        detector.load_state(path.read_bytes())
     except FileNotFoundError:
         raise SettingsError(f"INTENTWATCH_WARM_FROM {path}: no such file "
                             "(`intentwatch learn EVENTS.jsonl` makes one)") from None
-    except ValueError as error:
+    except LearnedStateError as error:
         raise SettingsError(f"INTENTWATCH_WARM_FROM {path}: {error}") from None
     log.info("warm start: what %d learned calls taught, from %s", detector.restored_calls, path)
+    return detector
 
 
 def grant_time(clock: LogClock, grant: Grant) -> float:

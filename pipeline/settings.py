@@ -48,7 +48,7 @@ class Settings:
     tick_seconds: float = 0.5
     session_timeout_seconds: float = 6.0
     standby_replicas: int = 0
-    snapshot_seconds: float = 30.0
+    population_seconds: float = 30.0
     producer_linger_ms: int = 5
     warm_from: Path | None = None
     log_level: str = "info"
@@ -73,11 +73,14 @@ class Settings:
         worker before its partitions move; the broker's ``group.min.session.timeout.ms``
         is the floor), ``INTENTWATCH_STANDBY_REPLICAS`` (workers keeping a warm copy of
         each partition's tables),
-        ``INTENTWATCH_SNAPSHOT_SECONDS`` (how often what the detector learned is saved to
-        the data dir), ``INTENTWATCH_PRODUCER_LINGER_MS`` (how long the producer waits to
+        ``INTENTWATCH_POPULATION_SECONDS`` (how often, in stream time, each partition's
+        learned role, fleet and shared-model state is written to the ``learned`` table; 0:
+        whenever a task's learning changed it; an agent's own state is written whenever
+        it changes), ``INTENTWATCH_PRODUCER_LINGER_MS`` (how long the producer waits to
         batch verdicts and audits per produce request; 0: one request per record),
         ``INTENTWATCH_WARM_FROM`` (a learned state made by ``intentwatch
-        learn``, taken when the data dir has none), ``INTENTWATCH_LOG_LEVEL``,
+        learn``, taken by each partition that has no learned state in the tables yet),
+        ``INTENTWATCH_LOG_LEVEL``,
         ``INTENTWATCH_OTLP_TOPIC`` and ``INTENTWATCH_OTLP_ENCODING`` (the OpenTelemetry
         Collector's span topic and its Kafka exporter's ``encoding``: ``otlp_proto`` or
         ``otlp_json``).
@@ -112,8 +115,8 @@ class Settings:
             standby_replicas=_count(
                 "STANDBY_REPLICAS", get("STANDBY_REPLICAS", default.standby_replicas)
             ),
-            snapshot_seconds=_positive_float(
-                "SNAPSHOT_SECONDS", get("SNAPSHOT_SECONDS", default.snapshot_seconds)
+            population_seconds=_seconds(
+                "POPULATION_SECONDS", get("POPULATION_SECONDS", default.population_seconds)
             ),
             producer_linger_ms=_count(
                 "PRODUCER_LINGER_MS", get("PRODUCER_LINGER_MS", default.producer_linger_ms)
@@ -173,6 +176,18 @@ def _count(name: str, text: str) -> int:
 
 def _positive_float(name: str, text: str) -> float:
     return number(name, text, float, what="a positive number of seconds")
+
+
+def _seconds(name: str, text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise SettingsError(
+            f"INTENTWATCH_{name} must be a number of seconds (0 or more), got {text!r}"
+        )
+    return value
 
 
 def _one_of(name: str, text: str, choices: tuple[str, ...]) -> str:

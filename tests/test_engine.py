@@ -45,6 +45,9 @@ class ScriptedDetector:
             (task_id, [c.tool for c, _ in calls]) if learn else task_id
         )
 
+    def take_learned_agents(self):
+        return set()  # it keeps nothing to write back
+
 
 def make_engine(**scores: float) -> tuple[Engine, ScriptedDetector]:
     detector = ScriptedDetector({k.replace("__", "."): v for k, v in scores.items()})

@@ -1,11 +1,13 @@
 """Failover in seconds (real broker, two real worker processes, SIGKILL).
 
-Two workers share a consumer group; one is killed with SIGKILL. Calls of an agent
-whose partition the killed worker held are judged again by the survivor once the
-group's session timeout has passed (``INTENTWATCH_SESSION_TIMEOUT_SECONDS``, 6 s by
-default, the broker's floor). The test prints the measured gap between the kill and
-the first verdict of a call published after it; it asserts what is guaranteed: every
-call gets its verdict and the partition is the survivor's.
+Two workers share a consumer group; one learns an agent's habits and is killed with
+SIGKILL. Calls of that agent are judged again by the survivor once the group's session
+timeout has passed (``INTENTWATCH_SESSION_TIMEOUT_SECONDS``, 6 s by default, the
+broker's floor), with what the first worker had learned of the agent and its
+partition: a benign call scores exactly as the same call did before the kill. The
+test prints the measured gap between the kill and the first verdict of a call
+published after it; it asserts what is guaranteed: every call gets its verdict and
+the partition is the survivor's.
 """
 
 from __future__ import annotations
@@ -25,14 +27,17 @@ from tests.conftest import RunningWorker, wait_for
 pytestmark = pytest.mark.kafka
 
 
-def test_a_killed_workers_partitions_are_judged_by_the_survivor(
+def test_a_killed_workers_partitions_are_judged_by_the_survivor_with_what_was_learned(
     kafka_bootstrap: str, issuer_key: Any, tmp_path: Path
 ) -> None:
     app_id = f"iw-failover-{uuid.uuid4().hex[:8]}"
     for home in ("a", "b"):
         (tmp_path / home).mkdir()
-    first = RunningWorker(kafka_bootstrap, tmp_path / "a", issuer_key, app_id=app_id)
-    second = RunningWorker(kafka_bootstrap, tmp_path / "b", issuer_key, app_id=app_id)
+    quick = {"INTENTWATCH_POPULATION_SECONDS": "0.1"}
+    first = RunningWorker(kafka_bootstrap, tmp_path / "a", issuer_key, app_id=app_id,
+                          settings=quick)
+    second = RunningWorker(kafka_bootstrap, tmp_path / "b", issuer_key, app_id=app_id,
+                           settings=quick)
     try:
         def split() -> tuple[list[int], list[int]]:
             return first.status()["partitions"], second.status()["partitions"]
@@ -44,27 +49,43 @@ def test_a_killed_workers_partitions_are_judged_by_the_survivor(
                                  for _ in range(1000))
                      if agent_partition(a, partitions) in owned[0])
         sdk = second.publisher
-        sdk.publish_grant(second.grant(agent, ttl=3600.0))
-        credential = f"c-{agent.rsplit('/', 1)[1]}-t1"
 
-        def publish(n: int) -> str:
+        def publish(task: str, n: int, target: str = "crm://c-42") -> str:
+            credential = f"c-{agent.rsplit('/', 1)[1]}-{task}"
             return sdk.publish_toolcall({
-                "event_id": f"call-{n}", "agent_id": agent, "task_id": "t1",
+                "event_id": f"{task}-call-{n}", "agent_id": agent, "task_id": task,
                 "tool": "crm.lookup_customer", "credential_id": credential,
-                "target": "crm://c-42", "data_labels": ["internal"],
+                "target": target, "data_labels": ["internal"],
             }).event_id
 
-        publish(0)
-        sdk.flush()
-        second.topics["verdicts"].of(agent, 1)  # the first worker judges the agent
+        def verdict(event_id: str) -> dict[str, Any]:
+            found = wait_for(lambda: [v for r in second.topics["verdicts"].now(agent)
+                                      if (v := json.loads(r.value))["event_id"] == event_id],
+                             bool, 60, f"the verdict of {event_id}")
+            return found[0]
 
+        for k in range(3):  # the agent's habits, learned by the first worker
+            task = f"learn{k}"
+            sdk.publish_grant(second.grant(agent, task, ttl=3600.0))
+            for n in range(4):
+                publish(task, n, f"crm://c-4{n}")
+            sdk.publish_task_event({"agent_id": agent, "task_id": task, "status": "completed"})
+        sdk.flush()
+        second.topics["audit"].of(agent, 3, timeout=120)  # each task learned as it ended
+        learned = first.status()["learned"]["learned_calls"]
+        wait_for(lambda: first.status()["learned"]["kept_calls"], lambda n: n >= learned, 60,
+                 "the population state to be written")
+        sdk.publish_grant(second.grant(agent, "before", ttl=3600.0))
+        before = verdict(publish("before", 0, "crm://c-41"))  # the first worker judges it
+
+        sdk.publish_grant(second.grant(agent, "t1", ttl=3600.0))
         first.process.send_signal(signal.SIGKILL)
         killed = time.monotonic()
         first.process.wait(timeout=30)
         published: dict[str, float] = {}
-        n = 1
+        n = 0
         while True:  # a call every 100 ms until one is judged after the kill
-            published[publish(n)] = time.monotonic()
+            published[publish("t1", n)] = time.monotonic()
             sdk.flush()
             n += 1
             judged = [json.loads(r.value)["event_id"] for r in second.topics["verdicts"].now(agent)]
@@ -78,7 +99,12 @@ def test_a_killed_workers_partitions_are_judged_by_the_survivor(
                           for r in second.topics["verdicts"].now(agent)},
                  lambda judged: judged >= set(published), 60, "a verdict for every call")
         assert agent_partition(agent, partitions) in second.status()["partitions"]
+
+        sdk.publish_grant(second.grant(agent, "after", ttl=3600.0))
+        after = verdict(publish("after", 0, "crm://c-41"))  # the survivor judges it
+        assert second.status()["learned"]["restored_agents"] >= 1
+        assert (after["score"], after["components"]) == (before["score"], before["components"])
     finally:
         for worker in (first, second):
             worker.close()
-        second.stop()
+            worker.stop()

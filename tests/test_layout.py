@@ -4,8 +4,8 @@ Rules (the README's "How it fits together" shows them):
 
 - ``intentwatch.contracts``, ``intentwatch.schemas`` and ``intentwatch.tokens`` are the
   shared vocabulary: standard library, msgspec and joserfc only;
-- ``intentwatch.models`` is pure scoring: the vocabulary plus numpy, river, scikit-learn
-  and tldextract; no faust, no Kafka client, no pipeline, SDK or CLI;
+- ``intentwatch.models`` is pure scoring: the vocabulary plus msgspec (learned state), numpy,
+  river, scikit-learn and tldextract; no faust, no Kafka client, no pipeline, SDK or CLI;
 - ``intentwatch.sdk`` is what agents and brokers install: the vocabulary plus kafka-python,
   never the engine or the worker's dependencies;
 - ``intentwatch.pipeline`` is the worker: it may use the engine, never the CLI or the demo;
@@ -34,7 +34,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "intentwatch.contracts": ("msgspec",),
     "intentwatch.schemas": ("msgspec", "intentwatch.contracts", "intentwatch.tokens"),
     "intentwatch.tokens": ("msgspec", "joserfc", *VOCABULARY),
-    "intentwatch.models": (*VOCABULARY, "numpy", "river", "sklearn", "tldextract"),
+    "intentwatch.models": (*VOCABULARY, "msgspec", "numpy", "river", "sklearn", "tldextract"),
     "intentwatch.sdk": (*VOCABULARY, "intentwatch.sdk", "kafka", "msgspec"),
     "intentwatch.ssf": (*VOCABULARY, "intentwatch.sdk.subscriber", "intentwatch.pipeline.settings",
                         "intentwatch.pipeline.topics", "aiohttp", "aiokafka", "kafka", "msgspec"),

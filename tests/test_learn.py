@@ -82,7 +82,7 @@ def learned(recording: Path) -> Path:
 
 def warm_detector(learned: Path) -> Detector:
     detector = Detector(load_config())
-    detector.restore(learned.read_bytes())
+    detector.load_state(learned.read_bytes())
     return detector
 
 
@@ -115,7 +115,7 @@ def test_learn_warms_an_engine_that_then_revokes_for_the_destination(
         last = max(last, event_time(event))
         replayed.process(event, now=last)
     replayed.tick(last + replayed.config.grace_seconds)
-    assert replayed.detector.snapshot() == learned.read_bytes()
+    assert replayed.detector.state() == learned.read_bytes()
 
     engine = Engine(detector=detector)
     verdict = judge_probe(engine, now=last + 3600)
@@ -151,14 +151,6 @@ def test_a_worker_started_from_the_learned_state_shows_its_history_and_revokes(
     worker = RunningWorker(kafka_bootstrap, tmp_path, issuer_key,
                            settings={"INTENTWATCH_WARM_FROM": str(learned)})
     try:
-        status = worker.status()["learned"]
-        assert status["warm_from"] == str(learned)
-        # the worker has also read the session's input log: at least what it was given
-        assert status["restored_calls"] == given.restored_calls
-        assert status["history"]["fleet_calls"] >= expected["fleet_calls"]
-        role = status["history"]["by_role"][ROLE]
-        assert role["tasks"] >= expected["by_role"][ROLE]["tasks"]
-
         task = "probe-worker"
         credential = f"c-{AGENT.rsplit('/', 1)[1]}-{task}"
         worker.publisher.publish_grant(worker.grant(AGENT, task, **GRANT))
@@ -175,6 +167,13 @@ def test_a_worker_started_from_the_learned_state_shows_its_history_and_revokes(
         assert post.decision == "revoke" and post.reasons[0].code == "destination"
         assert post.components["history_role_tasks"] >= expected["by_role"][ROLE]["tasks"]
         assert post.components["history_agent_calls"] > 0
+        # each partition the worker read started from the file (the probe's agent's too)
+        status = worker.status()["learned"]
+        assert status["warm_from"] == str(learned) and status["restored_agents"] >= 1
+        assert status["restored_calls"] >= given.restored_calls
+        assert status["history"]["fleet_calls"] >= expected["fleet_calls"]
+        role = status["history"]["by_role"][ROLE]
+        assert role["tasks"] >= expected["by_role"][ROLE]["tasks"]
     finally:
         worker.close()
         worker.stop()
@@ -185,4 +184,29 @@ def test_a_missing_warm_start_file_names_its_variable(tmp_path: Path) -> None:
     from intentwatch.pipeline.settings import SettingsError
 
     with pytest.raises(SettingsError, match=r"INTENTWATCH_WARM_FROM .*intentwatch learn"):
-        warm_start(Detector(load_config()), tmp_path / "nothing.state")
+        warm_start(load_config(), tmp_path / "nothing.state")
+
+
+@pytest.mark.parametrize(("written", "why"), [
+    (lambda state: msgspec.msgpack.encode({**msgspec.msgpack.decode(state), "version": 0}),
+     "learned state of version 0; this intentwatch reads version 1 only (learn it again "
+     "with this version)"),
+    (lambda state: pickle_like(), "not intentwatch learned state (it has no learned-state "
+                                   "header)"),
+])
+def test_a_warm_start_file_of_another_version_is_refused_in_one_sentence(
+    tmp_path: Path, written: Any, why: str
+) -> None:
+    from intentwatch.pipeline.app import warm_start
+    from intentwatch.pipeline.settings import SettingsError
+
+    path = tmp_path / "old.state"
+    path.write_bytes(written(Detector(load_config()).state()))
+    with pytest.raises(SettingsError) as refused:
+        warm_start(load_config(), path)
+    assert str(refused.value) == f"INTENTWATCH_WARM_FROM {path}: {why}"
+
+
+def pickle_like() -> bytes:
+    """The first bytes of a protocol-5 pickle, as the worker's old snapshots began."""
+    return b"\x80\x05\x95\x00\x01\x00\x00\x00\x00\x00\x00}\x94."

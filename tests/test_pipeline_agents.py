@@ -233,32 +233,48 @@ def test_keyring_is_created_on_first_start_only(tmp_path: Path) -> None:
     assert len(Keyring.load(tmp_path / "keys").keys) == 1
 
 
-async def test_what_was_learned_survives_a_restart(
-    pipeline: Pipeline, sent: Sent, tmp_path: Path
+async def test_what_was_learned_is_in_the_learned_table_and_taken_back_from_it(
+    pipeline: Pipeline, sent: Sent
 ) -> None:
-    agent = agent_id()
+    agent, newcomer = agent_id(), agent_id()
+    done = encode({"event_id": "done", "ts": time.time(), "agent_id": agent, "task_id": "t1",
+                   "status": "completed"})
+    probe = call(agent, "t2", target="crm://c-43")
     async with pipeline.agent.test_context() as events:
         await put(events, "grant", grant_token(agent), agent)
         for _ in range(3):
             await put(events, "toolcall", call(agent), agent)
-        await put(events, "task", encode({"event_id": "done", "ts": time.time(),
-                                          "agent_id": agent, "task_id": "t1",
-                                          "status": "completed"}), agent)
-    assert pipeline.status()["learned"]["learned_calls"] == 3
-    await pipeline.snapshots.save()
+        await put(events, "task", done, agent)
+        assert pipeline.status()["learned"]["learned_calls"] == 3
+        kept = dict(pipeline.learned.items())  # bytes, as the changelog holds them
+        await put(events, "grant", grant_token(agent, "t2"), agent)
+        await put(events, "toolcall", probe, agent)
+    partition = agent_partition(agent, 4)
+    assert set(kept) == {agent, f"partition-{partition}/population"} and newcomer not in kept
 
-    def restarted() -> Pipeline:
-        settings = pipeline.settings
-        return Pipeline(settings, keyring=load_keyring(settings.keys_dir),
-                        grant_verifier=GrantVerifier({"keys": [ISSUER_KEY.public_jwk()]}),
-                        send=Sent())
+    def restarted(learned: dict[str, bytes]) -> tuple[Pipeline, Sent]:
+        settings, out = pipeline.settings, Sent()
+        again = Pipeline(settings, keyring=load_keyring(settings.keys_dir),
+                         grant_verifier=GrantVerifier({"keys": [ISSUER_KEY.public_jwk()]}),
+                         send=out)
+        again.learned.data.update(learned)  # what recovery reads from the changelog
+        return again, out
 
-    again = restarted()
+    again, out = restarted(kept)
+    async with again.agent.test_context() as events:
+        await put(events, "grant", grant_token(agent, "t2"), agent)
+        await put(events, "toolcall", probe, agent)
     learned = again.status()["learned"]
-    assert {name: learned[name] for name in ("restored_calls", "learned_calls", "saved_at")} \
-        == {"restored_calls": 3, "learned_calls": 0, "saved_at": None}
-    assert learned["warm_from"] is None  # its own snapshot, not a warm start
+    assert (learned["restored_agents"], learned["restored_calls"]) == (1, 3)
+    assert learned["warm_from"] is None  # its own state, not a warm start
     assert learned["history"]["fleet_calls"] == 3.0 and learned["history"]["agents"] == 1
-    # a damaged snapshot is no reason not to start: the worker starts cold
-    pipeline.snapshots.path.write_bytes(b"not a snapshot")
-    assert restarted().status()["learned"]["restored_calls"] == 0
+    assert out.verdicts()[0]["components"] == sent.verdicts()[-1]["components"]
+
+    # state of another version is no reason not to start: the agent starts afresh
+    other = msgspec.msgpack.encode({**msgspec.msgpack.decode(kept[agent]), "version": 99})
+    again, out = restarted({agent: other})
+    async with again.agent.test_context() as events:
+        await put(events, "grant", grant_token(agent, "t2"), agent)
+        await put(events, "toolcall", probe, agent)
+    assert again.status()["learned"]["restored_agents"] == 0
+    assert out.verdicts()[0]["components"] != sent.verdicts()[-1]["components"]  # cold

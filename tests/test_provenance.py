@@ -113,8 +113,11 @@ def test_established_counts_decay_and_memory_stays_bounded() -> None:
     assert not seen.established("a", "r", "x")
     assert len(seen) <= 55 + 110
     twin = Established(k=2, half_life_tasks=10, max_keys=50, level_scale=2)
-    twin.load_state(seen.to_state())
-    assert twin.to_state() == seen.to_state()
+    for scope in seen.scopes():
+        twin.load_scope(scope, seen.scope_state(scope))
+    assert [twin.scope_state(s) for s in ("a", "r")] == [seen.scope_state(s) for s in ("a", "r")]
+    assert twin.tasks("a", "r", "other-199") == seen.tasks("a", "r", "other-199") > 0
+    assert twin.scope_state("b") is None
 
 
 def test_novelty_alone_alerts_and_revokes_only_past_its_own_level_under_broad_grants() -> None:
