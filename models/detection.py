@@ -156,7 +156,8 @@ class FusionConfig:
     """At most this many reasons per verdict, the weightiest (the weights still sum to the
     score only up to the ones left out)."""
     max_task_samples: int = 512
-    """Calls per task kept as scored, for learning; longer tasks are rebuilt when learned."""
+    """Calls per task kept as scored, for learning (longer tasks are rebuilt when learned),
+    and distinct destinations, written targets and unasked tools a task remembers."""
     novelty_revoke_threshold: float = 0.97
     """Score from which novelty alone (rarities, volumes, the shared model) revokes under a
     broad grant; below it, and always under a narrow grant, only intent or destination
@@ -389,12 +390,13 @@ class Detector:
             if task.intent is not None else None
         )
         x.unasked = 1.0 - check.credit if check is not None else None
+        cap = self.fusion.max_task_samples
         if x.action == "write" and call.target:
-            task.written[call.target] = None
+            _remember(task.written, call.target, cap)
         elif x.action == "delete" and call.target in task.written:
             x.unasked = 0.0  # the task cleans up what it wrote itself: a scratch file
         if x.unasked and x.unasked >= 0.5 and not task.unreadable:
-            task.unasked_tools[x.tool] = None
+            _remember(task.unasked_tools, x.tool, cap)
         components = self._components(x, check)
         found = destinations_of(tool, call.target, call.args)
         destination = self._provenance(found, call, grant, task)
@@ -463,9 +465,10 @@ class Detector:
             score, rule = self.config.alert_threshold, "cold_destination"
         if score >= self.config.alert_threshold:
             if task.evidence >= self.fusion.evidence_level:
-                task.alerted_destinations.update(
-                    dict.fromkeys(r.destination.key for r in task.unresolved)
-                )
+                task.alerted_destinations.update(dict.fromkeys(
+                    r.destination.key for r in task.unresolved
+                    if r.destination.key in task.destinations  # else never learned anyway
+                ))
             reasons = self._explained(top, x, check, score, task)
             return Assessment(score=score, reasons=reasons, components=components, rule=rule)
         return Assessment(
@@ -505,7 +508,8 @@ class Detector:
             agent_id=call.agent_id, role=context.role,
         )
         for resolution in resolutions:
-            task.destinations[resolution.destination.key] = None
+            _remember(task.destinations, resolution.destination.key,
+                      self.fusion.max_task_samples)
         task.unresolved = tuple(r for r in resolutions if r.how is None)
         return 1.0 if task.unresolved and task.intent is not None else 0.0
 
@@ -924,6 +928,20 @@ def hold(score: float, alert: float, revoke: float) -> float:
     (True, 0.5)
     """
     return alert + (revoke - alert) * 0.999 * (score - alert) / (1.0 - alert)
+
+
+def _remember(seen: dict[str, None], key: str, cap: int) -> None:
+    """Add ``key`` to a task's ``seen`` keys while they are fewer than ``cap`` (a task's
+    scratch state stays bounded, whatever it calls).
+
+    >>> seen: dict[str, None] = {}
+    >>> for key in ("a", "b", "c", "a"):
+    ...     _remember(seen, key, 2)
+    >>> list(seen)
+    ['a', 'b']
+    """
+    if len(seen) < cap:
+        seen[key] = None
 
 
 def _sigmoid(z: float) -> float:

@@ -180,3 +180,18 @@ def test_the_limits_are_configuration():
     restored.restore()  # the same room after a restart: the next task ends the least active
     restored.process(task_event("started", ts=200.0, task="t5"))
     assert sorted(open_tasks(restored)) == ["t4", "t5"]
+
+
+def test_a_task_of_distinct_targets_keeps_the_detectors_scratch_bounded():
+    engine = Engine(ScoringConfig(version="test-1"))  # the real detector
+    engine.process(grant(task="wide", tools=["*"], targets=["*"], expires_at=9e9))
+    for n in range(1_500):  # each a write to its own file and a send to its own address
+        engine.process(call(ts=200.0 + n / 100, task="wide", n=2 * n, tool=f"fs.write_file_{n}",
+                            target=f"file:///scratch/{n}"))
+        engine.process(call(ts=200.0 + n / 100, task="wide", n=2 * n + 1,
+                            tool=f"mail.send_{n}", target=f"mailto:x{n}@mail{n}.example"))
+    [task] = engine.detector._tasks.values()
+    cap = engine.detector.fusion.max_task_samples
+    assert len(task.written) == len(task.destinations) == cap
+    assert len(task.unasked_tools) == cap
+    assert set(task.alerted_destinations) <= set(task.destinations)
