@@ -179,15 +179,7 @@ def _positive_float(name: str, text: str) -> float:
 
 
 def _seconds(name: str, text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value >= 0:
-        raise SettingsError(
-            f"INTENTWATCH_{name} must be a number of seconds (0 or more), got {text!r}"
-        )
-    return value
+    return number(name, text, float, what="a number of seconds (0 or more)", zero=True)
 
 
 def _one_of(name: str, text: str, choices: tuple[str, ...]) -> str:
