@@ -27,9 +27,9 @@ from __future__ import annotations
 import heapq
 import itertools
 import uuid
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterable, MutableMapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from intentwatch.contracts import (
@@ -76,6 +76,9 @@ _INTENT_CODES = frozenset({"intent", "unnamed_target", "privilege", "destination
 """Learned reasons that say the call leaves the approved intent (rather than the habit)."""
 _MAX_REJECTED_GRANTS = 10_000
 _TOMBSTONE_SECONDS = 24 * 3600.0
+_REREAD_SECONDS = 60.0
+"""How long (stream time) an ended task's tombstone keeps its calls' verdicts: what a
+crash makes a worker read again is what it read since its last offset commit."""
 
 TaskStatus = Literal["open", "completed", "failed", "cancelled", "expired"]
 
@@ -112,6 +115,8 @@ class Tombstone:
     """Reason code -> revocation id, as sent."""
     audit_pending: bool = False
     """It ended before its grant was read: the audit waits for the grant."""
+    verdicts: dict[str, Verdict] = field(default_factory=dict)
+    """Its calls' verdicts by event id, for ``_REREAD_SECONDS`` after its end."""
 
 
 @dataclass
@@ -132,7 +137,9 @@ class TaskState:
     staged_bytes: int = 0
     parked_bytes: int = 0
     usage_bytes: int = 0
-    """Bytes (as JSON) of ``staged``, ``parked`` and the usage (tools to ``out_of_grant``)."""
+    verdict_bytes: int = 0
+    """Bytes (as JSON) of ``staged``, ``parked``, the usage (tools to ``out_of_grant``) and
+    ``verdicts`` (kept within the staged calls' limits)."""
     revoked: dict[str, str] = field(default_factory=dict)  # reason code -> revocation id
     tools: dict[str, int] = field(default_factory=dict)
     targets: dict[str, int] = field(default_factory=dict)
@@ -142,6 +149,10 @@ class TaskState:
     max_score: float = 0.0
     audit_pending: bool = False
     """It ended before its grant was read: the audit waits for the grant."""
+    verdicts: dict[str, Verdict] = field(default_factory=dict)
+    """The verdicts of the calls judged so far, by event id (as many as are staged at
+    most): a call read again (after a crash, what was read since the last offset commit
+    is) gets the same verdict again, and is not counted or learned twice."""
 
     @property
     def is_over(self) -> bool:
@@ -211,11 +222,14 @@ class Engine:
         self._tasks: dict[tuple[str, str], TaskState] = {}
         """Every task the engine knows (open ones as in ``open``, ended ones for a day)."""
         self._order: dict[tuple[str, str], int] = {}
+        """When each task entered ``_tasks`` (a sweep handles its tasks in that order)."""
         self._open_tasks: dict[str, dict[str, None]] = {}
         """Agent -> its open tasks (at most ``limits.open_tasks_per_agent``)."""
         self._graves: dict[str, _Graves] = {}
         """Agent -> its tombstones' sizes and ages (within the tombstone limits)."""
-        """When each task entered ``_tasks`` (a sweep handles its tasks in that order)."""
+        self._rereadable: dict[str, deque[tuple[float, str]]] = {}
+        """Agent -> (end, task) of its tombstones that keep their calls' verdicts, oldest
+        first (for ``_REREAD_SECONDS``)."""
         self._entered = itertools.count()
         self._checks: list[tuple[float, int, str, str]] = []
         """(stream time, order, agent, task): when a sweep is next to look at a task (it may
@@ -282,11 +296,16 @@ class Engine:
             if keep(task.agent_id):
                 self._enter((task.agent_id, task.task_id), task)
         self._graves.clear()
-        for key, tombstone in self.ended.items():
+        self._rereadable.clear()
+        for key, tombstone in sorted(self.ended.items(), key=lambda item: item[1].ended_at):
             agent_id, task_id = key.split("|", 1)
             if keep(agent_id):
                 self._task(agent_id, task_id)
                 self._graves.setdefault(agent_id, _Graves(agent_id)).add(task_id, tombstone)
+                if tombstone.verdicts:
+                    self._rereadable.setdefault(agent_id, deque()).append(
+                        (tombstone.ended_at, task_id)
+                    )
         self._grace = [
             (task.parked[0].ts + self.config.grace_seconds, *key)
             for key, task in self._tasks.items() if task.parked
@@ -487,6 +506,9 @@ class Engine:
     def _on_call(self, call: ToolCall, now: float) -> Outcome:
         outcome = Outcome()
         key = (call.agent_id, call.task_id)
+        if call.event_id in self._task(*key).verdicts:  # read again: judged already
+            self._judge(call, outcome)
+            return outcome
         self._open_room(*key, now, outcome)
         if self._grant(*key) is None and not self._task(*key).is_over:
             task = self._task(*key)
@@ -519,6 +541,10 @@ class Engine:
 
     def _judge(self, call: ToolCall, outcome: Outcome) -> None:
         task = self._task(call.agent_id, call.task_id)
+        judged = task.verdicts.get(call.event_id)
+        if judged is not None:  # read again (after a crash): the same verdict, nothing more
+            outcome.verdicts.append(judged)
+            return
         task.last_seen = max(task.last_seen, call.ts)
         grant = self._grant(call.agent_id, call.task_id)
         tool = self.catalogue.resolve(call)
@@ -555,6 +581,11 @@ class Engine:
             semconv_version=call.semconv_version,
         )
         outcome.verdicts.append(verdict)
+        size = _stored_size(verdict)
+        if (len(task.verdicts) < self.limits.staged_calls_per_task
+                and task.verdict_bytes + size <= self.limits.staged_bytes_per_task):
+            task.verdicts[call.event_id] = verdict
+            task.verdict_bytes += size
         self._record_usage(task, call, violations, score)
         if not task.is_over:
             self._stage(task, call, tool)
@@ -723,7 +754,8 @@ class Engine:
                 task = TaskState(
                     agent_id, task_id, status=tombstone.status, ended_at=tombstone.ended_at,
                     last_seen=tombstone.ended_at, revoked=dict(tombstone.revoked),
-                    audit_pending=tombstone.audit_pending,
+                    audit_pending=tombstone.audit_pending, verdicts=dict(tombstone.verdicts),
+                    verdict_bytes=sum(map(_stored_size, tombstone.verdicts.values())),
                 )
             self._enter(key, task)
         return task
@@ -759,14 +791,6 @@ class Engine:
             self._check_at[key] = when
             heapq.heappush(self._checks, (when, self._order[key], *key))
 
-    def _closed(self, agent_id: str, task_id: str) -> None:
-        """The task is no longer one of its agent's open tasks."""
-        tasks = self._open_tasks.get(agent_id)
-        if tasks is not None:
-            tasks.pop(task_id, None)
-            if not tasks:
-                del self._open_tasks[agent_id]
-
     def _meet(self, agent_id: str) -> None:
         """Before the detector first judges or learns ``agent_id``: take what was learned
         of it from ``learned`` (state of another version or config: it starts afresh)."""
@@ -779,6 +803,14 @@ class Engine:
             except LearnedStateError:
                 state = None
         self.met[agent_id] = state is not None
+
+    def _closed(self, agent_id: str, task_id: str) -> None:
+        """The task is no longer one of its agent's open tasks."""
+        tasks = self._open_tasks.get(agent_id)
+        if tasks is not None:
+            tasks.pop(task_id, None)
+            if not tasks:
+                del self._open_tasks[agent_id]
 
     def _write_back(self) -> None:
         """Put the open tasks this event or tick touched into ``open`` (dropping ended
@@ -801,11 +833,17 @@ class Engine:
         assert task.ended_at is not None
         tombstone = Tombstone(
             status=task.status, ended_at=task.ended_at, revoked=dict(task.revoked),
-            audit_pending=task.audit_pending,
+            audit_pending=task.audit_pending, verdicts=dict(task.verdicts),
         )
-        self.ended[task_key(task.agent_id, task.task_id)] = tombstone
+        key = task_key(task.agent_id, task.task_id)
+        self.ended[key] = tombstone
         graves = self._graves.setdefault(task.agent_id, _Graves(task.agent_id))
         graves.add(task.task_id, tombstone)
+        if tombstone.verdicts:
+            self._rereadable.setdefault(task.agent_id, deque()).append(
+                (task.ended_at, task.task_id)
+            )
+        self._forget_verdicts(task.agent_id, task.ended_at - _REREAD_SECONDS)
         limits = self.limits
         for task_id in graves.oldest_past(
             limits.tombstones_per_agent, limits.tombstone_bytes_per_agent, keep=task.task_id
@@ -813,6 +851,24 @@ class Engine:
             self._forget((task.agent_id, task_id), outcome)
             self._forget_tombstone(task.agent_id, task_id)
             self.shed["tombstone", "evicted"] += 1
+
+    def _forget_verdicts(self, agent_id: str, before: float) -> None:
+        """The agent's tasks that ended before ``before`` forget their calls' verdicts
+        (tombstone and memory): no call of theirs is read again after a crash any more."""
+        queue = self._rereadable.get(agent_id)
+        while queue and queue[0][0] < before:
+            _, task_id = queue.popleft()
+            task = self._tasks.get((agent_id, task_id))
+            if task is not None:
+                task.verdicts, task.verdict_bytes = {}, 0
+            key = task_key(agent_id, task_id)
+            tombstone = self.ended.get(key)
+            if tombstone is not None and tombstone.verdicts:
+                stripped = replace(tombstone, verdicts={})
+                self.ended[key] = stripped
+                self._graves[agent_id].add(task_id, stripped)
+        if not queue:
+            self._rereadable.pop(agent_id, None)
 
     def _forget_tombstone(self, agent_id: str, task_id: str) -> None:
         graves = self._graves.get(agent_id)

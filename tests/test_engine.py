@@ -222,6 +222,30 @@ def test_revoked_task_is_never_learned():
     assert detector.forgotten == ["t1"]
 
 
+def test_a_call_read_again_after_a_crash_gets_its_first_verdict_and_is_learned_once():
+    tables: dict[str, dict] = {"grants": {}, "open": {}, "ended": {}}
+    first, _ = make_engine(crm__add_note=0.3)
+    first = Engine(first.config, detector=first.detector, **tables)
+    first.process(grant())
+    seen = [first.process(call(n=k, ts=200.0 + k, tool=tool)).verdicts[0]
+            for k, tool in enumerate(("crm.lookup_customer", "crm.add_note"))]
+    first.process(task_event("started", ts=150.0, task="t2"))
+    first.process(grant("t2"))
+    ended = first.process(call(task="t2", ts=210.0)).verdicts[0]
+    first.process(task_event("completed", ts=220.0, task="t2"))
+
+    # a new process takes over the tables and reads the records since the last commit
+    again, detector = make_engine()  # its detector would judge every call 0
+    again = Engine(again.config, detector=detector, **tables)
+    again.restore()
+    assert [again.process(call(n=k, ts=200.0 + k, tool=tool)).verdicts[0] for k, tool in
+            enumerate(("crm.lookup_customer", "crm.add_note"))] == seen
+    assert again.process(call(task="t2", ts=210.0)).verdicts == [ended]  # after its end too
+    (audit,) = again.process(task_event("completed")).audits
+    assert audit.calls == 2 and audit.max_score == seen[1].score
+    assert detector.learned == [("t1", ["crm.lookup_customer", "crm.add_note"])]  # once each
+
+
 def test_quiet_task_is_learned_without_ending():
     engine, detector = make_engine()
     engine.process(grant(expires_at=100_000.0))
