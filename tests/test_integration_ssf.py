@@ -437,9 +437,11 @@ def test_long_poll_order_redelivery_set_errors_and_risk_events(
         errors = {claims["jti"]: {"err": "invalid_request", "description": "not handled here"}
                   for claims in risks}
         rx.poll(stream, ack=revoked[:1], setErrs=errors, maxEvents=0)
-        again: list[str] = []
-        while len(again) < 2:
-            again += rx.poll(stream)["sets"]
+        # Each SET is offered again `redeliver` seconds after it was last sent, and the loop
+        # above may have sent them at any time (a slow worker makes it poll longer): wait
+        # until both are due, so that one poll offers them together, in their order.
+        time.sleep(redeliver)
+        again = list(rx.poll(stream)["sets"])
         assert again == revoked[1:]
         rx.poll(stream, ack=again, maxEvents=0)
         time.sleep(2 * redeliver)
