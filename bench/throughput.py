@@ -611,11 +611,12 @@ def run_bare(broker: localkafka.LocalKafka, work: Workload, partitions: int, run
 
 def run_intentwatch(broker: localkafka.LocalKafka, work: Workload, partitions: int,
                     run_dir: Path, tag: str, args: argparse.Namespace, *,
-                    profile_to: Path | None = None, linger_ms: int | None = None,
+                    profile_to: Path | None = None, variant: tuple[str, str] | None = None,
                     ) -> StreamResult:
     """``python -m intentwatch.pipeline.worker`` over the fleet on freshly made topics
-    (``linger_ms``: its ``INTENTWATCH_PRODUCER_LINGER_MS``, else its default)."""
-    tag = tag if linger_ms is None else f"{tag}-l{linger_ms}"
+    (``variant``: one of its settings, ``(NAME, value)`` of ``INTENTWATCH_NAME``, else
+    its defaults)."""
+    tag = tag if variant is None else f"{tag}-{variant[0].lower()}{variant[1]}"
     admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
     topics = {TOPICS[name]: (LOG_APPEND if name in OUTPUT_TOPICS else {}) for name in TOPICS}
     try:
@@ -625,11 +626,11 @@ def run_intentwatch(broker: localkafka.LocalKafka, work: Workload, partitions: i
     preload_s = preload(broker.bootstrap, work.messages, lambda message: message.topic)
     env = {"INTENTWATCH_APP_ID": f"bench-iw-{tag}", "INTENTWATCH_PARTITIONS": str(partitions),
            "INTENTWATCH_ALLOW_UNSIGNED_GRANTS": "1", **args.faust_env,
-           **({} if linger_ms is None else {"INTENTWATCH_PRODUCER_LINGER_MS": str(linger_ms)})}
+           **({} if variant is None else {f"INTENTWATCH_{variant[0]}": variant[1]})}
     worker = WorkerProcess.start(broker.bootstrap, run_dir / f"iw-{tag}", env=env,
                                  profile_to=profile_to)
     label = f"{IW}, {partitions} partition(s)" + (", cProfile" if profile_to else "")
-    name = IW if linger_ms is None else f"{IW}, linger {linger_ms} ms"
+    name = IW if variant is None else f"{IW}, {variant[0]}={variant[1]}"
     result, contents = _measure(name, worker, broker, TOPICS["verdicts"], partitions,
                                 len(work.messages), work.calls, preload_s, args, label)
     verdicts = [msgspec.json.decode(value) for value in contents.values]
@@ -845,14 +846,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--faust-env", action="append", default=[], metavar="NAME=VALUE",
                         help="faust setting for both workers as an environment variable, "
                              "e.g. PRODUCER_LINGER=0.005 (repeatable)")
-    parser.add_argument("--linger-ms", default="",
-                        help="comma-separated INTENTWATCH_PRODUCER_LINGER_MS values: one "
-                             "intentwatch run each (default: one run, the worker's default)")
+    parser.add_argument("--variants", default="",
+                        help="comma-separated worker settings NAME=VALUE (INTENTWATCH_NAME), "
+                             "e.g. FLUSH_RECORDS=1,FLUSH_RECORDS=200: one intentwatch run "
+                             "each, side by side (default: one run, the worker's defaults)")
     parser.add_argument("--output", type=Path, default=RESULTS, help="results JSON file")
     parser.add_argument("--workdir", type=Path, default=None,
                         help="keep broker data and worker logs here (default: a temporary dir)")
     args = parser.parse_args(argv)
-    args.linger_ms = [int(ms) for ms in args.linger_ms.split(",") if ms.strip()]
+    variants = [item.strip().split("=", 1) for item in args.variants.split(",") if item.strip()]
+    if any(len(pair) != 2 for pair in variants):
+        parser.error("--variants takes NAME=VALUE,...")
+    args.variants = [(name.upper(), value) for name, value in variants]
     pairs = [item.split("=", 1) for item in args.faust_env]
     if any(len(pair) != 2 for pair in pairs):
         parser.error("--faust-env takes NAME=VALUE")
@@ -885,14 +890,14 @@ def run_streams(args: argparse.Namespace, work: Workload, run_dir: Path,
         counts = [int(p) for p in args.partitions.split(",") if p.strip()]
         chosen = {"bare": (run_bare, {}), "quiet": (run_bare, {"no_spinner": True}),
                   "intentwatch": (run_intentwatch, {})}
-        lingers: list[dict[str, Any]] = [{"linger_ms": ms} for ms in args.linger_ms] or [{}]
+        variants: list[dict[str, Any]] = [{"variant": v} for v in args.variants] or [{}]
         for partitions in counts:
             tag = f"p{partitions}-{run_id}"
             for which in args.runs:
                 run, options = chosen[which]
-                for linger in lingers if which == "intentwatch" else [{}]:
+                for variant in variants if which == "intentwatch" else [{}]:
                     result = run(broker, work, partitions, run_dir, tag, args,
-                                 **options, **linger)
+                                 **options, **variant)
                     streams.append(result)
                     console.print(f"{result.name}, {partitions} partition(s): "
                                   f"{_num(result.events_per_s)} events/s")

@@ -27,14 +27,14 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable
 from functools import lru_cache, partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import faust
 import msgspec
 from aiokafka.partitioner import murmur2
 from faust.serializers import codecs
 from faust.streams import current_event
-from faust.types import TP, AgentT
+from faust.types import TP, AgentT, EventT
 
 from intentwatch.contracts import KIND_HEADER, TOPICS, ContractError, Grant, RecordRejected
 from intentwatch.models.admission import check_tick, check_time
@@ -45,6 +45,7 @@ from intentwatch.models.engine import Engine, Outcome, TaskState, Tombstone
 from intentwatch.models.learned import LearnedStateError
 from intentwatch.models.limits import ShedKind
 from intentwatch.models.replay import event_time
+from intentwatch.pipeline.buffered import BufferedTable
 from intentwatch.pipeline.decoding import Decoder, claimed_task, kind_of
 from intentwatch.pipeline.dlq import DeadLetterLog
 from intentwatch.pipeline.kafka_health import KafkaHealth, OutageFilter
@@ -61,7 +62,8 @@ __all__ = ["INPUT_TOPICS", "TABLES", "Pipeline", "TypedTable", "agent_partition"
 
 log = logging.getLogger(__name__)
 
-_TICK_HEADERS = ((KIND_HEADER, b"tick"),)
+_TICK = b"tick"
+_TICK_HEADERS = ((KIND_HEADER, _TICK),)
 
 INPUT_TOPICS = (TOPICS["events"],)
 """The topic the worker consumes: every agent's grants, calls and task events, keyed by
@@ -168,6 +170,7 @@ class Pipeline:
             broker_heartbeat_interval=settings.session_timeout_seconds / 6,
             consumer_auto_offset_reset="earliest",
             producer_linger=settings.producer_linger_ms / 1000,
+            stream_wait_empty=False,  # records not yet flushed are read again after a stop
             web_port=settings.web_port,
             web_bind=settings.web_bind,
             web_host=settings.web_host,
@@ -200,6 +203,14 @@ class Pipeline:
         """Partition -> its stream time."""
         self._kept: dict[int, PartitionState] = {}
         """Partition -> what of it was last written to ``partitions``."""
+        self._buffers: dict[int, dict[str, BufferedTable[Any]]] = {}
+        """Partition -> its engine's view of each table: written to the table (and its
+        changelog) once per key every ``flush_records`` records and at each tick."""
+        self._unflushed: Counter[int] = Counter()
+        """Partition -> records read since its last flush."""
+        self._held: dict[int, list[EventT]] = {}
+        """Partition -> the input records read since its last flush, acknowledged (their
+        offsets committable) once what they changed is flushed."""
         self._detectors: dict[int, Detector] = {}
         """Partition -> its detector, kept while the partition is owned (its population
         state may be newer than the table's)."""
@@ -238,6 +249,31 @@ class Pipeline:
                   health=self.health)
 
     async def handle(
+        self,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        timestamp: float,
+        headers: dict[str, bytes],
+    ) -> Outcome | None:
+        """Process one input record (:meth:`judge`), then flush the partition's table
+        writes if ``flush_records`` records were read since the last flush or the record
+        is a tick."""
+        outcome = await self.judge(partition, offset, key, value, timestamp, headers)
+        self._unflushed[partition] += 1
+        if (self._unflushed[partition] >= self.settings.flush_records
+                or headers.get(KIND_HEADER) == _TICK):
+            for table in self._tables(partition).values():
+                table.flush()
+            self._unflushed[partition] = 0
+        return outcome
+
+    def flushed(self, partition: int) -> bool:
+        """Whether everything read from ``partition`` is written to the tables."""
+        return not self._unflushed[partition]
+
+    async def judge(
         self,
         partition: int,
         offset: int,
@@ -351,12 +387,20 @@ class Pipeline:
 
     def _agent(self) -> AgentT:
         async def consume(stream: faust.StreamT) -> AsyncIterator[Outcome | None]:
-            async for event in stream.events():
+            manual = cast(faust.Stream, stream).noack()  # acknowledged once flushed
+            async for event in manual.events():
                 message = event.message
-                yield await self.handle(
+                outcome = await self.handle(
                     message.partition, message.offset, event.key, event.value,
                     message.timestamp, dict(message.headers or ()),
                 )
+                held = self._held.setdefault(message.partition, [])
+                held.append(event)
+                if self.flushed(message.partition):  # their state is in the changelogs
+                    for read in held:
+                        read.ack()
+                    held.clear()
+                yield outcome
 
         return self.app.agent(self.topics[TOPICS["events"]], name="events", concurrency=1)(
             consume
@@ -372,13 +416,15 @@ class Pipeline:
     def _partition(self, partition: int) -> tuple[Engine, LogClock]:
         engine = self.engines.get(partition)
         if engine is None:
+            tables = self._tables(partition)
             engine = self.engines[partition] = Engine(
-                self.config, grants=self.grants, open=self.open, ended=self.ended,
-                learned=self.learned, detector=self._detector(partition), shed=self.shed,
+                self.config, grants=tables["grants"], open=tables["open"],
+                ended=tables["ended"], learned=tables["learned"],
+                detector=self._detector(partition), shed=self.shed,
             )
             engine.restore(lambda agent: agent_partition(agent, self.settings.partitions)
                            == partition)
-            kept = self.partitions.get(f"partition-{partition}")
+            kept = tables["partitions"].get(f"partition-{partition}")
             if kept is None:
                 self.clocks[partition] = LogClock()
                 kept = PartitionState(self.clocks[partition].state(), engine.last_sweep)
@@ -387,6 +433,15 @@ class Pipeline:
                 engine.last_sweep = kept.last_sweep
             self._kept[partition] = kept
         return engine, self.clocks[partition]
+
+    def _tables(self, partition: int) -> dict[str, BufferedTable[Any]]:
+        """The partition's view of each table (see ``_buffers``)."""
+        tables = self._buffers.get(partition)
+        if tables is None:
+            tables = self._buffers[partition] = {
+                name: BufferedTable(getattr(self, name)) for name in TABLES
+            }
+        return tables
 
     def _detector(self, partition: int) -> Detector:
         """The partition's detector, with the role, fleet and shared-model state last
@@ -427,7 +482,7 @@ class Pipeline:
                                            population_calls=calls)
         kept = msgspec.structs.replace(kept, clock=clock.state(), last_sweep=engine.last_sweep)
         self._kept[partition] = kept
-        self.partitions[f"partition-{partition}"] = kept
+        self._tables(partition)["partitions"][f"partition-{partition}"] = kept
 
     async def _send(
         self, topic: str, key: bytes | None, value: bytes, headers: Headers
@@ -458,9 +513,24 @@ class Pipeline:
             del self.engines[partition], self.clocks[partition], self._kept[partition]
         for partition in set(self._detectors) - self._owned:  # its table may change elsewhere
             del self._detectors[partition]
+        self._forget_unflushed()
         log.info("assigned partitions %s", sorted(self._owned))
 
+    def _forget_unflushed(self) -> None:
+        """After a rebalance each partition is read again from its committed offset,
+        which is where its last flush left the tables: what was read since is dropped
+        (a detector that learned from it too), and read again."""
+        for partition, tables in self._buffers.items():
+            if not self.flushed(partition):
+                self._detectors.pop(partition, None)
+            for table in tables.values():
+                table.discard()
+        self._buffers.clear()
+        self._held.clear()
+        self._unflushed.clear()
+
     async def _on_recovered(self) -> None:
+        self._forget_unflushed()
         self.engines.clear()  # each is rebuilt from the recovered tables when first read
         self.clocks.clear()
         self._kept.clear()

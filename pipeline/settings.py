@@ -50,6 +50,7 @@ class Settings:
     standby_replicas: int = 0
     population_seconds: float = 30.0
     producer_linger_ms: int = 5
+    flush_records: int = 1
     warm_from: Path | None = None
     log_level: str = "info"
     otlp_topic: str = "otlp_spans"
@@ -120,6 +121,9 @@ class Settings:
             ),
             producer_linger_ms=_count(
                 "PRODUCER_LINGER_MS", get("PRODUCER_LINGER_MS", default.producer_linger_ms)
+            ),
+            flush_records=_positive_int(
+                "FLUSH_RECORDS", get("FLUSH_RECORDS", default.flush_records)
             ),
             warm_from=Path(warm_from) if warm_from else None,
             log_level=get("LOG_LEVEL", default.log_level).lower(),

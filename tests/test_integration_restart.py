@@ -5,7 +5,8 @@ own) and is stopped by SIGTERM; a second one in the same consumer group, with a 
 data dir (nothing is kept on disk), takes each agent's learned state and its
 partition's population state from the ``learned`` table's changelog: a probe call of
 each agent shows the same learned history (``history_*`` components) before the stop
-and after the restart.
+and after the restart, whether the tables are written after every record or after
+every 200 (``INTENTWATCH_FLUSH_RECORDS``: what was not written is read again).
 """
 
 from __future__ import annotations
@@ -25,13 +26,14 @@ HISTORY = ("history_agent_calls", "history_role_calls", "history_role_tasks")
 """What the agent and its role taught (the fleet's may move with other tests' agents)."""
 
 
+@pytest.mark.parametrize("flush_records", ["1", "200"])
 def test_a_restarted_worker_resumes_from_what_it_learned(
-    kafka_bootstrap: str, issuer_key: Any, tmp_path: Path
+    kafka_bootstrap: str, issuer_key: Any, tmp_path: Path, flush_records: str
 ) -> None:
     role = f"spiffe://acme.org/agents/restart-{uuid.uuid4().hex[:8]}"
     agents = [f"{role}/agent-{i}" for i in range(3)]
     app_id = f"iw-restart-{uuid.uuid4().hex[:8]}"
-    quick = {"INTENTWATCH_POPULATION_SECONDS": "0"}
+    quick = {"INTENTWATCH_POPULATION_SECONDS": "0", "INTENTWATCH_FLUSH_RECORDS": flush_records}
 
     def probe(worker: RunningWorker, agent: str, task: str) -> dict[str, Any]:
         """The verdict of a call of a new task of ``agent``."""
@@ -71,7 +73,8 @@ def test_a_restarted_worker_resumes_from_what_it_learned(
     assert all(history["history_agent_calls"] >= 3.9 for history in before.values())
 
     (tmp_path / "second").mkdir()
-    second = RunningWorker(kafka_bootstrap, tmp_path / "second", issuer_key, app_id=app_id)
+    second = RunningWorker(kafka_bootstrap, tmp_path / "second", issuer_key, app_id=app_id,
+                           settings={"INTENTWATCH_FLUSH_RECORDS": flush_records})
     try:
         after = {agent: probe(second, agent, "after") for agent in agents}
         status = second.status()["learned"]

@@ -12,6 +12,7 @@ from typing import Any
 import msgspec
 import pytest
 from faust.serializers import codecs
+from faust.types import TP
 from kafka.partitioner.default import murmur2
 
 from intentwatch.contracts import TOPICS, DeadLetterHeaders, Grant, encode
@@ -20,7 +21,16 @@ from intentwatch.pipeline.worker import load_keyring
 from intentwatch.tokens.grants import GrantVerifier
 from intentwatch.tokens.keys import Keyring, unverified_payload
 from intentwatch.tokens.revocations import RevocationVerifier
-from tests.pipeline_harness import ISSUER_KEY, OTHER_KEY, Sent, agent_id, call, grant_token, put
+from tests.pipeline_harness import (
+    ISSUER_KEY,
+    OTHER_KEY,
+    Sent,
+    agent_id,
+    call,
+    grant_token,
+    make_pipeline,
+    put,
+)
 
 
 async def test_conforming_call_gets_an_allow_verdict(pipeline: Pipeline, sent: Sent) -> None:
@@ -186,6 +196,42 @@ async def test_a_tick_moves_only_its_own_partitions_time(pipeline: Pipeline, sen
                   timestamp=time.time() + 10.0)
 
     assert sent.on("revocations") == []
+
+
+async def test_table_writes_wait_for_a_flush_and_records_for_theirs(
+    tmp_path: Path, sent: Sent
+) -> None:
+    pipeline = make_pipeline(tmp_path, sent, flush_records=3)
+    agent = agent_id()
+    async with pipeline.agent.test_context() as events:
+        read = [await put(events, "grant", grant_token(agent), agent),
+                await put(events, "toolcall", call(agent), agent)]
+        assert agent not in pipeline.grants and sent.verdicts()  # judged, not yet written
+        assert not any(event.message.acked for event in read)  # so not committable
+        read.append(await put(events, "toolcall", call(agent), agent))  # the third: a flush
+        assert set(pipeline.grants[agent]) == {"t1"}
+        assert all(event.message.acked for event in read)
+        [task] = [key for key in pipeline.open if key.startswith(agent)]
+        assert len(pipeline.open[task].staged) == 2  # each key written once, as it ended up
+
+        late = await put(events, "grant", grant_token(agent, "t2"), agent)
+        await put(events, "tick", b"", agent, key=None, partition=agent_partition(agent, 4),
+                  timestamp=time.time())  # a tick flushes too
+        assert set(pipeline.grants[agent]) == {"t1", "t2"} and late.message.acked
+
+
+async def test_a_rebalance_drops_what_was_not_flushed(tmp_path: Path, sent: Sent) -> None:
+    pipeline = make_pipeline(tmp_path, sent, flush_records=100)
+    agent = agent_id()
+    async with pipeline.agent.test_context() as events:
+        await put(events, "grant", grant_token(agent), agent)
+        # the records since the last flush will be read again from the committed offset:
+        await pipeline.app.on_partitions_assigned.send(assigned={
+            TP(TOPICS["events"], partition) for partition in range(4)})
+        await put(events, "toolcall", call(agent), agent)  # so its grant is not known yet
+
+    assert agent not in pipeline.grants
+    assert [v["decision"] for v in sent.verdicts()] == []  # parked until its grant comes
 
 
 async def test_a_record_of_unknown_kind_is_a_dead_letter(pipeline: Pipeline, sent: Sent) -> None:
