@@ -52,6 +52,7 @@ lock: $(BIN)/.installed
 bench: $(BIN)/.installed
 	$(BIN)/python -m bench.quality
 	$(BIN)/python -m bench.throughput
+	$(BIN)/python -m bench.memory
 
 clean:
 	rm -rf $(VENV) .intentwatch .pytest_cache .ruff_cache
