@@ -284,7 +284,7 @@ ENGINE_FUNCTIONS: tuple[tuple[str, str, str], ...] = (
     ("  Detector.assess", "models/detection.py", "assess"),
     ("    behaviour components (Detector._components)", "models/detection.py", "_components"),
     ("    explanations (Detector._reasons)", "models/detection.py", "_reasons"),
-    ("    per-task observation (TaskContext.observe)", "models/baseline.py", "observe"),
+    ("    per-task observation (TaskContext.observe)", "models/features.py", "observe"),
     ("    intent alignment (intent.align)", "models/intent.py", "align"),
     ("    shared model score (raw_score_one)", "models/multivariate.py", "raw_score_one"),
     ("  revocation (Engine._revoke)", "models/engine.py", "_revoke"),

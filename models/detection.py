@@ -42,9 +42,11 @@ from functools import partial
 from typing import Any
 
 from intentwatch.contracts import Grant, Reason, ToolCall
-from intentwatch.models.baseline import Baseline, BaselineConfig, Observation, TaskContext
+from intentwatch.models.baseline import Baseline
 from intentwatch.models.catalogue import ACTION_RISK, ToolInfo
 from intentwatch.models.config import ScoringConfig, settings_from
+from intentwatch.models.detectors import BaselineConfig
+from intentwatch.models.features import Observation, TaskContext
 from intentwatch.models.intent import IntentCheck, align, parse_intent
 from intentwatch.models.learned import (
     AgentState,

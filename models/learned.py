@@ -65,7 +65,7 @@ class LearnedStateError(ValueError):
 
 
 class Stats(msgspec.Struct, array_like=True):
-    """:class:`~intentwatch.models.baseline.EWStats`."""
+    """:class:`~intentwatch.models.statistics.EWStats`."""
 
     mean: float
     var: float
@@ -73,7 +73,7 @@ class Stats(msgspec.Struct, array_like=True):
 
 
 class Counts(msgspec.Struct, array_like=True):
-    """:class:`~intentwatch.models.baseline.DecayingCounts`: values and their weights."""
+    """:class:`~intentwatch.models.statistics.DecayingCounts`: values and their weights."""
 
     values: list[Value]
     weights: list[float]

@@ -8,16 +8,11 @@ import math
 import pytest
 
 from intentwatch.contracts import ToolCall
-from intentwatch.models.baseline import (
-    Baseline,
-    BaselineConfig,
-    DecayingCounts,
-    FleetNovelty,
-    Observation,
-    Rarity,
-    TaskContext,
-)
+from intentwatch.models.baseline import Baseline
 from intentwatch.models.catalogue import ToolCatalogue
+from intentwatch.models.detectors import BaselineConfig, FleetNovelty, Rarity
+from intentwatch.models.features import Observation, TaskContext
+from intentwatch.models.statistics import DecayingCounts
 
 CATALOGUE = ToolCatalogue()
 SUPPORT = "spiffe://acme.org/agents/support"

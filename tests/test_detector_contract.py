@@ -13,10 +13,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from intentwatch.contracts import Grant, ToolCall
-from intentwatch.models.baseline import Baseline, BaselineConfig, TaskContext
+from intentwatch.models.baseline import Baseline
 from intentwatch.models.catalogue import ToolCatalogue
 from intentwatch.models.config import ScoringConfig
 from intentwatch.models.detection import Detector
+from intentwatch.models.detectors import BaselineConfig
+from intentwatch.models.features import TaskContext
 from intentwatch.models.learned import AgentState, Baselines
 from intentwatch.models.protocol import OnlineDetector
 
