@@ -15,7 +15,7 @@ as data (:mod:`~intentwatch.models.learned`).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -169,15 +169,42 @@ class Baseline:
             ),
         }
 
-        self._scorers = [(name, d.score_one) for name, d in self.detectors.items()]
-        self._learners = [d.learn_one for d in self.detectors.values()]
+        self._rarities = [(name, d) for name, d in self.detectors.items() if isinstance(d, Rarity)]
+        self._scorers = [(name, d.score_one, isinstance(d, Rarity))
+                         for name, d in self.detectors.items()]
+        self._learners = [(name, d.learn_one, isinstance(d, Rarity))
+                          for name, d in self.detectors.items()]
 
-    def score_one(self, x: Observation) -> dict[str, float]:
-        return {name: score_one(x) for name, score_one in self._scorers}
+    def surprisals(self, x: Observation) -> dict[str, float]:
+        """What each rarity judges ``x`` by (:meth:`~Rarity.scored_surprisal`), by detector
+        name: computed once, read by :meth:`score_one` and, when the task is learned, by
+        :meth:`learn_one` (which so learns the call as it was scored)."""
+        found = {}
+        for name, rarity in self._rarities:
+            surprisal = rarity.scored_surprisal(x)
+            if surprisal is not None:
+                found[name] = surprisal
+        return found
 
-    def learn_one(self, x: Observation) -> None:
-        for learn_one in self._learners:
-            learn_one(x)
+    def score_one(
+        self, x: Observation, surprisals: Mapping[str, float] | None = None
+    ) -> dict[str, float]:
+        """Every detector's score of ``x``, by name; ``surprisals`` from :meth:`surprisals`
+        (else the rarities compute their own)."""
+        known = surprisals or {}
+        return {
+            name: score_one(x, known.get(name)) if rare else score_one(x)
+            for name, score_one, rare in self._scorers
+        }
+
+    def learn_one(self, x: Observation, surprisals: Mapping[str, float] | None = None) -> None:
+        """Learn ``x`` in every detector; ``surprisals`` as it was scored (else as now)."""
+        known = surprisals or {}
+        for name, learn_one, rare in self._learners:
+            if rare:
+                learn_one(x, known.get(name))
+            else:
+                learn_one(x)
 
     def explain(self, name: str, x: Observation) -> str:
         explanation: str = self.detectors[name].explain(x)
@@ -236,8 +263,9 @@ class Baseline:
         for name, levels in (*data.rarity.items(), *data.keyed.items(), *data.novelty.items()):
             self.detectors[name].load_population_state(levels)
 
-    def task(self, agent_id: str, intent: str | None = None) -> TaskContext:
-        """A fresh context for a new task of ``agent_id`` (approved for ``intent``)."""
+    def task(self, agent_id: str, intent: str | None = None, cap: int = 512) -> TaskContext:
+        """A fresh context for a new task of ``agent_id`` (approved for ``intent``; it
+        remembers up to ``cap`` written targets)."""
         return TaskContext(
-            agent_id, self.config.internal_domains, self.config.rate_window_seconds, intent
+            agent_id, self.config.internal_domains, self.config.rate_window_seconds, intent, cap
         )

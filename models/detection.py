@@ -37,7 +37,7 @@ import hashlib
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
@@ -47,7 +47,7 @@ from intentwatch.models.catalogue import ACTION_RISK, ToolInfo
 from intentwatch.models.config import ScoringConfig, settings_from
 from intentwatch.models.detectors import BaselineConfig
 from intentwatch.models.features import Observation, TaskContext
-from intentwatch.models.intent import IntentCheck, align, parse_intent
+from intentwatch.models.intent import IntentCheck, parse_intent
 from intentwatch.models.learned import (
     AgentState,
     Learned,
@@ -55,6 +55,7 @@ from intentwatch.models.learned import (
     open_sealed,
     seal,
 )
+from intentwatch.models.limits import remember
 from intentwatch.models.multivariate import MultivariateConfig, SharedAnomalyModel
 from intentwatch.models.provenance import (
     Destination,
@@ -75,7 +76,9 @@ __all__ = [
     "Detector",
     "FusionConfig",
     "ProvenanceConfig",
+    "ScoredCall",
     "TaskRisk",
+    "TaskScoring",
     "counted_evidence",
     "fuse",
     "history_summary",
@@ -282,15 +285,30 @@ class TaskRisk:
         return 1.0 - math.exp(self._log_safe)
 
 
+@dataclass(frozen=True, slots=True)
+class ScoredCall:
+    """One call as the detector scored it: what learning takes when its task ends clean,
+    so that the call is learned as it was judged (made once per call, never changed)."""
+
+    x: Observation
+    surprisals: Mapping[str, float]
+    """Each rarity's surprisal of the call, as scored
+    (:meth:`~intentwatch.models.baseline.Baseline.surprisals`)."""
+    shared: tuple[dict[str, float], float | None] | None
+    """The shared model's input and raw score, as scored (None: not scored by it)."""
+
+
 @dataclass(slots=True)
-class _Task:
-    """Scratch state of one open task."""
+class TaskScoring:
+    """What the detector keeps of one task while it scores its calls: made by
+    :meth:`Detector.open_task`, held by the engine in the task's
+    :class:`~intentwatch.models.engine.TaskState`, ended by :meth:`Detector.end_task`."""
 
     context: TaskContext
     intent: str | None
     risk: TaskRisk
-    observed: dict[str, Observation] = field(default_factory=dict)
-    """event id -> the call as scored (with what learning reuses), up to a cap."""
+    scored: dict[str, ScoredCall] = field(default_factory=dict)
+    """event id -> the call as scored, up to ``max_task_samples``."""
     source_novelty: float = 0.0
     """How unusual for the agent the most unusual sensitive read of the task so far was."""
     source: str | None = None
@@ -308,14 +326,15 @@ class _Task:
     alerted_destinations: dict[str, None] = field(default_factory=dict)
     """Destinations nothing vouched for on calls that scored an alert: an alert nobody
     answered is no clean use, so the task does not establish them."""
-    written: dict[str, None] = field(default_factory=dict)
-    """Targets the task's own calls wrote (deleting one of them is cleaning up)."""
     unreadable: bool = False
     """The lexicon found no action in the intent: its calls teach no unasked habit."""
     delegated: bool = False
     """The request delegates to data (:attr:`~intentwatch.models.intent.ParsedIntent.delegates`)."""
     unresolved: tuple[Resolution, ...] = ()
     """The current call's destinations that nothing vouches for (for explanations)."""
+    direct_source: tuple[str | None, float] | None = None
+    """For the current call, a code run straight after a sensitive read this agent rarely
+    makes: that read and its novelty (for explanations)."""
 
 
 class Detector:
@@ -329,7 +348,8 @@ class Detector:
     ...     issuer="broker", intent="Look up the order of jane@customer.example and reply to her")
     >>> call = ToolCall(event_id="e1", ts=1.0, agent_id=agent, task_id="t1",
     ...     tool="iam.grant_admin_role", target="https://iam.acme.org/users/eve")
-    >>> assessment = detector.assess(call, grant, ToolInfo("iam.grant_admin_role", "admin"))
+    >>> task = detector.open_task(agent, grant)
+    >>> assessment = detector.assess(call, grant, ToolInfo("iam.grant_admin_role", "admin"), task)
     >>> assessment.score > 0.5, assessment.reasons[0].code
     (True, 'intent')
     """
@@ -368,38 +388,35 @@ class Detector:
         """Agents something was learned of (their state is theirs, not the population's)."""
         self._changed: set[str] = set()
         """Agents whose learned state changed since :meth:`take_learned_agents`."""
-        self._tasks: dict[tuple[str, str], _Task] = {}
 
     # -- the engine's interface ---------------------------------------------------------------
 
-    def assess(self, call: ToolCall, grant: Grant | None, tool: ToolInfo) -> Assessment:
-        """Score one call (in time order) and update its task's running state."""
-        key = (call.agent_id, call.task_id)
-        task = self._tasks.get(key)
-        if task is None:
-            task = self._tasks[key] = _Task(
-                self.baseline.task(call.agent_id, grant.intent if grant else None),
-                grant.intent if grant else None,
-                TaskRisk(self.fusion.risk_floor),
-            )
-            if task.intent is not None:
-                parsed = parse_intent(task.intent)
-                task.unreadable = not parsed.concepts
-                task.delegated = parsed.delegates is not None
-        x = task.context.observe(call, tool)
-        check = (
-            align(task.intent, tool, call.target, x.parties, x.privilege)
-            if task.intent is not None else None
+    def open_task(self, agent_id: str, grant: Grant | None) -> TaskScoring:
+        """What the detector keeps of a task of ``agent_id`` approved by ``grant`` (None:
+        none read yet), from its first assessed call on; the engine holds it."""
+        intent = grant.intent if grant else None
+        task = TaskScoring(
+            self.baseline.task(agent_id, intent, self.fusion.max_task_samples),
+            intent,
+            TaskRisk(self.fusion.risk_floor),
         )
-        x.unasked = 1.0 - check.credit if check is not None else None
-        cap = self.fusion.max_task_samples
-        if x.action == "write" and call.target:
-            _remember(task.written, call.target, cap)
-        elif x.action == "delete" and call.target in task.written:
-            x.unasked = 0.0  # the task cleans up what it wrote itself: a scratch file
+        if intent is not None:
+            parsed = parse_intent(intent)
+            task.unreadable = not parsed.concepts
+            task.delegated = parsed.delegates is not None
+        return task
+
+    def assess(
+        self, call: ToolCall, grant: Grant | None, tool: ToolInfo, task: TaskScoring
+    ) -> Assessment:
+        """Score one call of ``task`` (in time order) and advance its running state."""
+        x = task.context.observe(call, tool)
+        check = x.check
         if x.unasked and x.unasked >= 0.5 and not task.unreadable:
-            _remember(task.unasked_tools, x.tool, cap)
-        components = self._components(x, check)
+            remember(task.unasked_tools, x.tool, self.fusion.max_task_samples)
+        surprisals = self.baseline.surprisals(x)
+        scores = self.baseline.score_one(x, surprisals)
+        behaviour = self._approved(scores, check)
         found = destinations_of(tool, call.target, call.args)
         destination = self._provenance(found, call, grant, task)
         # until the role has taught enough clean tasks nothing could be established: the
@@ -407,39 +424,40 @@ class Detector:
         cold = bool(destination) and (
             self.established.history(x.role) < self.provenance.min_history_tasks
         )
-        components["destination"] = 0.0 if cold else destination
-        components["cold_destination"] = float(cold)
-        components["data_destination"] = float(
-            self.fusion.data_destination == "alert" and components["destination"] > 0.0
-            and _from_data(check, task.intent, task.unresolved)
-        )
+        if cold:
+            destination = 0.0
         # A sink (external send, code execution) after reading sensitive data this agent
         # rarely reads: the taint of an unusual source, not just of sensitive data.
-        components["novel_source"] = task.source_novelty if x.sink is not None else 0.0
+        novel_source = task.source_novelty if x.sink is not None else 0.0
         # Code run straight on sensitive data this agent rarely reads: a flow of unusual
         # sensitive data into a sink with no destination to check, however usual running
         # code after reading data of that label is for the agent.
-        if x.action == "execute" and task.previous_novelty > components["flow"]:
-            components["flow"] = task.previous_novelty
-            x.memo["direct_source"] = (task.previous_source, task.previous_novelty)
-        task.previous_novelty = 0.0
-        if x.action == "read" and x.label_level >= _SENSITIVE_LEVEL:
-            novelty = max(components["target_rarity"], components["tool_rarity"])
-            low, high = _SOURCE_NOVELTY
-            novelty = min(1.0, max(0.0, (novelty - low) / (high - low)))
-            source = f"{x.tool}{' on ' + x.target if x.target else ''}"
-            task.previous_novelty, task.previous_source = novelty, source
-            if novelty > task.source_novelty:
-                task.source_novelty, task.source = novelty, source
-
+        flow = behaviour["flow"]
+        task.direct_source = None
+        if x.action == "execute" and task.previous_novelty > flow:
+            flow = task.previous_novelty
+            task.direct_source = (task.previous_source, task.previous_novelty)
+        self._note_source(x, behaviour, task)
+        components = {
+            **behaviour,
+            "flow": flow,
+            **self._intent_components(x, check, scores["unasked"]),
+            "destination": destination,
+            "cold_destination": float(cold),
+            "data_destination": float(
+                self.fusion.data_destination == "alert" and destination > 0.0
+                and _from_data(check, task.intent, task.unresolved)
+            ),
+            "novel_source": novel_source,
+        }
         features = self.shared.features_of(components)
         raw = self.shared.raw_score_one(features)
-        components["hst"] = self.shared.calibrate(raw)
+        hst = self.shared.calibrate(raw)
         if check is not None and check.target_named:
-            components["hst"] *= 1.0 - self.fusion.named_discount * check.credit
-        if len(task.observed) < self.fusion.max_task_samples:
-            x.memo["shared"] = (features, raw)
-            task.observed[call.event_id] = x
+            hst *= 1.0 - self.fusion.named_discount * check.credit
+        components["hst"] = hst
+        if len(task.scored) < self.fusion.max_task_samples:
+            task.scored[call.event_id] = ScoredCall(x, surprisals, (features, raw))
 
         call_risk, contributions = fuse(components, self.weights, self.fusion)
         task_risk = task.risk.add((call.tool, call.target), call_risk)
@@ -462,7 +480,7 @@ class Detector:
         if rule in HELD:
             score = hold(score, self.config.alert_threshold, self.config.revoke_threshold)
         top = self._top_reasons(contributions, call_risk, score)
-        if components["cold_destination"] and score < self.config.alert_threshold:
+        if cold and score < self.config.alert_threshold:
             top = [("cold_destination", round(self.config.alert_threshold - score, 4)), *top]
             score, rule = self.config.alert_threshold, "cold_destination"
         if score >= self.config.alert_threshold:
@@ -480,6 +498,21 @@ class Detector:
             explain=partial(self._explained, top, x, check, score, task),
         )
 
+    def _note_source(
+        self, x: Observation, behaviour: Mapping[str, float], task: TaskScoring
+    ) -> None:
+        """After a call: whether it was a sensitive read, and how unusual for the agent (the
+        rarity of its target or tool), for the task's later sinks."""
+        task.previous_novelty = 0.0
+        if x.action == "read" and x.label_level >= _SENSITIVE_LEVEL:
+            novelty = max(behaviour["target_rarity"], behaviour["tool_rarity"])
+            low, high = _SOURCE_NOVELTY
+            novelty = min(1.0, max(0.0, (novelty - low) / (high - low)))
+            source = f"{x.tool}{' on ' + x.target if x.target else ''}"
+            task.previous_novelty, task.previous_source = novelty, source
+            if novelty > task.source_novelty:
+                task.source_novelty, task.source = novelty, source
+
     def _rule(self, score: float, components: dict[str, float]) -> str:
         """Which rule decides a call of this score (see :data:`RULES`)."""
         if score < self.config.revoke_threshold:
@@ -495,7 +528,7 @@ class Detector:
         return "novelty_only"
 
     def _provenance(
-        self, found: Sequence[Destination], call: ToolCall, grant: Grant | None, task: _Task
+        self, found: Sequence[Destination], call: ToolCall, grant: Grant | None, task: TaskScoring
     ) -> float:
         """1 when the call moves something to a destination nothing vouches for, else 0."""
         task.unresolved = ()
@@ -510,7 +543,7 @@ class Detector:
             agent_id=call.agent_id, role=context.role,
         )
         for resolution in resolutions:
-            _remember(task.destinations, resolution.destination.key,
+            remember(task.destinations, resolution.destination.key,
                       self.fusion.max_task_samples)
         task.unresolved = tuple(r for r in resolutions if r.how is None)
         return 1.0 if task.unresolved and task.intent is not None else 0.0
@@ -522,34 +555,42 @@ class Detector:
     def end_task(
         self,
         agent_id: str,
-        task_id: str,
+        task: TaskScoring | None,
         calls: Sequence[tuple[ToolCall, ToolInfo]],
         *,
         learn: bool,
     ) -> None:
-        """Drop the task's scratch state; if ``learn``, its calls enter the baselines and model."""
-        task = self._tasks.pop((agent_id, task_id), None)
+        """Learn what ``task`` (of ``agent_id``; None: nothing kept, e.g. after a restart)
+        scored since it was last learned, when it ends or goes quiet: if ``learn``, its
+        ``calls`` enter the baselines and the model as they were scored (rebuilt from the
+        calls when the task kept fewer). A task that goes on keeps its running state."""
+        scored: dict[str, ScoredCall] = {}
+        if task is not None:  # a task that goes on learns next only what follows
+            scored, destinations, unasked, alerted = (
+                task.scored, task.destinations, task.unasked_tools, task.alerted_destinations)
+            task.scored, task.destinations, task.unasked_tools = {}, {}, {}
+            task.alerted_destinations = {}
         if not learn or not calls or not self.learning:
             return
         if task is not None:
             role = task.context.role
             self.established.learn_task(agent_id, role, [
-                key for key in task.destinations if key not in task.alerted_destinations
+                key for key in destinations if key not in alerted
             ])
-            self.habits.learn_task(agent_id, role, list(task.unasked_tools))
-        observed = task.observed if task is not None else {}
-        if all(call.event_id in observed for call, _ in calls):
-            observations = [observed[call.event_id] for call, _ in calls]
-        else:  # scratch state lost or capped: rebuild the task (without the shared model)
-            observations = self._rebuild(agent_id, task.intent if task else None, calls)
-        for x in observations:
-            if task is not None and task.unreadable:
-                x.unasked = None  # the lexicon could not read the intent: no habit to learn
-            self.baseline.learn_one(x)
-            shared = x.memo.get("shared")
-            if shared is not None:
-                self.shared.learn_one(*shared)
-        self.learned_calls += len(observations)
+            self.habits.learn_task(agent_id, role, list(unasked))
+        if all(call.event_id in scored for call, _ in calls):
+            records = [scored[call.event_id] for call, _ in calls]
+        else:  # nothing kept, or fewer calls than the task's: rebuild (without the shared model)
+            records = self._rebuild(agent_id, task.intent if task else None, calls)
+        unreadable = task is not None and task.unreadable
+        for record in records:
+            x = record.x
+            if unreadable and x.unasked is not None:
+                x = replace(x, unasked=None)  # the lexicon could not read the intent: no habit
+            self.baseline.learn_one(x, record.surprisals)
+            if record.shared is not None:
+                self.shared.learn_one(*record.shared)
+        self.learned_calls += len(records)
         self._agents.add(agent_id)
         self._changed.add(agent_id)
 
@@ -677,66 +718,68 @@ class Detector:
 
     def _rebuild(
         self, agent_id: str, intent: str | None, calls: Sequence[tuple[ToolCall, ToolInfo]]
-    ) -> list[Observation]:
-        context = self.baseline.task(agent_id, intent)
-        observations = []
-        for call, tool in calls:
-            x = context.observe(call, tool)
-            if intent is not None:
-                x.unasked = 1.0 - align(intent, tool, call.target).credit
-            observations.append(x)
-        return observations
+    ) -> list[ScoredCall]:
+        """The task's calls observed again, in order (learned as they score now)."""
+        context = self.baseline.task(agent_id, intent, self.fusion.max_task_samples)
+        return [ScoredCall(context.observe(call, tool), {}, None) for call, tool in calls]
 
     # -- fusion -------------------------------------------------------------------------------
 
-    def _components(self, x: Observation, check: IntentCheck | None) -> dict[str, float]:
-        components = self.baseline.score_one(x)
+    def _approved(
+        self, scores: Mapping[str, float], check: IntentCheck | None
+    ) -> dict[str, float]:
+        """The baselines' behaviour components, less what the intent approves: a new tool
+        for an action it asks for, a new target it names, an unusual order of approved
+        steps (to a target or domain it names). Volumes and counts are not approved by
+        naming anything. (The ``unasked`` habit is an intent component.)"""
+        approved = {name: value for name, value in scores.items() if name != "unasked"}
+        if check is not None:
+            asked = 1.0 - self.fusion.named_discount * check.credit
+            keep = 1.0 - self.fusion.named_discount
+            approved["tool_rarity"] *= asked
+            if check.target_named or check.domain_named:
+                approved["transition_rarity"] *= asked
+            if check.target_named:
+                for name in _TARGETED:
+                    approved[name] *= keep
+            if check.domain_named:
+                for name in _DOMAIN:
+                    approved[name] *= keep
+        return approved
+
+    def _intent_components(
+        self, x: Observation, check: IntentCheck | None, unasked: float
+    ) -> dict[str, float]:
+        """How far the call leaves its intent (``unasked``: the habit-discounted unasked
+        action, the baseline's score), and its harm potential."""
         risk = ACTION_RISK.get(x.action, ACTION_RISK["unknown"])
         # an unasked read of sensitive data deviates as far as touching that data is risky
         deviation_risk = max(risk, self.fusion.sensitive_data_risk * x.label_level)
-        habitual = components.pop("unasked")
+        habitual = unasked
         if x.unasked and not self.habits.established(x.agent_id, x.role, x.tool):
             habitual = x.unasked  # a habit is discounted only once k clean tasks showed it
-        components["intent"] = deviation_risk * habitual
-        components["unnamed_target"] = float(check is not None and (
-            # a send elsewhere than to the destinations the intent names
-            (x.action == "send" and bool(check.named_instead) and x.external)
-            # a delete of other records, or other kinds of records, than the intent names
-            or (x.action == "delete" and bool(check.named_instead or check.other_objects))
-            # access handed (or a copy sent) to an outside party the intent does not name
-            or bool(check.unnamed_parties)
-        ))
-        components["privilege"] = float(
-            check is not None and check.unapproved_privilege is not None
-        )
-        # an irreversible or access-changing action the intent does not ask for at all
-        components["unasked_harm"] = float(
-            x.action in ("delete", "admin") and habitual >= 1.0
-        )
-        if check is not None:
-            # What the intent approves is no surprise: a new tool for an action it asks
-            # for, a new target it names, an unusual order of approved steps (to a target
-            # or domain it names). Volumes and counts are not approved by naming anything.
-            asked = 1.0 - self.fusion.named_discount * check.credit
-            keep = 1.0 - self.fusion.named_discount
-            components["tool_rarity"] *= asked
-            if check.target_named or check.domain_named:
-                components["transition_rarity"] *= asked
-            if check.target_named:
-                for name in _TARGETED:
-                    components[name] *= keep
-            if check.domain_named:
-                for name in _DOMAIN:
-                    components[name] *= keep
         harm = risk
         if x.action == "send" and x.label_level == 0.0 and not x.sensitive:
             # a send of public data from a task that has read nothing sensitive has no
             # sensitive data to leak: its harm potential is that of a write
             harm = ACTION_RISK["write"]
-        components["action_risk"] = max(harm, self.fusion.sensitive_data_risk * x.label_level)
-        components["label_level"] = x.label_level
-        components["external"] = float(x.external)
-        return components
+        return {
+            "intent": deviation_risk * habitual,
+            "unnamed_target": float(check is not None and (
+                # a send elsewhere than to the destinations the intent names
+                (x.action == "send" and bool(check.named_instead) and x.external)
+                # a delete of other records, or other kinds of records, than the intent names
+                or (x.action == "delete" and bool(check.named_instead or check.other_objects))
+                # access handed (or a copy sent) to an outside party the intent does not name
+                or bool(check.unnamed_parties)
+            )),
+            "privilege": float(check is not None and check.unapproved_privilege is not None),
+            # an irreversible or access-changing action the intent does not ask for at all
+            "unasked_harm": float(x.action in ("delete", "admin") and habitual >= 1.0),
+            "action_risk": max(harm, self.fusion.sensitive_data_risk * x.label_level),
+            "label_level": x.label_level,
+            "external": float(x.external),
+        }
 
     # -- explanation --------------------------------------------------------------------------
 
@@ -764,7 +807,7 @@ class Detector:
         x: Observation,
         check: IntentCheck | None,
         score: float,
-        task: _Task,
+        task: TaskScoring,
     ) -> list[Reason]:
         return [
             Reason(
@@ -775,7 +818,9 @@ class Detector:
             for name, weight in top
         ]
 
-    def _explain(self, name: str, x: Observation, check: IntentCheck | None, task: _Task) -> str:
+    def _explain(
+        self, name: str, x: Observation, check: IntentCheck | None, task: TaskScoring
+    ) -> str:
         if name == "hst":
             return (
                 "unusual combination of this call's features for the fleet's learned behaviour "
@@ -786,8 +831,8 @@ class Detector:
                 f"{x.sink} ({x.tool}) after a sensitive read this agent rarely makes "
                 f"({task.source}; rarity {task.source_novelty:.2f})"
             )
-        if name == "flow" and "direct_source" in x.memo:
-            source, novelty = x.memo["direct_source"]
+        if name == "flow" and task.direct_source is not None:
+            source, novelty = task.direct_source
             return (
                 f"code execution ({x.tool}) straight after a sensitive read this agent rarely "
                 f"makes ({source}; rarity {novelty:.2f})"
@@ -856,7 +901,7 @@ class Detector:
             detail += "; the intent does not name it"
         return detail
 
-    def _explain_destination(self, x: Observation, task: _Task) -> str:
+    def _explain_destination(self, x: Observation, task: TaskScoring) -> str:
         k = self.provenance.k
         parts = []
         for resolution in task.unresolved[:3]:
@@ -876,7 +921,7 @@ class Detector:
         )
 
     @staticmethod
-    def _explain_task(task: _Task, score: float) -> str:
+    def _explain_task(task: TaskScoring, score: float) -> str:
         risky = sorted(task.risk.risks.items(), key=lambda item: item[1], reverse=True)
         shown = "; ".join(
             f"{tool}{' → ' + target if target else ''} ({risk:.2f})"
@@ -930,20 +975,6 @@ def hold(score: float, alert: float, revoke: float) -> float:
     (True, 0.5)
     """
     return alert + (revoke - alert) * 0.999 * (score - alert) / (1.0 - alert)
-
-
-def _remember(seen: dict[str, None], key: str, cap: int) -> None:
-    """Add ``key`` to a task's ``seen`` keys while they are fewer than ``cap`` (a task's
-    scratch state stays bounded, whatever it calls).
-
-    >>> seen: dict[str, None] = {}
-    >>> for key in ("a", "b", "c", "a"):
-    ...     _remember(seen, key, 2)
-    >>> list(seen)
-    ['a', 'b']
-    """
-    if len(seen) < cap:
-        seen[key] = None
 
 
 def _sigmoid(z: float) -> float:

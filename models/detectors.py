@@ -206,20 +206,28 @@ class Rarity:
         scopes: tuple[Any, Any, Any] | None = None,
         value: Hashable | None = None,
     ) -> float:
-        """``-ln P(value)``, remembered on ``x`` so learning reuses what scoring saw."""
-        known = x.memo.get(self.name)
-        if known is None:
-            p = self._probability(x, scopes or self._levels.get(x), value)
-            known = x.memo[self.name] = -math.log(max(p, 1e-300))
-        return known
+        """``-ln P(value)`` under what was learned so far."""
+        p = self._probability(x, scopes or self._levels.get(x), value)
+        return -math.log(max(p, 1e-300))
 
-    def score_one(self, x: Observation) -> float:
+    def scored_surprisal(self, x: Observation) -> float | None:
+        """The surprisal :meth:`score_one` judges ``x`` by (None: it scores 0 without one,
+        for no value or a quiet one). Learning the call later takes this one, as scored."""
+        value = self._value(x)
+        if value is None or (self._quiet is not None and self._quiet(value)):
+            return None
+        return self.surprisal(x, None, value)
+
+    def score_one(self, x: Observation, surprisal: float | None = None) -> float:
+        """``surprisal``: :meth:`scored_surprisal` of ``x``, if already known."""
         value = self._value(x)
         if value is None or (self._quiet is not None and self._quiet(value)):
             return 0.0
-        return ramp(self._z(x, value), self._rarity_z)
+        return ramp(self._z(x, value, surprisal), self._rarity_z)
 
-    def _z(self, x: Observation, value: Hashable | None = None) -> float:
+    def _z(
+        self, x: Observation, value: Hashable | None = None, surprisal: float | None = None
+    ) -> float:
         scopes = agent, role, fleet = self._levels.get(x)
         # The agent's usual surprisal only moves when something is learned: cached per
         # agent until the next learn.
@@ -237,13 +245,17 @@ class Rarity:
             if len(self._usual) >= _USUAL_CACHE_SIZE:
                 self._usual.clear()
             self._usual[x.agent_id] = (self._learned, mean, spread)
-        return (self.surprisal(x, scopes, value) - mean) / spread
+        if surprisal is None:
+            surprisal = self.surprisal(x, scopes, value)
+        return (surprisal - mean) / spread
 
-    def learn_one(self, x: Observation) -> None:
+    def learn_one(self, x: Observation, surprisal: float | None = None) -> None:
+        """``surprisal``: the one ``x`` was scored by (else its surprisal now)."""
         value = self._value(x)
         if value is None:
             return
-        surprisal = self.surprisal(x, None, value)
+        if surprisal is None:
+            surprisal = self.surprisal(x, None, value)
         context = self._context(x) if self._context is not None else None
         self._learned += 1
         for scope in self._levels.for_learning(x):

@@ -52,7 +52,7 @@ from intentwatch.models.admission import admit_grant, make_room
 from intentwatch.models.catalogue import ToolCatalogue, ToolInfo
 from intentwatch.models.config import ScoringConfig, load_config
 from intentwatch.models.conformance import Violation, check_call, target_allowed, tool_allowed
-from intentwatch.models.detection import Detector
+from intentwatch.models.detection import Detector, TaskScoring
 from intentwatch.models.learned import LearnedStateError
 from intentwatch.models.limits import ShedKind, StateLimits
 
@@ -121,8 +121,9 @@ class Tombstone:
 
 @dataclass
 class TaskState:
-    """What the engine knows of one task between its first event and its end: plain data,
-    kept in the ``open`` store so that a restart goes on where the task was."""
+    """What the engine and the detector know of one task, from its first event on: one
+    object, whose fields (plain data) are kept in the ``open`` store so that a restart goes
+    on where the task was, and whose :attr:`scoring` is the detector's part."""
 
     agent_id: str
     task_id: str
@@ -153,6 +154,14 @@ class TaskState:
     """The verdicts of the calls judged so far, by event id (as many as are staged at
     most): a call read again (after a crash, what was read since the last offset commit
     is) gets the same verdict again, and is not counted or learned twice."""
+
+    def __post_init__(self) -> None:
+        self.scoring: TaskScoring | None = None
+        """What the detector keeps of the task while it scores its calls
+        (:meth:`~intentwatch.models.detection.Detector.open_task`), from its first judged
+        call to its end (learned when it goes quiet, it goes on). In memory only (not a
+        field, so not in ``open``): after a restart the detector starts it afresh and
+        learns the task from its staged calls."""
 
     @property
     def is_over(self) -> bool:
@@ -286,7 +295,10 @@ class Engine:
     def restore(self, keep: Callable[[str], bool] = lambda agent_id: True) -> None:
         """Take over the open tasks, grants and tombstones of the agents ``keep`` accepts
         (after recovery or rebalance): parked calls wait for their grants again, the
-        grants of open tasks expire, ended tasks stay ended."""
+        grants of open tasks expire, ended tasks stay ended. (What the detector keeps of a
+        task this engine already held is kept.)"""
+        scoring = {key: task.scoring for key, task in self._tasks.items()
+                   if task.scoring is not None}
         self._tasks.clear()
         self._order.clear()
         self._open_tasks.clear()
@@ -294,6 +306,8 @@ class Engine:
         self._check_at.clear()
         for task in self.open.values():
             if keep(task.agent_id):
+                if task.scoring is None:
+                    task.scoring = scoring.get((task.agent_id, task.task_id))
                 self._enter((task.agent_id, task.task_id), task)
         self._graves.clear()
         self._rereadable.clear()
@@ -458,11 +472,7 @@ class Engine:
         task.ended_at = ts
         self._changed.add((task.agent_id, task.task_id))
         self._closed(task.agent_id, task.task_id)
-        self._meet(task.agent_id)
-        self.detector.end_task(
-            task.agent_id, task.task_id, task.staged, learn=not task.revoked_for_cause
-        )
-        task.staged, task.staged_bytes = [], 0
+        self._learn(task, ended=True)
         if grant is None:
             task.audit_pending = True
         else:
@@ -493,13 +503,20 @@ class Engine:
                 self._forget_tombstone(*key)
                 continue
             if task.staged and idle >= quiet:
-                self._meet(task.agent_id)
-                self.detector.end_task(
-                    task.agent_id, task.task_id, task.staged, learn=not task.revoked_for_cause
-                )
-                task.staged, task.staged_bytes = [], 0
+                self._learn(task, ended=False)
                 self._changed.add(key)
             self._check(key, task, now)
+
+    def _learn(self, task: TaskState, *, ended: bool) -> None:
+        """Learn the task's staged calls (unless it was revoked for cause): when it ended,
+        or went quiet (its later calls are learned when it ends)."""
+        self._meet(task.agent_id)
+        self.detector.end_task(
+            task.agent_id, task.scoring, task.staged, learn=not task.revoked_for_cause
+        )
+        if ended:
+            task.scoring = None
+        task.staged, task.staged_bytes = [], 0
 
     # -- tool calls -----------------------------------------------------------------------
 
@@ -549,7 +566,9 @@ class Engine:
         grant = self._grant(call.agent_id, call.task_id)
         tool = self.catalogue.resolve(call)
         self._meet(call.agent_id)
-        assessment = self.detector.assess(call, grant, tool)
+        if task.scoring is None:
+            task.scoring = self.detector.open_task(call.agent_id, grant)
+        assessment = self.detector.assess(call, grant, tool, task.scoring)
         violations = self._violations(call, task, grant)
 
         reasons = assessment.reasons

@@ -21,20 +21,22 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
 
 from intentwatch.contracts import LABEL_LEVELS, ToolCall, role_of
 from intentwatch.models.catalogue import ToolInfo
 from intentwatch.models.intent import (
+    IntentCheck,
     TargetParts,
     admin_interface,
+    align,
     ordered_concepts,
     parse_target,
     parties_of,
     privilege_of,
 )
+from intentwatch.models.limits import remember
 
 __all__ = [
     "EXTERNAL_SCHEMES",
@@ -72,9 +74,10 @@ def touches_secrets(tool: str, endpoint: str | None) -> bool:
     return bool(_SECRET_WORDS.search(tool.lower()) or (endpoint and _SECRET_WORDS.search(endpoint)))
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Observation:
-    """One tool call as the baselines see it: the call plus its place in the task."""
+    """One tool call as the detectors see it: the call, its place in the task and how it
+    aligns with the task's intent. Made once per call; scoring and learning both read it."""
 
     agent_id: str
     role: str
@@ -116,10 +119,12 @@ class Observation:
     kind: str | None = None
     """The kind of task, the verb its intent opens with (``refund``, ``triage``); None
     without an intent."""
+    check: IntentCheck | None = None
+    """How the call aligns with the task's intent (:func:`~intentwatch.models.intent.align`);
+    None without an intent."""
     unasked: float | None = None
-    """How far the intent does not ask for this action, 1 - credit (set by the detector)."""
-    memo: dict[str, Any] = field(default_factory=dict)
-    """What scoring computed that learning can reuse (e.g. surprisals), by detector name."""
+    """How far the intent does not ask for this action, ``1 - check.credit`` (0 for a delete
+    of a target the task's own calls wrote: cleaning up); None without an intent."""
 
     @property
     def sink(self) -> str | None:
@@ -154,7 +159,8 @@ def task_kind(intent: str | None) -> str | None:
 
 
 class TaskContext:
-    """What a task has done so far: previous tool, sensitive reads, rate, bytes sent.
+    """What a task has done so far: previous tool, sensitive reads, rate, bytes sent,
+    targets written.
 
     ``observe`` turns each call, in order, into an :class:`Observation`; the
     same sequence is rebuilt when the task is learned.
@@ -163,6 +169,7 @@ class TaskContext:
     __slots__ = (
         "_bytes",
         "_growing",
+        "_intent",
         "_internal",
         "_last_ts",
         "_rate",
@@ -171,9 +178,11 @@ class TaskContext:
         "_tools",
         "_window",
         "agent_id",
+        "cap",
         "kind",
         "prev_tool",
         "role",
+        "written",
     )
 
     START = "^"
@@ -185,9 +194,15 @@ class TaskContext:
         internal_domains: Iterable[str] = (),
         rate_window: float = 60.0,
         intent: str | None = None,
+        cap: int = 512,
     ) -> None:
         self.agent_id = agent_id
+        self._intent = intent
         self.kind = task_kind(intent)
+        self.cap = cap
+        """How many written targets the task remembers (its scratch stays bounded)."""
+        self.written: dict[str, None] = {}
+        """Targets the task's own calls wrote (deleting one of them is cleaning up)."""
         self.role = role_of(agent_id)
         trust_domain = agent_id.split("/", 3)[2]
         self._internal = frozenset((parse_target(trust_domain).domain or trust_domain,
@@ -257,6 +272,15 @@ class TaskContext:
                 level = max(level, rank / (len(LABEL_LEVELS) - 1))
             elif lowered in _SENSITIVITY:  # tags: secrets as restricted, the rest as confidential
                 level = max(level, 1.0 if _SENSITIVITY[lowered] < 3 else 2 / 3)
+        check = (
+            align(self._intent, tool, call.target, parties, privilege)
+            if self._intent is not None else None
+        )
+        unasked = None if check is None else 1.0 - check.credit
+        if tool.action == "write" and call.target:
+            remember(self.written, call.target, self.cap)
+        elif tool.action == "delete" and call.target in self.written:
+            unasked = 0.0  # the task cleans up what it wrote itself: a scratch file
         x = Observation(
             agent_id=self.agent_id,
             role=self.role,
@@ -280,6 +304,8 @@ class TaskContext:
             parties=parties,
             privilege=privilege,
             kind=self.kind,
+            check=check,
+            unasked=unasked,
         )
         self.prev_tool = call.tool
         return x

@@ -41,7 +41,7 @@ from typing import Any, Literal
 
 from intentwatch.models.config import settings_from
 
-__all__ = ["SHED", "ShedKind", "StateLimits"]
+__all__ = ["SHED", "ShedKind", "StateLimits", "remember"]
 
 ShedKind = Literal["grant", "task", "staged_call", "parked_call", "usage", "tombstone"]
 SHED: tuple[tuple[ShedKind, str], ...] = (
@@ -78,3 +78,17 @@ class StateLimits:
         if small:
             raise ValueError(f"limits must be at least 1: {', '.join(small)}")
         return limits
+
+
+def remember(seen: dict[str, None], key: str, cap: int) -> None:
+    """Add ``key`` to a task's ``seen`` keys while they are fewer than ``cap`` (a task's
+    scratch state stays bounded, whatever it calls).
+
+    >>> seen: dict[str, None] = {}
+    >>> for key in ("a", "b", "c", "a"):
+    ...     remember(seen, key, 2)
+    >>> list(seen)
+    ['a', 'b']
+    """
+    if len(seen) < cap:
+        seen[key] = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import random
 
@@ -37,13 +38,14 @@ def run_task(detector: Detector, task: str, calls: list[dict], *, learn: bool = 
              intent: str = INTENT_TEXT) -> list:
     """Assess ``calls`` (dicts of ToolCall fields) as one task, then end it."""
     g, made, assessments = grant(task, intent), [], []
+    scoring = detector.open_task(AGENT, g)
     for i, fields in enumerate(calls):
         call = ToolCall(event_id=str(next(_ids)), ts=10.0 * i, agent_id=AGENT, task_id=task,
                         **fields)
         info = CATALOGUE.resolve(call)
-        assessments.append(detector.assess(call, g, info))
+        assessments.append(detector.assess(call, g, info, scoring))
         made.append((call, info))
-    detector.end_task(AGENT, task, made, learn=learn)
+    detector.end_task(AGENT, scoring, made, learn=learn)
     return assessments
 
 
@@ -166,10 +168,24 @@ def test_staged_learning_only_learns_tasks_that_ended_well() -> None:
     assert run_task(detector, "probe-3", odd, learn=False)[0].components["tool_rarity"] < before
 
 
-def test_end_task_drops_the_task_state() -> None:
+def test_a_call_is_scored_once_into_a_record_that_learning_reads() -> None:
     detector = Detector(ScoringConfig())
-    run_task(detector, "t", ROUTINE)
-    assert not detector._tasks
+    g = grant("t")
+    task = detector.open_task(AGENT, g)
+    call = ToolCall(event_id="once", ts=0.0, agent_id=AGENT, task_id="t", **ROUTINE[1])
+    info = CATALOGUE.resolve(call)
+    detector.assess(call, g, info, task)
+    record = task.scored["once"]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        record.x.unasked = 1.0  # type: ignore[misc]
+    assert record.x.check is not None and record.x.unasked == 1.0 - record.x.check.credit
+    assert record.surprisals == detector.baseline.surprisals(record.x)  # nothing learned since
+    assert record.shared is not None  # the shared model's input and raw score, as scored
+    for k in range(30):  # learning moves what the call would score now
+        run_task(detector, f"meanwhile-{k}", ROUTINE[:1])
+    assert detector.baseline.surprisals(record.x) != record.surprisals
+    detector.end_task(AGENT, task, [(call, info)], learn=True)
+    assert detector.learned_calls == 31
 
 
 def test_the_shared_model_scores_zero_until_it_has_a_reference_window() -> None:

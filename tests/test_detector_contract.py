@@ -7,6 +7,8 @@ stream of distinct values.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -41,8 +43,7 @@ def observations(n: int, distinct: bool = False, offset: int = 0):
         )
         x = TaskContext(AGENT, intent="Look up the record").observe(
             call, CATALOGUE.resolve(call))
-        x.unasked = (k % 4) / 4
-        yield x
+        yield replace(x, unasked=(k % 4) / 4)
 
 
 def learned(baseline: Baseline) -> bytes:
@@ -122,16 +123,16 @@ def _replay(detector: Detector, n: int) -> list[float]:
     scores = []
     for k in range(n):
         task = f"t{k}"
-        made = []
+        made, scoring = [], detector.open_task(AGENT, _grant(task))
         for i, target in enumerate(("https://crm.acme.org/c/1", "mailto:jane@customer.example",
                                     f"mailto:x{k % 7}@other.example")):
             call = ToolCall(event_id=f"{task}-{i}", ts=10.0 * k + i, agent_id=AGENT,
                             task_id=task, tool=("crm.get", "gmail.send_email")[i > 0],
                             target=target)
             info = CATALOGUE.resolve(call)
-            scores.append(detector.assess(call, _grant(task), info).score)
+            scores.append(detector.assess(call, _grant(task), info, scoring).score)
             made.append((call, info))
-        detector.end_task(AGENT, task, made, learn=True)
+        detector.end_task(AGENT, scoring, made, learn=True)
     return scores
 
 

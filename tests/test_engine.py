@@ -8,11 +8,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import msgspec
 import pytest
 
 from intentwatch.contracts import Grant, Reason, TaskEvent, ToolCall
 from intentwatch.models.config import ScoringConfig
-from intentwatch.models.engine import Engine, task_key
+from intentwatch.models.engine import Engine, TaskState, task_key
 
 AGENT = "spiffe://acme.org/agents/support/a1"
 OTHER = "spiffe://acme.org/agents/support/a2"
@@ -35,12 +36,17 @@ class ScriptedDetector:
         self.learned: list[tuple[str, list[str]]] = []
         self.forgotten: list[str] = []
 
-    def assess(self, call, grant, tool):
+    def open_task(self, agent_id, grant):
+        return {}  # what it keeps of a task: the task's id
+
+    def assess(self, call, grant, tool, task):
+        task["task_id"] = call.task_id
         score = self.scores.get(call.tool, 0.05)
         reasons = [Reason(code="rare_tool", weight=score, detail=f"{call.tool} is rare")]
         return ScriptedAssessment(score, reasons, {"rarity": score})
 
-    def end_task(self, agent_id, task_id, calls, *, learn):
+    def end_task(self, agent_id, task, calls, *, learn):
+        task_id = task["task_id"] if task else calls[0][0].task_id if calls else None
         (self.learned if learn else self.forgotten).append(
             (task_id, [c.tool for c, _ in calls]) if learn else task_id
         )
@@ -313,7 +319,7 @@ def test_call_made_before_task_end_but_read_after_it_is_judged_normally():
 
 def test_score_revocation_led_by_an_intent_reason_is_an_intent_violation():
     engine, detector = make_engine()
-    detector.assess = lambda call, grant, tool: ScriptedAssessment(
+    detector.assess = lambda call, grant, tool, task: ScriptedAssessment(
         0.9, [Reason(code="unnamed_target", weight=0.9, detail="recipient not named")]
     )
     engine.process(grant())
@@ -424,3 +430,37 @@ def test_an_allowed_call_names_its_reasons_without_sentences_a_revoked_one_with_
     assert revoked.decision == "revoke" and revoked.reasons[0].code == "label_not_granted"
     intent = next(r for r in revoked.reasons if r.code == "intent")
     assert "is not what the intent asks for" in intent.detail
+
+
+def test_the_detectors_part_of_a_task_is_the_task_states_and_ends_with_its_learning():
+    engine = Engine(ScoringConfig(version="test-1"))  # the real detector
+    engine.process(grant())
+    engine.process(call(n=1))
+    [state] = engine.open.values()
+    assert state.scoring is not None and list(state.scoring.scored) == ["t1-e1-200.0"]
+    # what the open store keeps is the task's plain data, without the detector's part
+    stored = msgspec.msgpack.decode(msgspec.msgpack.encode(state), type=TaskState)
+    assert stored == state and stored.scoring is None
+    engine.process(call(n=2, ts=210.0))
+    assert len(state.scoring.scored) == 2  # the same object, call after call
+    engine.process(task_event("completed"))
+    assert state.scoring is None and not engine.open  # learned with the task, gone with it
+    assert engine.detector.learned_calls == 2
+
+
+def test_a_task_that_goes_quiet_is_learned_and_goes_on_with_its_running_state():
+    engine = Engine(ScoringConfig(version="test-1"))  # the real detector
+    engine.process(grant(expires_at=100_000.0))
+    first = engine.process(call(n=1, tool="crm.update_customer")).verdicts[0]
+    [state] = engine.open.values()
+    scoring = state.scoring
+    quiet = 200.0 + engine.config.quiet_period_seconds
+    engine.tick(quiet)
+    assert engine.detector.learned_calls == 1 and not state.staged
+    assert state.scoring is scoring and not scoring.scored  # learned once, going on
+    later = engine.process(call(n=2, ts=quiet + 10.0, tool="crm.lookup_customer")).verdicts[0]
+    assert later.components["task_risk"] >= first.components["task_risk"] > 0.0  # carried on
+    assert first.decision != "revoke"
+    assert scoring.scored[later.event_id].x.prev_tool == "crm.update_customer"  # not task start
+    engine.process(task_event("completed", ts=quiet + 20.0))
+    assert engine.detector.learned_calls == 2 and state.scoring is None

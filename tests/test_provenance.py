@@ -34,13 +34,14 @@ def run(detector: Detector, intent: str, calls: list[dict], *, agent: str = AGEN
                   tools=list(tools), targets=list(targets), data_labels=["restricted"],
                   issued_at=0, expires_at=9e9, issuer="broker", intent=intent)
     made, out = [], []
+    scoring = detector.open_task(agent, grant)
     for i, fields in enumerate(calls):
         call = ToolCall(event_id=f"{task}-{i}", ts=10.0 * i, agent_id=agent, task_id=task,
                         **fields)
         info = CATALOGUE.resolve(call)
-        out.append(detector.assess(call, grant, info))
+        out.append(detector.assess(call, grant, info, scoring))
         made.append((call, info))
-    detector.end_task(agent, task, made, learn=learn)
+    detector.end_task(agent, scoring, made, learn=learn)
     return out
 
 

@@ -190,8 +190,9 @@ def test_a_task_of_distinct_targets_keeps_the_detectors_scratch_bounded():
                             target=f"file:///scratch/{n}"))
         engine.process(call(ts=200.0 + n / 100, task="wide", n=2 * n + 1,
                             tool=f"mail.send_{n}", target=f"mailto:x{n}@mail{n}.example"))
-    [task] = engine.detector._tasks.values()
+    [state] = engine.open.values()
+    task = state.scoring
     cap = engine.detector.fusion.max_task_samples
-    assert len(task.written) == len(task.destinations) == cap
+    assert len(task.context.written) == len(task.destinations) == cap
     assert len(task.unasked_tools) == cap
     assert set(task.alerted_destinations) <= set(task.destinations)
