@@ -523,7 +523,8 @@ class Engine:
     def _on_call(self, call: ToolCall, now: float) -> Outcome:
         outcome = Outcome()
         key = (call.agent_id, call.task_id)
-        if call.event_id in self._task(*key).verdicts:  # read again: judged already
+        known = self._tasks.get(key)  # (a new task enters below, once there is room for it)
+        if known is not None and call.event_id in known.verdicts:  # read again: judged already
             self._judge(call, outcome)
             return outcome
         self._open_room(*key, now, outcome)

@@ -72,6 +72,14 @@ def test_five_thousand_open_tasks_for_one_agent_end_the_least_active_and_revoke_
     assert engine.process(call(ts=5300.0, task="t4998", n=9)).verdicts[0].decision == "allow"
 
 
+def test_tasks_opened_by_their_first_call_make_room_too():
+    engine = make_engine()
+    for n in range(300):  # no task event, no grant: the call opens the task
+        engine.process(call(ts=100.0 + n, task=f"t{n}", n=n))
+    assert set(open_tasks(engine)) == {f"t{n}" for n in range(300 - 256, 300)}
+    assert engine.shed["task", "evicted"] == 300 - LIMITS.open_tasks_per_agent
+
+
 @pytest.mark.slow
 def test_a_task_with_a_hundred_thousand_calls_keeps_its_state_and_audit_bounded():
     engine = make_engine()
