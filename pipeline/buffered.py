@@ -81,6 +81,20 @@ class BufferedTable(MutableMapping[str, V], Generic[V]):
             raise KeyError(key)
         self._changed[key] = _DELETED
 
+    def items(self) -> Iterator[tuple[str, V]]:  # type: ignore[override]  # an iterator
+        """Every key and value, read from the table in one pass (a table whose store keeps
+        each partition apart finds a key by the current record's partition only)."""
+        for key, value in self.table.items():
+            if key not in self._changed:
+                yield key, value
+        for key, changed in self._changed.items():
+            if not isinstance(changed, _Deleted):
+                yield key, changed
+
+    def values(self) -> Iterator[V]:  # type: ignore[override]  # an iterator
+        """Every value (see :meth:`items`)."""
+        return (value for _, value in self.items())
+
     def __iter__(self) -> Iterator[str]:
         for key in self.table:
             if key not in self._changed:

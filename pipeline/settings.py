@@ -20,6 +20,8 @@ from intentwatch.pipeline.otlp import ENCODINGS
 __all__ = ["Settings", "SettingsError", "number", "variable"]
 
 N = TypeVar("N", int, float)
+STORES = ("rocksdb://", "memory://")
+"""Table stores: RocksDB files in the data dir (``rocksdict``), or process memory."""
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -51,6 +53,7 @@ class Settings:
     population_seconds: float = 30.0
     producer_linger_ms: int = 5
     flush_records: int = 1
+    store: str = "rocksdb://"
     warm_from: Path | None = None
     log_level: str = "info"
     otlp_topic: str = "otlp_spans"
@@ -125,6 +128,7 @@ class Settings:
             flush_records=_positive_int(
                 "FLUSH_RECORDS", get("FLUSH_RECORDS", default.flush_records)
             ),
+            store=_one_of("STORE", get("STORE", default.store), STORES),
             warm_from=Path(warm_from) if warm_from else None,
             log_level=get("LOG_LEVEL", default.log_level).lower(),
             otlp_topic=get("OTLP_TOPIC", default.otlp_topic),

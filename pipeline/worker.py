@@ -84,7 +84,8 @@ def run_worker(settings: Settings) -> None:
         if partitions != settings.partitions:
             log.info("adopting the %d partitions of the existing input topics", partitions)
             settings = replace(settings, partitions=partitions)
-        pipeline = Pipeline(settings, keyring=keyring, grant_verifier=verifier)
+        pipeline = Pipeline(settings, keyring=keyring, grant_verifier=verifier,
+                            store=settings.store)
         ensure_topics(settings.bootstrap, worker_topics(settings))
     except KafkaError as error:
         raise SettingsError(
