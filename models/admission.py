@@ -12,7 +12,11 @@ with its own code (the pipeline dead-letters it):
 - **grants**: a grant replaces the task's grant only if it is newer
   (``grant_superseded``); an id names one grant (``grant_id_reused``); a task that
   ended with a grant takes no other (``task_ended``). The same grant read again (a
-  re-delivery, a re-read after a crash) is admitted as a no-op.
+  re-delivery, a re-read after a crash) is admitted as a no-op. Ended tasks are
+  remembered for a day, within the tombstone limits; what is remembered of the ones
+  forgotten earlier is when the latest of them ended, per agent: a grant issued no
+  later for a task the engine holds nothing of may be of one of them
+  (``task_forgotten``), so a forgotten task's grant is never admitted again.
 
 - **room**: an agent holds at most ``grants_per_agent`` grants of at most
   ``grant_bytes_per_agent`` bytes in all (:class:`~intentwatch.models.limits.StateLimits`;
@@ -76,13 +80,28 @@ def check_tick(tick_ts: float, now: float, max_ahead: float) -> None:
 
 
 def admit_grant(
-    grant: Grant, *, current: Grant | None, task_ended: bool, others: Iterable[Grant] = ()
+    grant: Grant,
+    *,
+    current: Grant | None,
+    task_ended: bool,
+    others: Iterable[Grant] = (),
+    forgotten: float | None = None,
 ) -> bool:
     """Whether ``grant`` is new (``True``) or the current one read again (``False``).
 
-    ``current`` is the task's grant, ``task_ended`` whether the task ended while it
-    had that grant, ``others`` the agent's grants for its other tasks. Raises
+    ``current`` is the task's grant, ``task_ended`` whether the task ended (while it had
+    that grant, if any), ``others`` the agent's grants for its other tasks, ``forgotten``
+    the latest end of the agent's tasks forgotten early. Raises
     :class:`~intentwatch.contracts.RecordRejected` for a grant that must not be used.
+
+    >>> forgotten = Grant(grant_id="g0", agent_id="spiffe://acme.org/agents/a1",
+    ...     task_id="t0", credential_ids=["c0"], tools=["*"], targets=["*"],
+    ...     data_labels=["*"], issued_at=100.0, expires_at=9e9, issuer="broker")
+    >>> try:
+    ...     admit_grant(forgotten, current=None, task_ended=False, forgotten=160.0)
+    ... except RecordRejected as error:
+    ...     print(error.code)
+    task_forgotten
     """
     if current is not None and current.grant_id == grant.grant_id:
         if current == grant:
@@ -93,6 +112,14 @@ def admit_grant(
     if current is not None and task_ended:
         raise RecordRejected(
             "task_ended", f"task {grant.task_id} ended under grant {current.grant_id}"
+        )
+    if current is None and not task_ended and forgotten is not None and (
+            grant.issued_at <= forgotten):
+        raise RecordRejected(
+            "task_forgotten",
+            f"grant {grant.grant_id} of task {grant.task_id}, unknown here, was issued "
+            f"{format_ts(grant.issued_at)}, before agent {grant.agent_id}'s tasks forgotten "
+            f"early ended (the latest at {format_ts(forgotten)}): it may be one of theirs",
         )
     if current is not None and grant.issued_at <= current.issued_at:
         raise RecordRejected(

@@ -33,8 +33,9 @@ from intentwatch.models.learned import (
     Baselines,
     KeyedScope,
     RarityScope,
+    RoleState,
 )
-from intentwatch.models.statistics import ramp
+from intentwatch.models.statistics import AGENT, ROLE, ramp
 
 __all__ = ["Baseline"]
 
@@ -231,37 +232,56 @@ class Baseline:
     def agent_state(self, agent_id: str) -> AgentState:
         """What the detectors learned of ``agent_id`` alone: it moves with the agent,
         apart from its role's and the fleet's."""
+        return AgentState(id=agent_id, **self._scope_state(AGENT, agent_id))
+
+    def role_state(self, role: str) -> RoleState:
+        """What the detectors learned of ``role``, apart from its agents' and the fleet's.
+
+        >>> Baseline().role_state("spiffe://acme.org/agents/support").rarity
+        {}
+        """
+        return RoleState(id=role, **self._scope_state(ROLE, role))
+
+    def load_agent_state(self, data: AgentState) -> None:
+        """Take over what :meth:`agent_state` gave (another baseline's of the same config)."""
+        self._load_scope_state(AGENT, data)
+
+    def load_role_state(self, data: RoleState) -> None:
+        """Take over what :meth:`role_state` gave (another baseline's of the same config)."""
+        self._load_scope_state(ROLE, data)
+
+    def roles(self) -> set[str]:
+        """The roles something was learned of (every call has a tool: the tool counts' roles)."""
+        return set(self.detectors["tool_rarity"].census()[1])
+
+    def population_state(self) -> Baselines:
+        """What the detectors learned of the fleet."""
+        state = Baselines(rarity={}, keyed={}, novelty={})
+        for name, detector in self.detectors.items():
+            kind = (state.novelty if isinstance(detector, FleetNovelty)
+                    else state.rarity if isinstance(detector, Rarity) else state.keyed)
+            kind[name] = detector.fleet_state()
+        return state
+
+    def load_population_state(self, data: Baselines) -> None:
+        """Take over what :meth:`population_state` gave (of the same config)."""
+        for name, fleet in (*data.rarity.items(), *data.keyed.items(), *data.novelty.items()):
+            self.detectors[name].load_fleet_state(fleet)
+
+    def _scope_state(self, level: int, scope: str) -> dict[str, Any]:
         rarity: dict[str, RarityScope] = {}
         keyed: dict[str, KeyedScope] = {}
         for name, detector in self.detectors.items():
             if isinstance(detector, FleetNovelty):
                 continue
-            scope = detector.agent_state(agent_id)
-            if scope is not None:
-                if isinstance(detector, Rarity):
-                    rarity[name] = scope
-                else:
-                    keyed[name] = scope
-        return AgentState(agent=agent_id, rarity=rarity, keyed=keyed)
+            state = detector.scope_state(level, scope)
+            if state is not None:
+                (rarity if isinstance(detector, Rarity) else keyed)[name] = state
+        return {"rarity": rarity, "keyed": keyed}
 
-    def load_agent_state(self, data: AgentState) -> None:
-        """Take over what :meth:`agent_state` gave (another baseline's of the same config)."""
+    def _load_scope_state(self, level: int, data: AgentState | RoleState) -> None:
         for name, scope in (*data.rarity.items(), *data.keyed.items()):
-            self.detectors[name].load_agent_state(data.agent, scope)
-
-    def population_state(self) -> Baselines:
-        """What the detectors learned of roles and the fleet."""
-        state = Baselines(rarity={}, keyed={}, novelty={})
-        for name, detector in self.detectors.items():
-            kind = (state.novelty if isinstance(detector, FleetNovelty)
-                    else state.rarity if isinstance(detector, Rarity) else state.keyed)
-            kind[name] = detector.population_state()
-        return state
-
-    def load_population_state(self, data: Baselines) -> None:
-        """Take over what :meth:`population_state` gave (of the same config)."""
-        for name, levels in (*data.rarity.items(), *data.keyed.items(), *data.novelty.items()):
-            self.detectors[name].load_population_state(levels)
+            self.detectors[name].load_scope_state(level, data.id, scope)
 
     def task(self, agent_id: str, intent: str | None = None, cap: int = 512) -> TaskContext:
         """A fresh context for a new task of ``agent_id`` (approved for ``intent``; it

@@ -39,9 +39,9 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
-from intentwatch.contracts import Grant, Reason, ToolCall
+from intentwatch.contracts import Grant, Reason, ToolCall, role_of
 from intentwatch.models.baseline import Baseline
 from intentwatch.models.catalogue import ACTION_RISK, ToolInfo
 from intentwatch.models.config import ScoringConfig, settings_from
@@ -52,6 +52,8 @@ from intentwatch.models.learned import (
     AgentState,
     Learned,
     Population,
+    RoleState,
+    Scope,
     open_sealed,
     seal,
 )
@@ -102,6 +104,8 @@ _SENSITIVE_LEVEL = 0.6
 _SOURCE_NOVELTY = (0.2, 0.7)
 """Rarity of a sensitive read mapped to source novelty 0 and 1 (a new record of a usual
 kind is no unusual source)."""
+S = TypeVar("S", AgentState, RoleState)
+
 _TARGETED = ("target_rarity", "internal_site_rarity", "flow")
 _DOMAIN = ("external_site_rarity", "domain_novelty")
 _FEATURES = (
@@ -388,6 +392,8 @@ class Detector:
         """Agents something was learned of (their state is theirs, not the population's)."""
         self._changed: set[str] = set()
         """Agents whose learned state changed since :meth:`take_learned_agents`."""
+        self._changed_roles: set[str] = set()
+        """Roles whose learned state changed since :meth:`take_learned_roles`."""
 
     # -- the engine's interface ---------------------------------------------------------------
 
@@ -593,6 +599,7 @@ class Detector:
         self.learned_calls += len(records)
         self._agents.add(agent_id)
         self._changed.add(agent_id)
+        self._changed_roles.add(role_of(agent_id))
 
     # -- how much was learned ----------------------------------------------------------------
 
@@ -636,21 +643,48 @@ class Detector:
         version or learned with other settings."""
         state = open_sealed(data, AgentState, settings=self.settings_digest)
         self._load_agent(state)
-        return state.agent
+        return state.id
+
+    def role_state(self, role: str) -> bytes:
+        """What was learned of ``role`` (this detector's share of it: its baselines,
+        destinations and habits, not its agents'), as versioned data, a record of its own:
+        how much one role's record holds is bounded by the baselines' caps, whatever the
+        number of roles.
+
+        >>> detector, twin = Detector(ScoringConfig()), Detector(ScoringConfig())
+        >>> twin.load_role_state(detector.role_state("spiffe://a/r"))
+        'spiffe://a/r'
+        """
+        return seal(self._role(role), settings=self.settings_digest)
+
+    def load_role_state(self, data: bytes) -> str:
+        """Take over what :meth:`role_state` gave; the role's id (errors as
+        :meth:`load_agent_state`)."""
+        state = open_sealed(data, RoleState, settings=self.settings_digest)
+        self._load_role(state)
+        return state.id
 
     def population_state(self) -> bytes:
-        """What was learned of roles and the fleet (and the shared model), as versioned
-        data: a partition's detector writes it, its next reader takes it over."""
+        """What was learned of the fleet (and the shared model), and which roles have a
+        :meth:`role_state` beside it, as versioned data: a partition's detector writes it,
+        its next reader takes it over."""
         return seal(self._population(), settings=self.settings_digest)
 
-    def load_population_state(self, data: bytes) -> None:
-        """Take over what :meth:`population_state` gave (errors as
-        :meth:`load_agent_state`)."""
-        self._load_population(open_sealed(data, Population, settings=self.settings_digest))
+    def load_population_state(self, data: bytes) -> list[str]:
+        """Take over what :meth:`population_state` gave; the roles whose
+        :meth:`role_state` goes with it (errors as :meth:`load_agent_state`).
+
+        >>> Detector(ScoringConfig()).load_population_state(
+        ...     Detector(ScoringConfig()).population_state())
+        []
+        """
+        population = open_sealed(data, Population, settings=self.settings_digest)
+        self._load_population(population)
+        return population.roles
 
     def state(self) -> bytes:
-        """Everything learned: the population and every agent's state (``intentwatch
-        learn`` writes it, ``worker --warm-from`` reads it).
+        """Everything learned: the population and every role's and agent's state
+        (``intentwatch learn`` writes it, ``worker --warm-from`` reads it).
 
         >>> detector = Detector(ScoringConfig())
         >>> twin = Detector(ScoringConfig())
@@ -658,14 +692,18 @@ class Detector:
         >>> twin.restored_calls
         0
         """
-        agents = [self._agent(agent_id) for agent_id in sorted(self._agents)]
-        return seal(Learned(population=self._population(), agents=agents),
-                    settings=self.settings_digest)
+        population = self._population()
+        return seal(Learned(
+            population=population, roles=[self._role(role) for role in population.roles],
+            agents=[self._agent(agent_id) for agent_id in sorted(self._agents)],
+        ), settings=self.settings_digest)
 
     def load_state(self, data: bytes) -> None:
         """Take over what :meth:`state` gave (errors as :meth:`load_agent_state`)."""
         learned = open_sealed(data, Learned, settings=self.settings_digest)
         self._load_population(learned.population)
+        for role in learned.roles:
+            self._load_role(role)
         for state in learned.agents:
             self._load_agent(state)
 
@@ -678,38 +716,53 @@ class Detector:
         changed, self._changed = self._changed, set()
         return changed
 
+    def learned_roles(self) -> set[str]:
+        """The roles something was learned of (or taken over)."""
+        scopes = self.established.scopes() | self.habits.scopes()
+        return self.baseline.roles() | (scopes - self._agents)
+
+    def take_learned_roles(self) -> set[str]:
+        """The roles whose learned state changed since the last call (to write back)."""
+        changed, self._changed_roles = self._changed_roles, set()
+        return changed
+
     def _agent(self, agent_id: str) -> AgentState:
-        state = self.baseline.agent_state(agent_id)
-        state.destinations = self.established.scope_state(agent_id)
-        state.habits = self.habits.scope_state(agent_id)
+        return self._with_tasks(self.baseline.agent_state(agent_id))
+
+    def _role(self, role: str) -> RoleState:
+        return self._with_tasks(self.baseline.role_state(role))
+
+    def _with_tasks(self, state: S) -> S:
+        """``state`` with its scope's destinations and habits."""
+        state.destinations = self.established.scope_state(state.id)
+        state.habits = self.habits.scope_state(state.id)
         return state
 
     def _population(self) -> Population:
-        roles = sorted(self.established.scopes() - self._agents)
         return Population(
-            baselines=self.baseline.population_state(),
-            destinations={r: t for r in roles if (t := self.established.scope_state(r))},
-            habits={r: t for r in sorted(self.habits.scopes() - self._agents)
-                    if (t := self.habits.scope_state(r))},
-            shared=self.shared.state(), calls=self.restored_calls + self.learned_calls,
+            baselines=self.baseline.population_state(), shared=self.shared.state(),
+            calls=self.restored_calls + self.learned_calls, roles=sorted(self.learned_roles()),
         )
 
     def _load_population(self, population: Population) -> None:
         self.baseline.load_population_state(population.baselines)
         self.shared.load_state(population.shared)
-        for role, tasks in population.destinations.items():
-            self.established.load_scope(role, tasks)
-        for role, tasks in population.habits.items():
-            self.habits.load_scope(role, tasks)
         self.restored_calls, self.learned_calls = population.calls, 0
+
+    def _load_role(self, state: RoleState) -> None:
+        self.baseline.load_role_state(state)
+        self._load_tasks(state)
 
     def _load_agent(self, state: AgentState) -> None:
         self.baseline.load_agent_state(state)
+        self._load_tasks(state)
+        self._agents.add(state.id)
+
+    def _load_tasks(self, state: Scope) -> None:
         if state.destinations is not None:
-            self.established.load_scope(state.agent, state.destinations)
+            self.established.load_scope(state.id, state.destinations)
         if state.habits is not None:
-            self.habits.load_scope(state.agent, state.habits)
-        self._agents.add(state.agent)
+            self.habits.load_scope(state.id, state.habits)
 
     def _learning_settings(self) -> dict[str, Any]:
         detectors = self.config.detectors
@@ -1011,7 +1064,7 @@ def history_summary(detectors: Sequence[Detector], roles: int = 20) -> dict[str,
             by_role[role] = by_role.get(role, 0.0) + calls
             tasks[role] = tasks.get(role, 0) + detector.established.history(role)
     need = detectors[0].provenance.min_history_tasks if detectors else 0
-    top = sorted(by_role, key=by_role.__getitem__, reverse=True)[:roles]
+    top = sorted(by_role, key=lambda role: (-by_role[role], role))[:roles]
     return {
         "fleet_calls": round(fleet, 1),
         "agents": agents,

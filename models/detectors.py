@@ -38,13 +38,7 @@ from typing import Any
 
 from intentwatch.models.config import settings_from
 from intentwatch.models.features import Observation
-from intentwatch.models.learned import (
-    Counts,
-    KeyedLevels,
-    KeyedScope,
-    RarityLevels,
-    RarityScope,
-)
+from intentwatch.models.learned import Counts, KeyedScope, RarityScope
 from intentwatch.models.statistics import DecayingCounts, EWStats, Levels, blend, ramp
 
 __all__ = [
@@ -287,26 +281,24 @@ class Rarity:
         levels = self._levels
         return len(levels.agents), {role: s.counts.total for role, s in levels.roles.items()}
 
-    def agent_state(self, agent_id: str) -> RarityScope | None:
-        """What was learned of ``agent_id`` alone, as data (None: nothing)."""
-        scope = self._levels.agents.get(agent_id)
-        return scope.to_data() if scope is not None else None
+    def scope_state(self, level: int, scope: str) -> RarityScope | None:
+        """What was learned of one agent (``level``
+        :data:`~intentwatch.models.statistics.AGENT`) or role (``ROLE``) alone, as data
+        (None: nothing)."""
+        held = self._levels.scopes(level).get(scope)
+        return held.to_data() if held is not None else None
 
-    def load_agent_state(self, agent_id: str, data: RarityScope) -> None:
-        self._levels.agents[agent_id] = self._levels.make(0).load(data)
+    def load_scope_state(self, level: int, scope: str, data: RarityScope) -> None:
+        self._levels.scopes(level)[scope] = self._levels.make(level).load(data)
         self._usual.clear()
 
-    def population_state(self) -> RarityLevels:
-        """What was learned of roles and the fleet, as data."""
-        levels = self._levels
-        return RarityLevels({role: s.to_data() for role, s in levels.roles.items()},
-                            levels.fleet.to_data(), self._learned)
+    def fleet_state(self) -> RarityScope:
+        """What was learned of the fleet, as data."""
+        fleet: _RarityScope = self._levels.fleet
+        return fleet.to_data()
 
-    def load_population_state(self, data: RarityLevels) -> None:
-        levels = self._levels
-        levels.roles = {role: levels.make(1).load(s) for role, s in data.roles.items()}
-        levels.fleet = levels.make(2).load(data.fleet)
-        self._learned = data.learned
+    def load_fleet_state(self, data: RarityScope) -> None:
+        self._levels.fleet = self._levels.make(2).load(data)
         self._usual.clear()
 
     def explain(self, x: Observation) -> str:
@@ -358,10 +350,10 @@ class FleetNovelty:
         if value is not None:
             self._counts.learn_one(value)
 
-    def population_state(self) -> Counts:
+    def fleet_state(self) -> Counts:
         return self._counts.to_data()
 
-    def load_population_state(self, data: Counts) -> None:
+    def load_fleet_state(self, data: Counts) -> None:
         self._counts.load(data)
 
     def explain(self, x: Observation) -> str:
@@ -408,22 +400,19 @@ class KeyedStats:
                 stats = per_key[key] = EWStats()
             stats.update(value, alpha)
 
-    def agent_state(self, agent_id: str) -> KeyedScope | None:
-        """What was learned of ``agent_id`` alone, as data (None: nothing)."""
-        per_key = self._levels.agents.get(agent_id)
+    def scope_state(self, level: int, scope: str) -> KeyedScope | None:
+        """What was learned of one agent or role alone (as :meth:`Rarity.scope_state`)."""
+        per_key = self._levels.scopes(level).get(scope)
         return _keyed_data(per_key) if per_key is not None else None
 
-    def load_agent_state(self, agent_id: str, data: KeyedScope) -> None:
-        self._levels.agents[agent_id] = _keyed_stats(data)
+    def load_scope_state(self, level: int, scope: str, data: KeyedScope) -> None:
+        self._levels.scopes(level)[scope] = _keyed_stats(data)
 
-    def population_state(self) -> KeyedLevels:
-        levels = self._levels
-        return KeyedLevels({role: _keyed_data(s) for role, s in levels.roles.items()},
-                           _keyed_data(levels.fleet))
+    def fleet_state(self) -> KeyedScope:
+        return _keyed_data(self._levels.fleet)
 
-    def load_population_state(self, data: KeyedLevels) -> None:
-        self._levels.roles = {role: _keyed_stats(s) for role, s in data.roles.items()}
-        self._levels.fleet = _keyed_stats(data.fleet)
+    def load_fleet_state(self, data: KeyedScope) -> None:
+        self._levels.fleet = _keyed_stats(data)
 
 
 def _keyed_data(per_key: dict[Hashable, EWStats]) -> KeyedScope:
@@ -458,17 +447,17 @@ class _KeyedQuantity:
     def _usual(self, x: Observation) -> tuple[float, float] | None:
         return self._stats.usual(x, self._key(x))
 
-    def agent_state(self, agent_id: str) -> KeyedScope | None:
-        return self._stats.agent_state(agent_id)
+    def scope_state(self, level: int, scope: str) -> KeyedScope | None:
+        return self._stats.scope_state(level, scope)
 
-    def load_agent_state(self, agent_id: str, data: KeyedScope) -> None:
-        self._stats.load_agent_state(agent_id, data)
+    def load_scope_state(self, level: int, scope: str, data: KeyedScope) -> None:
+        self._stats.load_scope_state(level, scope, data)
 
-    def population_state(self) -> KeyedLevels:
-        return self._stats.population_state()
+    def fleet_state(self) -> KeyedScope:
+        return self._stats.fleet_state()
 
-    def load_population_state(self, data: KeyedLevels) -> None:
-        self._stats.load_population_state(data)
+    def load_fleet_state(self, data: KeyedScope) -> None:
+        self._stats.load_fleet_state(data)
 
 
 class Volume(_KeyedQuantity):

@@ -30,6 +30,7 @@ import uuid
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterable, MutableMapping
 from dataclasses import dataclass, field, replace
+from math import inf
 from typing import Any, Literal
 
 from intentwatch.contracts import (
@@ -191,6 +192,11 @@ class Engine:
         Where ended tasks' :class:`Tombstone` s live: :func:`task_key` -> Tombstone; like
         ``grants``, a table in the pipeline, so that after a restart an ended task's
         credentials are still refused and its grant not expired again.
+    forgotten
+        Agent id -> the latest end of its tasks whose tombstones were forgotten (past the
+        tombstone limits, or a day after they ended): a grant issued no later, for a task
+        the engine holds no tombstone of, may be of one of them and is refused
+        (``task_forgotten``); one number per agent, a table in the pipeline.
     learned
         Where what the detector learned of each agent lives: agent id -> its
         :meth:`~intentwatch.models.detection.Detector.agent_state`; read when the engine
@@ -212,6 +218,7 @@ class Engine:
         grants: MutableMapping[str, dict[str, Grant]] | None = None,
         open: MutableMapping[str, TaskState] | None = None,
         ended: MutableMapping[str, Tombstone] | None = None,
+        forgotten: MutableMapping[str, float] | None = None,
         learned: MutableMapping[str, bytes] | None = None,
         catalogue: ToolCatalogue | None = None,
         detector: Detector | None = None,
@@ -223,6 +230,7 @@ class Engine:
         self.grants: MutableMapping[str, dict[str, Grant]] = grants if grants is not None else {}
         self.open: MutableMapping[str, TaskState] = open if open is not None else {}
         self.ended: MutableMapping[str, Tombstone] = ended if ended is not None else {}
+        self.forgotten: MutableMapping[str, float] = forgotten if forgotten is not None else {}
         self.learned: MutableMapping[str, bytes] = learned if learned is not None else {}
         self.met: dict[str, bool] = {}
         """Agents met so far -> whether their learned state was taken from ``learned``."""
@@ -352,6 +360,7 @@ class Engine:
         task = self._tasks.get((agent_id, grant.task_id))
         if not admit_grant(
             grant, current=tasks.get(grant.task_id), task_ended=task is not None and task.is_over,
+            forgotten=self.forgotten.get(agent_id),
             others=(other for task_id, other in tasks.items() if task_id != grant.task_id),
         ):
             return Outcome()
@@ -816,12 +825,12 @@ class Engine:
         of it from ``learned`` (state of another version or config: it starts afresh)."""
         if agent_id in self.met:
             return
-        state = self.learned.get(agent_id)
-        if state is not None:
-            try:
+        try:  # an incomplete record (parts of it lost) is refused like another version
+            state = self.learned.get(agent_id)
+            if state is not None:
                 self.detector.load_agent_state(state)
-            except LearnedStateError:
-                state = None
+        except LearnedStateError:
+            state = None
         self.met[agent_id] = state is not None
 
     def _closed(self, agent_id: str, task_id: str) -> None:
@@ -894,7 +903,9 @@ class Engine:
         graves = self._graves.get(agent_id)
         if graves is not None and graves.remove(task_id) and not graves.sizes:
             del self._graves[agent_id]
-        self.ended.pop(task_key(agent_id, task_id), None)
+        tombstone = self.ended.pop(task_key(agent_id, task_id), None)
+        if tombstone is not None and tombstone.ended_at > self.forgotten.get(agent_id, -inf):
+            self.forgotten[agent_id] = tombstone.ended_at
 
     def _is_over(self, agent_id: str, task_id: str) -> bool:
         """Whether the task ended (or is no longer known: its grant is an orphan)."""

@@ -18,7 +18,10 @@ from intentwatch.models.learned import Counts, Stats
 if TYPE_CHECKING:
     from intentwatch.models.features import Observation
 
-__all__ = ["DecayingCounts", "EWStats", "Levels", "blend", "ramp"]
+__all__ = ["AGENT", "ROLE", "DecayingCounts", "EWStats", "Levels", "blend", "ramp"]
+
+AGENT, ROLE = 0, 1
+"""The levels of what was learned of one scope: an agent's, a role's."""
 
 
 class DecayingCounts:
@@ -218,6 +221,10 @@ class Levels:
 
     def get(self, x: Observation) -> tuple[Any, Any, Any]:
         return self.agents.get(x.agent_id), self.roles.get(x.role), self.fleet
+
+    def scopes(self, level: int) -> dict[str, Any]:
+        """The values of level 0 (by agent) or 1 (by role)."""
+        return self.roles if level == ROLE else self.agents
 
     def make(self, level: int) -> Any:
         """A fresh value for level 0 (an agent), 1 (a role) or 2 (the fleet)."""

@@ -7,13 +7,14 @@ stream clock (:class:`~intentwatch.models.clock.LogClock`): time-driven work (gr
 grant expiry, quiet tasks) is done as that partition's log moves on, by its data
 records and by the tick records a timer writes into it, so reading the same log
 again decides the same. What the engines know lives in faust tables (changelog topics,
-co-partitioned with the input): grants, open tasks, ended tasks' tombstones, each
-partition's stream time, and what each partition's own detector learned (each agent's
-state keyed by the agent, written when a task's learning changed it; the partition's
-role, fleet and shared-model state every ``population_seconds`` of stream time, as
-versioned data: :mod:`~intentwatch.models.learned`). So state moves with its partition
-when workers join or leave and is rebuilt after a crash, and a partition's verdicts
-depend on its log only, not on which worker reads it.
+co-partitioned with the input): grants, open tasks, ended tasks' tombstones (and when
+each agent's tasks forgotten early ended), each partition's stream time, and what each
+partition's own detector learned (each agent's state keyed by the agent, written when a
+task's learning changed it; every ``population_seconds`` of stream time, the partition's
+fleet and shared-model state and each of its roles that learned since, a record per
+role; as versioned data in records of a bounded size: :mod:`~intentwatch.models.learned`).
+So state moves with its partition when workers join or leave and is rebuilt after a
+crash, and a partition's verdicts depend on its log only, not on which worker reads it.
 A second agent (:mod:`~intentwatch.pipeline.spans`) turns the OpenTelemetry Collector's
 span records into tool calls on the input topic.
 """
@@ -42,7 +43,7 @@ from intentwatch.models.clock import LogClock
 from intentwatch.models.config import ScoringConfig, load_config
 from intentwatch.models.detection import Detector, history_summary
 from intentwatch.models.engine import Engine, Outcome, TaskState, Tombstone
-from intentwatch.models.learned import LearnedStateError
+from intentwatch.models.learned import LearnedStateError, PartedStore
 from intentwatch.models.limits import ShedKind
 from intentwatch.models.replay import event_time
 from intentwatch.pipeline.buffered import BufferedTable
@@ -69,7 +70,7 @@ INPUT_TOPICS = (TOPICS["events"],)
 """The topic the worker consumes: every agent's grants, calls and task events, keyed by
 agent SPIFFE ID."""
 
-TABLES = ("grants", "open", "ended", "partitions", "learned")
+TABLES = ("grants", "open", "ended", "forgotten", "partitions", "learned")
 """The names of the worker's tables; each has a compacted changelog topic, co-partitioned
 with the input topics."""
 
@@ -82,7 +83,7 @@ class PartitionState(msgspec.Struct, frozen=True):
     last_sweep: float
     """:attr:`Engine.last_sweep`."""
     population_at: float = -math.inf
-    """Stream time the partition's role, fleet and shared-model state was last written."""
+    """Stream time the partition's population (and changed roles) were last written."""
     population_calls: int = 0
     """Calls its detector had learned then."""
 
@@ -105,6 +106,7 @@ _CODECS = {
     "intentwatch-grants": dict[str, Grant],
     "intentwatch-open": TaskState,
     "intentwatch-ended": Tombstone,
+    "intentwatch-forgotten": float,
     "intentwatch-partitions": PartitionState,
 }
 for _name, _type in _CODECS.items():
@@ -187,14 +189,21 @@ class Pipeline:
         self.ended = self._table(
             "ended", "Ended tasks, for a day: 'agent id|task id' -> Tombstone."
         )
+        self.forgotten = self._table(
+            "forgotten", "Agent id -> when the latest of its tasks forgotten early ended."
+        )
         self.partitions = self._table(
             "partitions", "Stream time of each partition: 'partition-N' -> PartitionState."
         )
         self.learned = self._table(
             "learned", "What was learned: agent id -> Detector.agent_state; "
-            "'partition-N/population' -> that partition's Detector.population_state.",
+            "'partition-N/population' -> that partition's Detector.population_state; "
+            "'partition-N/role/<role>' -> its Detector.role_state (values past "
+            "models.learned.PART_BYTES in parts: 'key#partN').",
             codec="raw",
         )
+        self.learned_records = PartedStore(self.learned)
+        """The ``learned`` table's values, whole (their parts joined)."""
         self.config = config or load_config()
         self.engines: dict[int, Engine] = {}
         """Partition -> its engine and its own detector (made when the partition is first
@@ -419,8 +428,9 @@ class Pipeline:
             tables = self._tables(partition)
             engine = self.engines[partition] = Engine(
                 self.config, grants=tables["grants"], open=tables["open"],
-                ended=tables["ended"], learned=tables["learned"],
-                detector=self._detector(partition), shed=self.shed,
+                ended=tables["ended"], forgotten=tables["forgotten"],
+                learned=PartedStore(tables["learned"]), detector=self._detector(partition),
+                shed=self.shed,
             )
             engine.restore(lambda agent: agent_partition(agent, self.settings.partitions)
                            == partition)
@@ -444,45 +454,57 @@ class Pipeline:
         return tables
 
     def _detector(self, partition: int) -> Detector:
-        """The partition's detector, with the role, fleet and shared-model state last
-        written for it (its agents' own state is read as the engine meets them); where
-        the tables hold none yet, what the worker was warmed from (its agents of this
-        partition are written to the table)."""
+        """The partition's detector, with the population and role state last written for
+        it (its agents' own state is read as the engine meets them); where the tables hold
+        none yet, what the worker was warmed from (its agents of this partition are
+        written to the table)."""
         if partition in self._detectors:
             return self._detectors[partition]
         detector = self._detectors[partition] = Detector(self.config)
-        kept = self.learned.get(f"partition-{partition}/population")
-        if kept is not None:
-            try:
-                detector.load_population_state(kept)
+        records = self.learned_records
+        try:
+            kept = records.get(_population_key(partition))
+            if kept is not None:
+                for role in detector.load_population_state(kept):
+                    state = records.get(_role_key(partition, role))
+                    if state is not None:
+                        detector.load_role_state(state)
                 return detector
-            except LearnedStateError as error:  # another version or config: start afresh
-                log.warning("partition %d: not taking its learned population state (%s)",
-                            partition, error)
-                detector = self._detectors[partition] = Detector(self.config)
+        except LearnedStateError as error:  # another version or config: start afresh
+            log.warning("partition %d: not taking its learned population state (%s)",
+                        partition, error)
+            detector = self._detectors[partition] = Detector(self.config)
         if self.warm is not None:
-            detector.load_population_state(self.warm.population_state())
-            for agent in sorted(self.warm.learned_agents()):
+            warm = self.warm
+            for role in detector.load_population_state(warm.population_state()):
+                detector.load_role_state(warm.role_state(role))
+            for agent in sorted(warm.learned_agents()):
                 if (agent_partition(agent, self.settings.partitions) == partition
-                        and agent not in self.learned):
-                    self.learned[agent] = self.warm.agent_state(agent)
-            self.learned[f"partition-{partition}/population"] = detector.population_state()
+                        and agent not in records):
+                    records[agent] = warm.agent_state(agent)
+            self._write_population(partition, detector, detector.learned_roles())
         return detector
 
     def _keep_time(self, partition: int, engine: Engine, clock: LogClock) -> None:
         """Write the partition's stream time; every ``population_seconds`` of it, when
-        something was learned since, its detector's role, fleet and shared-model state."""
+        something was learned since, its detector's population and changed roles."""
         kept = self._kept[partition]
         detector = engine.detector
         calls = detector.restored_calls + detector.learned_calls
         if (calls != kept.population_calls
                 and clock.now - kept.population_at >= self.settings.population_seconds):
-            self.learned[f"partition-{partition}/population"] = detector.population_state()
+            self._write_population(partition, detector, detector.take_learned_roles())
             kept = msgspec.structs.replace(kept, population_at=clock.now,
                                            population_calls=calls)
         kept = msgspec.structs.replace(kept, clock=clock.state(), last_sweep=engine.last_sweep)
         self._kept[partition] = kept
         self._tables(partition)["partitions"][f"partition-{partition}"] = kept
+
+    def _write_population(self, partition: int, detector: Detector, roles: set[str]) -> None:
+        """Write ``roles``' state, then the population naming every role."""
+        for role in sorted(roles):
+            self.learned_records[_role_key(partition, role)] = detector.role_state(role)
+        self.learned_records[_population_key(partition)] = detector.population_state()
 
     async def _send(
         self, topic: str, key: bytes | None, value: bytes, headers: Headers
@@ -536,6 +558,14 @@ class Pipeline:
         self._kept.clear()
         self.ready = True
         log.info("grants recovered for partitions %s", sorted(self._owned))
+
+
+def _population_key(partition: int) -> str:
+    return f"partition-{partition}/population"
+
+
+def _role_key(partition: int, role: str) -> str:
+    return f"partition-{partition}/role/{role}"
 
 
 def warm_start(config: ScoringConfig, path: Path) -> Detector:

@@ -71,12 +71,12 @@ async def put(events: Any, kind: str, value: bytes, agent: str, **options: Any) 
     return await events.put(value, headers=[(KIND_HEADER, kind.encode())], **options)
 
 
-def make_pipeline(folder: Path, send: Sent, *, flush_records: int = 1) -> Pipeline:
+def make_pipeline(folder: Path, send: Sent, **other: Any) -> Pipeline:
     """A pipeline of 4 partitions keeping its data and keys in ``folder``, trusting
-    :data:`ISSUER_KEY`, publishing to ``send``, writing its tables every
-    ``flush_records`` records."""
+    :data:`ISSUER_KEY`, publishing to ``send`` (``other``: other settings, e.g.
+    ``flush_records``)."""
     settings = Settings(data_dir=folder / "data", keys_dir=folder / "keys", partitions=4,
-                        flush_records=flush_records)
+                        **other)
     verifier = GrantVerifier({"keys": [ISSUER_KEY.public_jwk()]})
     return Pipeline(
         settings, keyring=load_keyring(settings.keys_dir), grant_verifier=verifier, send=send

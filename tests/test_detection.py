@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from intentwatch.contracts import Grant, ToolCall
+from intentwatch.contracts import Grant, ToolCall, role_of
 from intentwatch.models.catalogue import ACTION_RISK, ToolCatalogue
 from intentwatch.models.config import ScoringConfig
 from intentwatch.models.detection import (
@@ -354,14 +354,21 @@ def test_an_agents_learned_state_moves_on_its_own() -> None:
     for k in range(30):
         run_task(original, f"mine-{k}", ROUTINE)
     assert original.take_learned_agents() == {AGENT} and not original.take_learned_agents()
-    moved = Detector(config)  # the agent's new worker, which knows the population
-    moved.load_population_state(original.population_state())
+    role = role_of(AGENT)
+    assert original.take_learned_roles() == {role} and not original.take_learned_roles()
+
+    def population(detector: Detector) -> Detector:
+        """``detector`` with ``original``'s population and roles, as a worker reads them."""
+        for of_role in detector.load_population_state(original.population_state()):
+            assert detector.load_role_state(original.role_state(of_role)) == of_role == role
+        return detector
+
+    moved = population(Detector(config))  # the agent's new worker, which knows the population
     assert moved.load_agent_state(original.agent_state(AGENT)) == AGENT
     probe = [{"tool": "gmail.send_email", "target": "mailto:eve@evil.example"}]
     assert run_task(moved, "p", probe, learn=False)[0].components == run_task(
         original, "p", probe, learn=False)[0].components
-    population_only = Detector(config)
-    population_only.load_population_state(original.population_state())
+    population_only = population(Detector(config))
     assert run_task(population_only, "p", probe, learn=False)[0].components != run_task(
         original, "p", probe, learn=False)[0].components  # the agent's own state mattered
     nobody = "spiffe://acme.org/agents/support/nobody"

@@ -14,14 +14,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from intentwatch.contracts import Grant, ToolCall
+from intentwatch.contracts import Grant, ToolCall, role_of
 from intentwatch.models.baseline import Baseline
 from intentwatch.models.catalogue import ToolCatalogue
 from intentwatch.models.config import ScoringConfig
 from intentwatch.models.detection import Detector
 from intentwatch.models.detectors import BaselineConfig
 from intentwatch.models.features import TaskContext
-from intentwatch.models.learned import AgentState, Baselines
+from intentwatch.models.learned import AgentState, Baselines, RoleState
 from intentwatch.models.protocol import OnlineDetector
 
 AGENT = "spiffe://acme.org/agents/support/a1"
@@ -47,16 +47,20 @@ def observations(n: int, distinct: bool = False, offset: int = 0):
 
 
 def learned(baseline: Baseline) -> bytes:
-    """Everything ``baseline`` learned (of the population and of the one agent), as data."""
-    return msgspec.msgpack.encode((baseline.population_state(), baseline.agent_state(AGENT)))
+    """Everything ``baseline`` learned (of the fleet, the one role and the one agent), as
+    data."""
+    return msgspec.msgpack.encode((baseline.population_state(),
+                                   baseline.role_state(role_of(AGENT)),
+                                   baseline.agent_state(AGENT)))
 
 
 def restored(baseline: Baseline) -> Baseline:
     """A new baseline of the same config that took over what ``baseline`` learned."""
-    population, agent = msgspec.msgpack.decode(
-        learned(baseline), type=tuple[Baselines, AgentState])
+    population, role, agent = msgspec.msgpack.decode(
+        learned(baseline), type=tuple[Baselines, RoleState, AgentState])
     twin = Baseline(baseline.config)
     twin.load_population_state(population)
+    twin.load_role_state(role)
     twin.load_agent_state(agent)
     return twin
 

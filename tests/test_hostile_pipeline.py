@@ -255,6 +255,29 @@ async def test_a_replayed_grant_is_a_dead_letter_with_its_code(
     assert [v["decision"] for v in sent.verdicts()] == ["revoke"]
 
 
+async def test_a_forgotten_tasks_grant_published_again_is_a_dead_letter(
+    tmp_path: Path, sent: Sent
+) -> None:
+    settings = Settings(data_dir=tmp_path / "data", keys_dir=tmp_path / "keys", partitions=4)
+    pipeline = Pipeline(settings, keyring=load_keyring(settings.keys_dir),
+                        grant_verifier=GrantVerifier({"keys": [ISSUER_KEY.public_jwk()]}),
+                        config=ScoringConfig(limits={"tombstones_per_agent": 2}), send=sent)
+    agent = agent_id()
+    first = grant_token(agent, "t0")
+    async with pipeline.agent.test_context() as events:
+        for n in range(3):  # the third task's tombstone makes the first one's forgotten
+            await put(events, "grant", first if n == 0 else grant_token(agent, f"t{n}"), agent)
+            await put(events, "task", encode({
+                "event_id": f"end-{n}", "ts": time.time(), "agent_id": agent,
+                "task_id": f"t{n}", "status": "completed"}), agent)
+        await put(events, "grant", first, agent)  # the same signed grant, still valid
+
+    [(_, _, headers)] = sent.on("dlq")
+    assert headers[DeadLetterHeaders.ERROR_CLASS] == b"task_forgotten"
+    assert pipeline.shed["tombstone", "evicted"] == 1
+    assert "t0" not in pipeline.grants[agent]
+
+
 def grant_payload(agent: str, task: str = "t1") -> dict[str, Any]:
     token = grant_token(agent, task)
     return json.loads(base64.urlsafe_b64decode(token.split(b".")[1] + b"=="))

@@ -189,7 +189,7 @@ def test_a_missing_warm_start_file_names_its_variable(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("written", "why"), [
     (lambda state: msgspec.msgpack.encode({**msgspec.msgpack.decode(state), "version": 0}),
-     "learned state of version 0; this intentwatch reads version 1 only (learn it again "
+     "learned state of version 0; this intentwatch reads version 2 only (learn it again "
      "with this version)"),
     (lambda state: pickle_like(), "not intentwatch learned state (it has no learned-state "
                                    "header)"),

@@ -15,7 +15,7 @@ from faust.serializers import codecs
 from faust.types import TP
 from kafka.partitioner.default import murmur2
 
-from intentwatch.contracts import TOPICS, DeadLetterHeaders, Grant, encode
+from intentwatch.contracts import TOPICS, DeadLetterHeaders, Grant, encode, role_of
 from intentwatch.pipeline.app import Pipeline, agent_partition
 from intentwatch.pipeline.worker import load_keyring
 from intentwatch.tokens.grants import GrantVerifier
@@ -296,7 +296,8 @@ async def test_what_was_learned_is_in_the_learned_table_and_taken_back_from_it(
         await put(events, "grant", grant_token(agent, "t2"), agent)
         await put(events, "toolcall", probe, agent)
     partition = agent_partition(agent, 4)
-    assert set(kept) == {agent, f"partition-{partition}/population"} and newcomer not in kept
+    assert set(kept) == {agent, f"partition-{partition}/population",
+                         f"partition-{partition}/role/{role_of(agent)}"} and newcomer not in kept
 
     def restarted(learned: dict[str, bytes]) -> tuple[Pipeline, Sent]:
         settings, out = pipeline.settings, Sent()

@@ -14,7 +14,7 @@ from collections import Counter
 import msgspec
 import pytest
 
-from intentwatch.contracts import RecordRejected, encode
+from intentwatch.contracts import Grant, RecordRejected, encode
 from intentwatch.models.config import ScoringConfig
 from intentwatch.models.engine import Engine, Outcome
 from intentwatch.models.limits import StateLimits
@@ -121,6 +121,53 @@ def test_a_hundred_thousand_ended_tasks_keep_the_agents_tombstones_bounded():
     assert not late.verdicts  # no grant: the call waits for one, then is revoked
     [verdict] = engine.tick(1310.0).verdicts
     assert (verdict.decision, verdict.reasons[0].code) == ("revoke", "no_grant")
+
+
+@pytest.mark.parametrize("forget", ["evicted", "aged out"])
+def test_the_grant_of_a_task_forgotten_early_is_never_admitted_again(forget: str) -> None:
+    """A tombstone forgotten early (past the tombstone limits, or a day after the task
+    ended) took with it what refused the task's grant; a per-agent mark of when the latest
+    forgotten task ended refuses it, and any grant issued no later for a task the engine
+    holds nothing of (``task_forgotten``)."""
+    engine = make_engine(tombstones_per_agent=3)
+    stores = {"grants": engine.grants, "open": engine.open, "ended": engine.ended,
+              "forgotten": engine.forgotten}
+    old = grant(task="early", issued_at=100.0, expires_at=9e9)
+    engine.process(old, now=100.0)
+    engine.process(call(ts=105.0, task="early", target="https://crm.acme.org/c/7"))
+    engine.process(task_event("completed", ts=110.0, task="early"))
+    if forget == "evicted":
+        for n in range(3):  # three later tasks leave no room for the early one's tombstone
+            ts = 120.0 + 10 * n
+            engine.process(grant(task=f"t{n}", issued_at=ts, expires_at=9e9), now=ts)
+            engine.process(task_event("completed", ts=ts + 5, task=f"t{n}"))
+        assert engine.shed["tombstone", "evicted"] == 1
+        replayed_at = 200.0
+    else:
+        replayed_at = 110.0 + 2 * 86400
+        engine.tick(replayed_at)
+        assert engine.shed["tombstone", "evicted"] == 0
+    assert "|early" not in "".join(engine.ended) and engine.forgotten == {AGENT: 110.0}
+
+    def refused(again: Grant, engine: Engine = engine) -> str:
+        with pytest.raises(RecordRejected) as error:
+            engine.process(again, now=replayed_at)
+        return error.value.code
+
+    assert refused(old) == "task_forgotten"
+    assert refused(grant(task="early", grant_id="g-other", issued_at=110.0,
+                         expires_at=9e9)) == "task_forgotten"  # any grant issued no later
+    restarted = Engine(engine.config, detector=ScriptedDetector(), **stores)
+    restarted.restore()
+    assert refused(old, restarted) == "task_forgotten"  # the mark is in a table
+    late = restarted.process(call(ts=replayed_at, task="early", n=2), now=replayed_at)
+    late.extend(restarted.tick(replayed_at + 60))
+    assert [(v.decision, v.reasons[0].code) for v in late.verdicts] == [("revoke", "no_grant")]
+    fresh = restarted.process(grant(task="new", issued_at=replayed_at, expires_at=9e9),
+                              now=replayed_at)  # a grant issued since is a new task's
+    assert not fresh.revocations and "new" in restarted.grants[AGENT]
+    assert restarted.process(call(ts=replayed_at, task="new", target="https://crm.acme.org/c/7")
+                             ).verdicts[0].decision == "allow"
 
 
 def test_five_thousand_grants_for_one_agent_keep_its_grants_value_bounded():
