@@ -68,7 +68,7 @@ def child(states_path: Path, agents: int) -> dict[str, Any]:
     started = time.process_time()
     for n in range(agents):
         model = decoded[n % len(decoded)]
-        clone = msgspec.structs.replace(model, agent=f"{model.agent}-clone-{n}")
+        clone = msgspec.structs.replace(model, id=f"{model.id}-clone-{n}")
         data = seal(clone, settings=digest)
         loaded += len(data)
         detector.load_agent_state(data)

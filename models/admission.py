@@ -14,9 +14,11 @@ with its own code (the pipeline dead-letters it):
   ended with a grant takes no other (``task_ended``). The same grant read again (a
   re-delivery, a re-read after a crash) is admitted as a no-op. Ended tasks are
   remembered for a day, within the tombstone limits; what is remembered of the ones
-  forgotten earlier is when the latest of them ended, per agent: a grant issued no
-  later for a task the engine holds nothing of may be of one of them
-  (``task_forgotten``), so a forgotten task's grant is never admitted again.
+  forgotten earlier is the latest issue time of their grants, per agent: a grant issued
+  no later for a task the engine holds nothing of may be one of theirs
+  (``task_forgotten``), so a forgotten task's grant is never admitted again. (Issue
+  times, not stream time: a grant read behind a backlog was issued long before the
+  ticks of the wall clock moved stream time on.)
 
 - **room**: an agent holds at most ``grants_per_agent`` grants of at most
   ``grant_bytes_per_agent`` bytes in all (:class:`~intentwatch.models.limits.StateLimits`;
@@ -91,7 +93,7 @@ def admit_grant(
 
     ``current`` is the task's grant, ``task_ended`` whether the task ended (while it had
     that grant, if any), ``others`` the agent's grants for its other tasks, ``forgotten``
-    the latest end of the agent's tasks forgotten early. Raises
+    the latest issue time of the grants of the agent's tasks forgotten early. Raises
     :class:`~intentwatch.contracts.RecordRejected` for a grant that must not be used.
 
     >>> forgotten = Grant(grant_id="g0", agent_id="spiffe://acme.org/agents/a1",
@@ -118,8 +120,9 @@ def admit_grant(
         raise RecordRejected(
             "task_forgotten",
             f"grant {grant.grant_id} of task {grant.task_id}, unknown here, was issued "
-            f"{format_ts(grant.issued_at)}, before agent {grant.agent_id}'s tasks forgotten "
-            f"early ended (the latest at {format_ts(forgotten)}): it may be one of theirs",
+            f"{format_ts(grant.issued_at)}, no later than a grant of a task of agent "
+            f"{grant.agent_id} forgotten early ({format_ts(forgotten)}): it may be one of "
+            "theirs",
         )
     if current is not None and grant.issued_at <= current.issued_at:
         raise RecordRejected(

@@ -118,6 +118,8 @@ class Tombstone:
     """It ended before its grant was read: the audit waits for the grant."""
     verdicts: dict[str, Verdict] = field(default_factory=dict)
     """Its calls' verdicts by event id, for ``_REREAD_SECONDS`` after its end."""
+    issued_at: float | None = None
+    """Its grant's issue time (None: no grant was read before it ended)."""
 
 
 @dataclass
@@ -193,10 +195,10 @@ class Engine:
         ``grants``, a table in the pipeline, so that after a restart an ended task's
         credentials are still refused and its grant not expired again.
     forgotten
-        Agent id -> the latest end of its tasks whose tombstones were forgotten (past the
-        tombstone limits, or a day after they ended): a grant issued no later, for a task
-        the engine holds no tombstone of, may be of one of them and is refused
-        (``task_forgotten``); one number per agent, a table in the pipeline.
+        Agent id -> the latest issue time of the grants of its tasks whose tombstones were
+        forgotten (past the tombstone limits, or a day after they ended): a grant issued
+        no later, for a task the engine holds nothing of, may be one of theirs and is
+        refused (``task_forgotten``); one number per agent, a table in the pipeline.
     learned
         Where what the detector learned of each agent lives: agent id -> its
         :meth:`~intentwatch.models.detection.Detector.agent_state`; read when the engine
@@ -860,9 +862,11 @@ class Engine:
         agent's room for tombstones the oldest other ones are forgotten, tasks, grants and
         all (a later call of one has no grant: it is revoked)."""
         assert task.ended_at is not None
+        grant = self._grant(task.agent_id, task.task_id)
         tombstone = Tombstone(
             status=task.status, ended_at=task.ended_at, revoked=dict(task.revoked),
             audit_pending=task.audit_pending, verdicts=dict(task.verdicts),
+            issued_at=grant.issued_at if grant is not None else None,
         )
         key = task_key(task.agent_id, task.task_id)
         self.ended[key] = tombstone
@@ -904,8 +908,9 @@ class Engine:
         if graves is not None and graves.remove(task_id) and not graves.sizes:
             del self._graves[agent_id]
         tombstone = self.ended.pop(task_key(agent_id, task_id), None)
-        if tombstone is not None and tombstone.ended_at > self.forgotten.get(agent_id, -inf):
-            self.forgotten[agent_id] = tombstone.ended_at
+        issued_at = tombstone.issued_at if tombstone is not None else None
+        if issued_at is not None and issued_at > self.forgotten.get(agent_id, -inf):
+            self.forgotten[agent_id] = issued_at
 
     def _is_over(self, agent_id: str, task_id: str) -> bool:
         """Whether the task ended (or is no longer known: its grant is an orphan)."""

@@ -19,7 +19,7 @@ state, failing closed: nothing it forgets lets a credential be used unjudged.
 - **tombstones** of ended tasks: at most ``tombstones_per_agent`` in
   ``tombstone_bytes_per_agent`` (one table value per agent); the oldest are forgotten
   first, with their grants, so a later call of a forgotten task has no grant and is
-  revoked (``no_grant``), and a grant issued before the latest forgotten one ended is
+  revoked (``no_grant``), and a grant issued no later than the latest of their grants is
   refused for a task the engine holds nothing of (``task_forgotten``).
 
 Every refusal and eviction is counted (:data:`SHED`): the engine's ``shed`` counter,

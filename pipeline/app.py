@@ -7,12 +7,13 @@ stream clock (:class:`~intentwatch.models.clock.LogClock`): time-driven work (gr
 grant expiry, quiet tasks) is done as that partition's log moves on, by its data
 records and by the tick records a timer writes into it, so reading the same log
 again decides the same. What the engines know lives in faust tables (changelog topics,
-co-partitioned with the input): grants, open tasks, ended tasks' tombstones (and when
-each agent's tasks forgotten early ended), each partition's stream time, and what each
-partition's own detector learned (each agent's state keyed by the agent, written when a
-task's learning changed it; every ``population_seconds`` of stream time, the partition's
-fleet and shared-model state and each of its roles that learned since, a record per
-role; as versioned data in records of a bounded size: :mod:`~intentwatch.models.learned`).
+co-partitioned with the input): grants, open tasks, ended tasks' tombstones (and the
+latest grant of each agent's tasks forgotten early), each partition's stream time, and
+what each partition's own detector learned (each agent's state keyed by the agent,
+written when a task's learning changed it; every ``population_seconds`` of stream time,
+the partition's fleet and shared-model state and each of its roles that learned since, a
+record per role; as versioned data in records of a bounded size:
+:mod:`~intentwatch.models.learned`).
 So state moves with its partition when workers join or leave and is rebuilt after a
 crash, and a partition's verdicts depend on its log only, not on which worker reads it.
 A second agent (:mod:`~intentwatch.pipeline.spans`) turns the OpenTelemetry Collector's
@@ -190,7 +191,8 @@ class Pipeline:
             "ended", "Ended tasks, for a day: 'agent id|task id' -> Tombstone."
         )
         self.forgotten = self._table(
-            "forgotten", "Agent id -> when the latest of its tasks forgotten early ended."
+            "forgotten", "Agent id -> the latest issue time of the grants of its tasks "
+            "forgotten early."
         )
         self.partitions = self._table(
             "partitions", "Stream time of each partition: 'partition-N' -> PartitionState."

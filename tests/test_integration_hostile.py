@@ -301,7 +301,7 @@ def test_an_agent_opening_thousands_of_tasks_keeps_every_table_value_small(
                        - before[("task", "evicted")] >= evicted, 60, "the evictions counted")
     assert counted[("task", "evicted")] - before[("task", "evicted")] == evicted
 
-    for table in ("grants", "open", "ended"):
+    for table in ("grants", "open", "ended", "forgotten", "learned"):
         largest, last = changelog(worker, table)
         assert largest <= 256 * 1024, table
         if table == "open":  # the agent's open tasks as the table holds them

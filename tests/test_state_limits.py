@@ -126,9 +126,9 @@ def test_a_hundred_thousand_ended_tasks_keep_the_agents_tombstones_bounded():
 @pytest.mark.parametrize("forget", ["evicted", "aged out"])
 def test_the_grant_of_a_task_forgotten_early_is_never_admitted_again(forget: str) -> None:
     """A tombstone forgotten early (past the tombstone limits, or a day after the task
-    ended) took with it what refused the task's grant; a per-agent mark of when the latest
-    forgotten task ended refuses it, and any grant issued no later for a task the engine
-    holds nothing of (``task_forgotten``)."""
+    ended) took with it what refused the task's grant; a per-agent mark, the latest issue
+    time of the forgotten tasks' grants, refuses it and any grant issued no later for a
+    task the engine holds nothing of (``task_forgotten``)."""
     engine = make_engine(tombstones_per_agent=3)
     stores = {"grants": engine.grants, "open": engine.open, "ended": engine.ended,
               "forgotten": engine.forgotten}
@@ -147,7 +147,7 @@ def test_the_grant_of_a_task_forgotten_early_is_never_admitted_again(forget: str
         replayed_at = 110.0 + 2 * 86400
         engine.tick(replayed_at)
         assert engine.shed["tombstone", "evicted"] == 0
-    assert "|early" not in "".join(engine.ended) and engine.forgotten == {AGENT: 110.0}
+    assert "|early" not in "".join(engine.ended) and engine.forgotten == {AGENT: 100.0}
 
     def refused(again: Grant, engine: Engine = engine) -> str:
         with pytest.raises(RecordRejected) as error:
@@ -155,7 +155,7 @@ def test_the_grant_of_a_task_forgotten_early_is_never_admitted_again(forget: str
         return error.value.code
 
     assert refused(old) == "task_forgotten"
-    assert refused(grant(task="early", grant_id="g-other", issued_at=110.0,
+    assert refused(grant(task="early", grant_id="g-other", issued_at=90.0,
                          expires_at=9e9)) == "task_forgotten"  # any grant issued no later
     restarted = Engine(engine.config, detector=ScriptedDetector(), **stores)
     restarted.restore()
@@ -168,6 +168,21 @@ def test_the_grant_of_a_task_forgotten_early_is_never_admitted_again(forget: str
     assert not fresh.revocations and "new" in restarted.grants[AGENT]
     assert restarted.process(call(ts=replayed_at, task="new", target="https://crm.acme.org/c/7")
                              ).verdicts[0].decision == "allow"
+
+
+def test_a_grant_issued_while_forgotten_tasks_ran_is_admitted():
+    """What marks forgotten tasks is their grants' issue time, not their end: a task
+    granted while older ones still ran (or read behind a backlog, while ticks moved
+    stream time on) is no forgotten task."""
+    engine = make_engine(tombstones_per_agent=2)
+    for n in range(3):  # tasks granted at 100-102 that end at 200-202: t0 is forgotten
+        engine.process(grant(task=f"t{n}", issued_at=100.0 + n, expires_at=9e9), now=100.0 + n)
+    for n in range(3):
+        engine.process(task_event("completed", ts=200.0 + n, task=f"t{n}"))
+    assert engine.shed["tombstone", "evicted"] == 1 and engine.forgotten == {AGENT: 100.0}
+    engine.tick(5000.0)
+    engine.process(grant(task="t3", issued_at=150.0, expires_at=9e9), now=5000.0)
+    assert "t3" in engine.grants[AGENT]
 
 
 def test_five_thousand_grants_for_one_agent_keep_its_grants_value_bounded():
