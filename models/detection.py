@@ -41,12 +41,14 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any, TypeVar
 
+import msgspec
+
 from intentwatch.contracts import Grant, Reason, ToolCall, role_of
 from intentwatch.models.baseline import Baseline
 from intentwatch.models.catalogue import ACTION_RISK, ToolInfo
 from intentwatch.models.config import ScoringConfig, settings_from
 from intentwatch.models.detectors import BaselineConfig
-from intentwatch.models.features import Observation, TaskContext
+from intentwatch.models.features import ContextState, Observation, TaskContext
 from intentwatch.models.intent import IntentCheck, parse_intent
 from intentwatch.models.learned import (
     AgentState,
@@ -79,6 +81,7 @@ __all__ = [
     "FusionConfig",
     "ProvenanceConfig",
     "ScoredCall",
+    "ScoringState",
     "TaskRisk",
     "TaskScoring",
     "counted_evidence",
@@ -166,7 +169,11 @@ class FusionConfig:
     score only up to the ones left out)."""
     max_task_samples: int = 512
     """Calls per task kept as scored, for learning (longer tasks are rebuilt when learned),
-    and distinct destinations, written targets and unasked tools a task remembers."""
+    and distinct destinations, written targets, unasked tools, tools, targets and
+    behaviours a task remembers."""
+    max_task_sample_bytes: int = 192 * 1024
+    """Bytes (msgpack, as the task's state is stored) of the calls a task keeps as scored
+    since it was last learned: past them it is rebuilt when learned, as a longer one."""
     novelty_revoke_threshold: float = 0.97
     """Score from which novelty alone (rarities, volumes, the shared model) revokes under a
     broad grant; below it, and always under a narrow grant, only intent or destination
@@ -263,7 +270,9 @@ class TaskRisk:
     """Cumulative risk of one task: noisy-OR over its distinct behaviours.
 
     A behaviour (tool and target) counts once, at its highest risk; only the
-    part of a risk above ``floor`` counts, so many ordinary calls never add up.
+    part of a risk above ``floor`` counts, so many ordinary calls never add up. It
+    remembers ``cap`` behaviours at most: past them, a new behaviour's risk counts again
+    at each of its calls (the task's risk only grows).
 
     >>> task = TaskRisk(floor=0.2)
     >>> round(task.add(("crm.export", "a"), 0.6), 2), round(task.add(("crm.export", "a"), 0.6), 2)
@@ -272,10 +281,11 @@ class TaskRisk:
     0.75
     """
 
-    __slots__ = ("_log_safe", "floor", "risks")
+    __slots__ = ("_log_safe", "cap", "floor", "risks")
 
-    def __init__(self, floor: float) -> None:
+    def __init__(self, floor: float, cap: int = 512) -> None:
         self.floor = floor
+        self.cap = cap
         self.risks: dict[tuple[str, str | None], float] = {}
         self._log_safe = 0.0  # sum of log(1 - excess risk)
 
@@ -285,7 +295,8 @@ class TaskRisk:
         previous = self.risks.get(behaviour, 0.0)
         if excess > previous:
             self._log_safe += math.log1p(-excess) - math.log1p(-previous)
-            self.risks[behaviour] = excess
+            if behaviour in self.risks or len(self.risks) < self.cap:
+                self.risks[behaviour] = excess
         return 1.0 - math.exp(self._log_safe)
 
 
@@ -312,7 +323,10 @@ class TaskScoring:
     intent: str | None
     risk: TaskRisk
     scored: dict[str, ScoredCall] = field(default_factory=dict)
-    """event id -> the call as scored, up to ``max_task_samples``."""
+    """event id -> the call as scored, up to ``max_task_samples`` and
+    ``max_task_sample_bytes``."""
+    scored_bytes: int = 0
+    """Bytes of ``scored`` (msgpack)."""
     source_novelty: float = 0.0
     """How unusual for the agent the most unusual sensitive read of the task so far was."""
     source: str | None = None
@@ -339,6 +353,38 @@ class TaskScoring:
     direct_source: tuple[str | None, float] | None = None
     """For the current call, a code run straight after a sensitive read this agent rarely
     makes: that read and its novelty (for explanations)."""
+
+
+class ScoringState(msgspec.Struct, array_like=True):
+    """A :class:`TaskScoring` as versioned data (:meth:`Detector.task_state`), kept in its
+    task's state so that after a crash its calls score as they would have: everything
+    but what explains the current call only (``unresolved``, ``direct_source``)."""
+
+    version: int
+    settings: str
+    """:attr:`Detector.task_digest` of the detector that scored the task."""
+    context: ContextState
+    intent: str | None
+    risks: list[tuple[str, str | None, float]]
+    log_safe: float
+    """:class:`TaskRisk`: its behaviours' risks above the floor, and their sum of
+    ``log(1 - risk)`` as it was added up."""
+    scored: dict[str, ScoredCall]
+    scored_bytes: int
+    source_novelty: float
+    source: str | None
+    previous_novelty: float
+    previous_source: str | None
+    evidence: float
+    destinations: list[str]
+    unasked_tools: list[str]
+    alerted_destinations: list[str]
+    unreadable: bool
+    delegated: bool
+
+
+_SCORING_VERSION = 1
+"""Bumped whenever what a reader would make of a :class:`ScoringState` changes."""
 
 
 class Detector:
@@ -388,6 +434,9 @@ class Detector:
         """Calls the loaded population state had learned."""
         self.settings_digest = _digest(self._learning_settings())
         """Of the settings that give learned state its meaning (learned state names it)."""
+        self.task_digest = _digest({**self._learning_settings(),
+                                    "fusion": detectors.get("fusion", {})})
+        """Of the settings that give a :class:`ScoringState` its meaning."""
         self._agents: set[str] = set()
         """Agents something was learned of (their state is theirs, not the population's)."""
         self._changed: set[str] = set()
@@ -404,7 +453,7 @@ class Detector:
         task = TaskScoring(
             self.baseline.task(agent_id, intent, self.fusion.max_task_samples),
             intent,
-            TaskRisk(self.fusion.risk_floor),
+            TaskRisk(self.fusion.risk_floor, self.fusion.max_task_samples),
         )
         if intent is not None:
             parsed = parse_intent(intent)
@@ -463,7 +512,11 @@ class Detector:
             hst *= 1.0 - self.fusion.named_discount * check.credit
         components["hst"] = hst
         if len(task.scored) < self.fusion.max_task_samples:
-            task.scored[call.event_id] = ScoredCall(x, surprisals, (features, raw))
+            record = ScoredCall(x, surprisals, (features, raw))
+            size = len(_ENCODER.encode(record))
+            if task.scored_bytes + size <= self.fusion.max_task_sample_bytes:
+                task.scored[call.event_id] = record
+                task.scored_bytes += size
 
         call_risk, contributions = fuse(components, self.weights, self.fusion)
         task_risk = task.risk.add((call.tool, call.target), call_risk)
@@ -575,7 +628,7 @@ class Detector:
             scored, destinations, unasked, alerted = (
                 task.scored, task.destinations, task.unasked_tools, task.alerted_destinations)
             task.scored, task.destinations, task.unasked_tools = {}, {}, {}
-            task.alerted_destinations = {}
+            task.alerted_destinations, task.scored_bytes = {}, 0
         if not learn or not calls or not self.learning:
             return
         if task is not None:
@@ -600,6 +653,42 @@ class Detector:
         self._agents.add(agent_id)
         self._changed.add(agent_id)
         self._changed_roles.add(role_of(agent_id))
+
+    def task_state(self, task: TaskScoring) -> ScoringState:
+        """What ``task`` holds, as data: :meth:`load_task_state` goes on from it exactly."""
+        risk = task.risk
+        return ScoringState(
+            _SCORING_VERSION, self.task_digest, task.context.state(), task.intent,
+            [(tool, target, r) for (tool, target), r in risk.risks.items()], risk._log_safe,
+            task.scored, task.scored_bytes, task.source_novelty, task.source,
+            task.previous_novelty, task.previous_source, task.evidence, list(task.destinations),
+            list(task.unasked_tools), list(task.alerted_destinations), task.unreadable,
+            task.delegated,
+        )
+
+    def load_task_state(self, state: ScoringState) -> TaskScoring | None:
+        """The task :meth:`task_state` gave; None for state of another version or settings
+        (the task is then scored afresh, as by :meth:`open_task`).
+
+        >>> detector = Detector(ScoringConfig())
+        >>> state = detector.task_state(detector.open_task("spiffe://acme.org/agents/a1", None))
+        >>> detector.task_state(detector.load_task_state(state)) == state
+        True
+        """
+        if state.version != _SCORING_VERSION or state.settings != self.task_digest:
+            return None
+        config = self.baseline.config
+        risk = TaskRisk(self.fusion.risk_floor, self.fusion.max_task_samples)
+        risk.risks = {(tool, target): r for tool, target, r in state.risks}
+        risk._log_safe = state.log_safe
+        return TaskScoring(
+            TaskContext.from_state(state.context, config.internal_domains,
+                                   config.rate_window_seconds),
+            state.intent, risk, dict(state.scored), state.scored_bytes, state.source_novelty,
+            state.source, state.previous_novelty, state.previous_source, state.evidence,
+            dict.fromkeys(state.destinations), dict.fromkeys(state.unasked_tools),
+            dict.fromkeys(state.alerted_destinations), state.unreadable, state.delegated,
+        )
 
     # -- how much was learned ----------------------------------------------------------------
 
@@ -985,6 +1074,8 @@ class Detector:
             f"{count} unusual behaviours in this task add up to risk {score:.2f}: {shown}"
         )
 
+
+_ENCODER = msgspec.msgpack.Encoder()
 
 _RECIPIENTS = frozenset({"email", "account", "channel", "handle"})
 """Destinations a request may leave to data (whom to reply to, which invoice to pay); a site

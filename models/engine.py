@@ -53,7 +53,7 @@ from intentwatch.models.admission import admit_grant, make_room
 from intentwatch.models.catalogue import ToolCatalogue, ToolInfo
 from intentwatch.models.config import ScoringConfig, load_config
 from intentwatch.models.conformance import Violation, check_call, target_allowed, tool_allowed
-from intentwatch.models.detection import Detector, TaskScoring
+from intentwatch.models.detection import Detector, ScoringState, TaskScoring
 from intentwatch.models.learned import LearnedStateError
 from intentwatch.models.limits import ShedKind, StateLimits
 
@@ -157,14 +157,18 @@ class TaskState:
     """The verdicts of the calls judged so far, by event id (as many as are staged at
     most): a call read again (after a crash, what was read since the last offset commit
     is) gets the same verdict again, and is not counted or learned twice."""
+    scoring_state: ScoringState | None = None
+    """:attr:`scoring` as data, as of the last event that changed the task
+    (:meth:`~intentwatch.models.detection.Detector.task_state`): after a restart the
+    detector goes on from it, so the task's later calls (and one read again whose
+    verdict was published but not this state) score as they would have."""
 
     def __post_init__(self) -> None:
         self.scoring: TaskScoring | None = None
         """What the detector keeps of the task while it scores its calls
         (:meth:`~intentwatch.models.detection.Detector.open_task`), from its first judged
-        call to its end (learned when it goes quiet, it goes on). In memory only (not a
-        field, so not in ``open``): after a restart the detector starts it afresh and
-        learns the task from its staged calls."""
+        call to its end (learned when it goes quiet, it goes on); not a field: the ``open``
+        store keeps :attr:`scoring_state`."""
 
     @property
     def is_over(self) -> bool:
@@ -523,11 +527,18 @@ class Engine:
         or went quiet (its later calls are learned when it ends)."""
         self._meet(task.agent_id)
         self.detector.end_task(
-            task.agent_id, task.scoring, task.staged, learn=not task.revoked_for_cause
+            task.agent_id, self._scoring(task), task.staged, learn=not task.revoked_for_cause
         )
         if ended:
-            task.scoring = None
+            task.scoring, task.scoring_state = None, None
         task.staged, task.staged_bytes = [], 0
+
+    def _scoring(self, task: TaskState) -> TaskScoring | None:
+        """What the detector keeps of ``task``: in memory, else as its state last kept it
+        (after a restart), else nothing yet."""
+        if task.scoring is None and task.scoring_state is not None:
+            task.scoring = self.detector.load_task_state(task.scoring_state)
+        return task.scoring
 
     # -- tool calls -----------------------------------------------------------------------
 
@@ -578,7 +589,7 @@ class Engine:
         grant = self._grant(call.agent_id, call.task_id)
         tool = self.catalogue.resolve(call)
         self._meet(call.agent_id)
-        if task.scoring is None:
+        if self._scoring(task) is None:
             task.scoring = self.detector.open_task(call.agent_id, grant)
         assessment = self.detector.assess(call, grant, tool, task.scoring)
         violations = self._violations(call, task, grant)
@@ -852,6 +863,8 @@ class Engine:
             task = self._tasks.get((agent_id, task_id))
             key = task_key(agent_id, task_id)
             if task is not None and not task.is_over:
+                if task.scoring is not None:
+                    task.scoring_state = self.detector.task_state(task.scoring)
                 self.open[key] = task
             elif key in self.open:
                 del self.open[key]

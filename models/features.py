@@ -22,7 +22,10 @@ import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TypeVar
 from functools import lru_cache
+
+import msgspec
 
 from intentwatch.contracts import LABEL_LEVELS, ToolCall, role_of
 from intentwatch.models.catalogue import ToolInfo
@@ -41,6 +44,7 @@ from intentwatch.models.limits import remember
 __all__ = [
     "EXTERNAL_SCHEMES",
     "SENSITIVE_LABELS",
+    "ContextState",
     "Observation",
     "TaskContext",
     "task_kind",
@@ -158,12 +162,42 @@ def task_kind(intent: str | None) -> str | None:
     return asked[0][0] if asked else None
 
 
+class ContextState(msgspec.Struct, array_like=True):
+    """A :class:`TaskContext` as data (:meth:`TaskContext.state`): what it has seen of
+    its task's calls, each collection at most ``cap`` keys."""
+
+    agent_id: str
+    intent: str | None
+    cap: int
+    prev_tool: str
+    last_ts: float | None
+    rate: float
+    written: list[str]
+    bytes: dict[str, float]
+    growing: dict[str, tuple[float, float, int]]
+    sensitive: list[str]
+    tools: dict[str, int]
+    targets: list[tuple[str, str | None, int]]
+
+
 class TaskContext:
     """What a task has done so far: previous tool, sensitive reads, rate, bytes sent,
     targets written.
 
     ``observe`` turns each call, in order, into an :class:`Observation`; the
-    same sequence is rebuilt when the task is learned.
+    same sequence is rebuilt when the task is learned. Each of its collections keeps at
+    most ``cap`` keys (a task's scratch stays bounded, whatever it calls): past that, a
+    new tool or target is counted as seen for the first time, every time.
+
+    >>> agent = "spiffe://acme.org/agents/support/a1"
+    >>> context = TaskContext(agent, intent="look up the order")
+    >>> call = ToolCall(event_id="e1", ts=0.0, agent_id=agent, task_id="t", tool="crm.get",
+    ...     target="crm://c-1", bytes_out=10)
+    >>> first = context.observe(call, ToolInfo("crm.get", "read"))
+    >>> twin = TaskContext.from_state(context.state())
+    >>> twin.observe(call, ToolInfo("crm.get", "read")) == context.observe(
+    ...     call, ToolInfo("crm.get", "read"))
+    True
     """
 
     __slots__ = (
@@ -218,6 +252,29 @@ class TaskContext:
         self._tools: dict[str, int] = {}
         self._targets: dict[tuple[str, str | None], int] = {}
 
+    def state(self) -> ContextState:
+        """What the context has seen, as data (:meth:`from_state` goes on from it)."""
+        return ContextState(
+            self.agent_id, self._intent, self.cap, self.prev_tool, self._last_ts, self._rate,
+            list(self.written), dict(self._bytes), dict(self._growing), list(self._sensitive),
+            dict(self._tools), [(tool, target, n) for (tool, target), n in self._targets.items()],
+        )
+
+    @classmethod
+    def from_state(
+        cls, state: ContextState, internal_domains: Iterable[str] = (), rate_window: float = 60.0
+    ) -> TaskContext:
+        """The context :meth:`state` was taken of (with the same settings)."""
+        context = cls(state.agent_id, internal_domains, rate_window, state.intent, state.cap)
+        context.prev_tool, context._last_ts, context._rate = (
+            state.prev_tool, state.last_ts, state.rate)
+        context.written = dict.fromkeys(state.written)
+        context._bytes, context._growing = dict(state.bytes), dict(state.growing)
+        context._sensitive = dict.fromkeys(state.sensitive)
+        context._tools = dict(state.tools)
+        context._targets = {(tool, target): n for tool, target, n in state.targets}
+        return context
+
     def observe(self, call: ToolCall, tool: ToolInfo) -> Observation:
         """The observation of ``call``; advances the task's state past it."""
         endpoint = site = domain = None
@@ -226,9 +283,8 @@ class TaskContext:
             parts = parse_target(call.target)
             endpoint, site, domain = parts.endpoint, parts.site, parts.domain
             external = self._outside(parts)
-        repeats = self._tools[call.tool] = self._tools.get(call.tool, 0) + 1
-        same = (call.tool, call.target)
-        target_repeats = self._targets[same] = self._targets.get(same, 0) + 1
+        repeats = _count(self._tools, call.tool, self.cap)
+        target_repeats = _count(self._targets, (call.tool, call.target), self.cap)
         ts = call.ts
         if self._last_ts is None:
             self._rate = 1.0
@@ -237,8 +293,10 @@ class TaskContext:
         self._last_ts = ts
         growth = None
         if call.bytes_out:
-            self._bytes[call.tool] = self._bytes.get(call.tool, 0.0) + call.bytes_out
-            if tool.action != "read":
+            if call.tool in self._bytes or len(self._bytes) < self.cap:
+                self._bytes[call.tool] = self._bytes.get(call.tool, 0.0) + call.bytes_out
+            if tool.action != "read" and (call.tool in self._growing
+                                          or len(self._growing) < self.cap):
                 run = self._growing.get(call.tool)
                 if run is not None and call.bytes_out > run[1]:
                     start, _, length = run
@@ -296,7 +354,7 @@ class TaskContext:
             target_repeats=target_repeats,
             bytes_out=call.bytes_out,
             bytes_in=call.bytes_in,
-            task_bytes_out=self._bytes.get(call.tool, 0.0),
+            task_bytes_out=self._bytes.get(call.tool, float(call.bytes_out or 0.0)),
             rate=self._rate,
             sensitive=tuple(self._sensitive),
             label_level=level,
@@ -322,3 +380,22 @@ class TaskContext:
             and parts.domain not in self._internal
         )
 
+
+K = TypeVar("K")
+
+
+def _count(counts: dict[K, int], key: K, cap: int) -> int:
+    """Count ``key`` once more in ``counts`` (kept while it has fewer than ``cap`` keys);
+    how often it was counted, this time included.
+
+    >>> counts = {"a": 1}
+    >>> _count(counts, "a", 1), _count(counts, "b", 1), counts
+    (2, 1, {'a': 2})
+    """
+    n = counts.get(key)
+    if n is not None:
+        counts[key] = n + 1
+        return n + 1
+    if len(counts) < cap:
+        counts[key] = 1
+    return 1

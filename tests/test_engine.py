@@ -54,6 +54,9 @@ class ScriptedDetector:
     def take_learned_agents(self):
         return set()  # it keeps nothing to write back
 
+    def task_state(self, task):
+        return None  # what it keeps of a task is not stored
+
 
 def make_engine(**scores: float) -> tuple[Engine, ScriptedDetector]:
     detector = ScriptedDetector({k.replace("__", "."): v for k, v in scores.items()})
@@ -438,9 +441,10 @@ def test_the_detectors_part_of_a_task_is_the_task_states_and_ends_with_its_learn
     engine.process(call(n=1))
     [state] = engine.open.values()
     assert state.scoring is not None and list(state.scoring.scored) == ["t1-e1-200.0"]
-    # what the open store keeps is the task's plain data, without the detector's part
+    # what the open store keeps is plain data, the detector's part as its versioned state
     stored = msgspec.msgpack.decode(msgspec.msgpack.encode(state), type=TaskState)
     assert stored == state and stored.scoring is None
+    assert stored.scoring_state == engine.detector.task_state(state.scoring)
     engine.process(call(n=2, ts=210.0))
     assert len(state.scoring.scored) == 2  # the same object, call after call
     engine.process(task_event("completed"))
