@@ -22,8 +22,8 @@ import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TypeVar
 from functools import lru_cache
+from typing import TypeVar
 
 import msgspec
 

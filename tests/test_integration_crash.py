@@ -325,8 +325,38 @@ def test_after_five_sigkills_every_call_has_a_verdict_and_the_same_revocations(
           f"  audits differing {len(audit_diff)} ({len(audit_diff_unscored)} in more than "
           f"the max score), written again {audits_twice}")
 
+    print(f"  what differs, by cause: duplicates {_causes(duplicated.values())}; first "
+          f"verdicts {_causes([first.verdicts[e][0], second.verdicts[e][0]] for e in scores)}")
+
     assert not without
     assert revoked_second == revoked_first  # the same (task, reason)s, the same ids
+
+
+_TASK = frozenset({"rate", "task_risk", "tool_repeats", "target_repeats", "task_bytes_out",
+                   "evidence", "payload_growth", "novel_source", "transition_rarity"})
+"""Components that follow from the task's own state (its earlier calls)."""
+
+
+def _causes(groups: Any) -> dict[str, int]:
+    """Differing verdicts of one call, counted by what differs: the learned history of the
+    agent, role or fleet (``history_*``: a table write of learning lost or doubled), the
+    shared model only (``hst``), the task's own state only, or other components."""
+    found: Counter[str] = Counter()
+    for verdicts in groups:
+        if len({json.dumps(v, sort_keys=True) for v in verdicts}) < 2:
+            continue
+        a, b = verdicts[0]["components"], verdicts[-1]["components"]
+        changed = {name for name in set(a) | set(b) if a.get(name) != b.get(name)}
+        changed -= {"call_risk"}
+        if any(name.startswith("history_") for name in changed):
+            found["learned history"] += 1
+        elif changed <= {"hst"} and changed:
+            found["shared model"] += 1
+        elif changed and changed <= _TASK:
+            found["task state"] += 1
+        else:
+            found["other: " + ",".join(sorted(changed))[:80]] += 1
+    return dict(found)
 
 
 @pytest.mark.xfail(strict=False, reason="at least once: a verdict may be published and its "
