@@ -589,9 +589,10 @@ class Engine:
         grant = self._grant(call.agent_id, call.task_id)
         tool = self.catalogue.resolve(call)
         self._meet(call.agent_id)
-        if self._scoring(task) is None:
-            task.scoring = self.detector.open_task(call.agent_id, grant)
-        assessment = self.detector.assess(call, grant, tool, task.scoring)
+        scoring = self._scoring(task)
+        if scoring is None:
+            scoring = task.scoring = self.detector.open_task(call.agent_id, grant)
+        assessment = self.detector.assess(call, grant, tool, scoring)
         violations = self._violations(call, task, grant)
 
         reasons = assessment.reasons
