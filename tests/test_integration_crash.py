@@ -348,8 +348,10 @@ def _causes(groups: Any) -> dict[str, int]:
         a, b = verdicts[0]["components"], verdicts[-1]["components"]
         changed = {name for name in set(a) | set(b) if a.get(name) != b.get(name)}
         changed -= {"call_risk"}
-        if any(name.startswith("history_") for name in changed):
-            found["learned history"] += 1
+        if "history_agent_calls" in changed:
+            found["learned history: agent"] += 1
+        elif any(name.startswith("history_") for name in changed):
+            found["learned history: role or fleet"] += 1
         elif changed <= {"hst"} and changed:
             found["shared model"] += 1
         elif changed and changed <= _TASK:
