@@ -12,12 +12,16 @@ prints what it measured. Processing is at least once: records read after the las
 offset commit are processed again after a crash, from tables that already hold their
 effects; a call its task has judged already gets that verdict again (the task's state
 keeps its calls' verdicts, a tombstone for a minute of stream time), and is not counted
-or learned twice. Known open (the second test, xfail): a verdict and the table writes
-of the same record are separate producer records, so a killed worker may have
-published the verdict but not the task's new state, and the call read again is judged
-afresh; an open task's detector state (its risk so far, what its calls teach the shared
-model) is in memory only, so after a crash its later calls score otherwise and some
-first verdicts' scores (and the audits' max scores) differ.
+or learned twice. An open task's detector state (its context, risk, scored calls) is
+part of its state in the ``open`` table, so a task's later calls, and a call read again
+from the state before it, score as without the crash. Known open (the second test,
+xfail): one record's table writes go to six changelog topics through faust's producer
+buffer, its outputs to the producer directly; a SIGKILL loses what the buffer still held,
+so the tables may keep part of a record's writes (a task's tombstone without the
+``learned`` writes, flushed last, of its agent's state and its partition's population):
+the task's end read again finds it ended, its learning is never applied, and that agent's
+(or the fleet's) later scores differ. And a record processed again whose outputs were
+published already publishes them again: identical duplicate verdicts, and an audit twice.
 """
 
 from __future__ import annotations
@@ -361,11 +365,11 @@ def _causes(groups: Any) -> dict[str, int]:
     return dict(found)
 
 
-@pytest.mark.xfail(strict=False, reason="at least once: a verdict may be published and its "
-                   "task's state lost with the killed worker, and open tasks' detector state "
-                   "is in memory (1,200 calls, run alone: 220 duplicates, 16 differing, none in "
-                   "decision; first verdicts of another score 742, of another decision 0; "
-                   "audits written twice 2, differing beyond the max score 0)")
+@pytest.mark.xfail(strict=False, reason="at least once: a SIGKILL may keep part of a record's "
+                   "table writes (a tombstone without its agent's learned state) and outputs "
+                   "are published again with the record (1,200 calls, 4 runs: duplicates "
+                   "205-351, differing 0-4, none in decision; first verdicts of another score "
+                   "0-189, all from learned history; audits written twice 4-8 in every run)")
 def test_after_five_sigkills_every_verdict_and_audit_is_the_uninterrupted_runs(
     runs: Runs,
 ) -> None:
