@@ -620,9 +620,10 @@ class Detector:
         learn: bool,
     ) -> None:
         """Learn what ``task`` (of ``agent_id``; None: nothing kept, e.g. its state was of
-        another version) scored since it was last learned, when it ends or goes quiet: if ``learn``, its
-        ``calls`` enter the baselines and the model as they were scored (rebuilt from the
-        calls when the task kept fewer). A task that goes on keeps its running state."""
+        another version) scored since it was last learned, when it ends or goes quiet: if
+        ``learn``, its ``calls`` enter the baselines and the model as they were scored
+        (rebuilt from the calls when the task kept fewer). A task that goes on keeps its
+        running state."""
         scored: dict[str, ScoredCall] = {}
         if task is not None:  # a task that goes on learns next only what follows
             scored, destinations, unasked, alerted = (
