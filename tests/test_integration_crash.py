@@ -367,9 +367,10 @@ def _causes(groups: Any) -> dict[str, int]:
 
 @pytest.mark.xfail(strict=False, reason="at least once: a SIGKILL may keep part of a record's "
                    "table writes (a tombstone without its agent's learned state) and outputs "
-                   "are published again with the record (1,200 calls, 4 runs: duplicates "
+                   "are published again with the record (1,200 calls, 5 runs: duplicates "
                    "205-351, differing 0-4, none in decision; first verdicts of another score "
-                   "0-189, all from learned history; audits written twice 4-8 in every run)")
+                   "0-189, most with another learned history; audits written twice 4-8 in "
+                   "every run)")
 def test_after_five_sigkills_every_verdict_and_audit_is_the_uninterrupted_runs(
     runs: Runs,
 ) -> None:
