@@ -119,10 +119,14 @@ def du(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
-def child(states_path: Path, agents: int, resident: int) -> dict[str, Any]:
-    """Meet ``agents`` agents, their records in a RocksDB table, holding ``resident``."""
+def child(
+    states_path: Path, agents: int, resident: int, block_cache: int | None = None
+) -> dict[str, Any]:
+    """Meet ``agents`` agents, their records in a RocksDB table (``block_cache``: its block
+    cache's bytes, faust's default when None), holding ``resident``."""
     with tempfile.TemporaryDirectory(prefix="intentwatch-learned-") as work:
-        db = RocksDBOptions().open(Path(work) / "learned")
+        options = RocksDBOptions(block_cache_size=block_cache)
+        db = options.open(Path(work) / "learned")
         table = _Table(db)
         engine = engine_for(resident, table)
         before = rss_bytes()
@@ -143,6 +147,7 @@ def child(states_path: Path, agents: int, resident: int) -> dict[str, Any]:
         disk = du(Path(work))
         db.close()
     return {"agents": agents, "resident_agents": resident or None, "held": held,
+            "block_cache_bytes": options.block_cache_size,
             "evicted": engine.shed["agent", "evicted"],
             "rss_before": before, "rss_table_written": stored, "rss_after": after,
             "rss_per_agent": (after - before) / agents, "record_bytes": written,
@@ -191,15 +196,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="the largest agent count run without a bound")
     parser.add_argument("--residue", type=int, default=20000,
                         help="agents met for the per-evicted-agent heap residue (0: skip)")
+    parser.add_argument("--block-cache", default="",
+                        help="comma-separated RocksDB block cache sizes (MiB) to run the "
+                             "default bound under too, beside faust's default")
     parser.add_argument("--output", type=Path, default=RESULTS, help="results JSON file")
-    parser.add_argument("--child", nargs=4, metavar=("KIND", "STATES", "AGENTS", "RESIDENT"),
+    parser.add_argument("--child", nargs=5,
+                        metavar=("KIND", "STATES", "AGENTS", "RESIDENT", "CACHE"),
                         help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
-def run_child(kind: str, states_path: Path, agents: int, resident: int) -> dict[str, Any]:
+def run_child(
+    kind: str, states_path: Path, agents: int, resident: int, cache: int = 0
+) -> dict[str, Any]:
     out = subprocess.run([sys.executable, "-m", "bench.memory", "--child", kind,
-                          str(states_path), str(agents), str(resident)], check=True,
+                          str(states_path), str(agents), str(resident), str(cache)], check=True,
                          capture_output=True, text=True, cwd=ROOT).stdout
     result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
     return result
@@ -208,9 +219,12 @@ def run_child(kind: str, states_path: Path, agents: int, resident: int) -> dict[
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     if args.child:
-        kind, path, agents, resident = args.child
-        measure = child if kind == "rss" else residue
-        print(json.dumps(measure(Path(path), int(agents), int(resident))))
+        kind, path, agents, resident, cache = args.child
+        if kind == "rss":
+            found = child(Path(path), int(agents), int(resident), int(cache) * 2**20 or None)
+        else:
+            found = residue(Path(path), int(agents), int(resident))
+        print(json.dumps(found))
         return
     spec = FleetSpec(seed=args.seed, agents_per_role=args.agents_per_role,
                      history_days=args.history_days, attack_days=0.0, attack_rate=0.0)
@@ -227,13 +241,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="intentwatch-memory-") as work:
         states_path = Path(work) / "states.msgpack"
         states_path.write_bytes(msgspec.msgpack.encode(states))
-        for resident in bounds:
+        caches = [(default, 0)] + [(default, int(n)) for n in args.block_cache.split(",")
+                                   if n.strip()]
+        for resident, cache in [*caches, *((n, 0) for n in bounds[1:])]:
             for agents in counts:
                 if not resident and agents > args.unbounded_up_to:
                     continue
-                run = run_child("rss", states_path, agents, resident)
+                run = run_child("rss", states_path, agents, resident, cache)
                 runs.append(run)
-                print(f"{agents:>9,} agents, {resident or 'no'} resident at most: RSS +"
+                print(f"{agents:>9,} agents, {resident or 'no'} resident at most, block cache "
+                      f"{run['block_cache_bytes'] / 2**20:,.0f} MiB: RSS +"
                       f"{(run['rss_after'] - run['rss_before']) / 2**20:,.0f} MiB "
                       f"({run['held']:,} held; after writing the table +"
                       f"{(run['rss_table_written'] - run['rss_before']) / 2**20:,.0f} MiB); "
