@@ -391,13 +391,15 @@ def learn(
     summary = ReplaySummary()
     for outcome in run_replay(recording, engine):
         summary.add(outcome)
-    out.write_bytes(engine.detector.state())
-    history = engine.detector.history_summary()
+    detector = engine.detector
+    out.write_bytes(detector.state(engine.learned))  # the agents it no longer holds too
+    history = detector.history_summary()
+    agents = len(detector.learned_agents() | set(engine.learned))
     for_cause = sum(n for reason, n in summary.revocations.items() if reason != "task_completed")
     console.print(
-        f"learned {engine.detector.learned_calls:,} of {summary.calls:,} calls in "
+        f"learned {detector.learned_calls:,} of {summary.calls:,} calls in "
         f"{recording.read:,} events (tasks revoked for cause, {for_cause:,}, are not learned): "
-        f"{history['agents']:,} agents in {history['roles']:,} roles, "
+        f"{agents:,} agents in {history['roles']:,} roles, "
         f"{history['cold_roles']:,} of them with fewer than {history['min_history_tasks']} "
         "clean tasks (their destinations are not checked yet)", soft_wrap=True)
     console.print(f"wrote {out}; start a worker from it: intentwatch worker --warm-from {out}",

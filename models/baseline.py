@@ -246,6 +246,13 @@ class Baseline:
         """Take over what :meth:`agent_state` gave (another baseline's of the same config)."""
         self._load_scope_state(AGENT, data)
 
+    def forget_agent(self, agent_id: str) -> None:
+        """Forget what the detectors learned of ``agent_id`` alone (:meth:`agent_state`
+        gave it; :meth:`load_agent_state` of that brings it back as it was)."""
+        for detector in self.detectors.values():
+            if not isinstance(detector, FleetNovelty):
+                detector.forget_agent(agent_id)
+
     def load_role_state(self, data: RoleState) -> None:
         """Take over what :meth:`role_state` gave (another baseline's of the same config)."""
         self._load_scope_state(ROLE, data)

@@ -735,6 +735,24 @@ class Detector:
         self._load_agent(state)
         return state.id
 
+    def forget_agent(self, agent_id: str) -> bytes | None:
+        """Forget what was learned of ``agent_id`` alone, all of it (to hold fewer agents in
+        memory): its :meth:`agent_state` if that changed since :meth:`take_learned_agents`
+        (the caller writes it where the agent's state is kept), else None. Loading that
+        state again brings the agent back exactly as it was.
+
+        >>> detector = Detector(ScoringConfig())
+        >>> detector.forget_agent("spiffe://a/r/a1") is None
+        True
+        """
+        state = self.agent_state(agent_id) if agent_id in self._changed else None
+        self._changed.discard(agent_id)
+        self._agents.discard(agent_id)
+        self.baseline.forget_agent(agent_id)
+        self.established.forget_scope(agent_id)
+        self.habits.forget_scope(agent_id)
+        return state
+
     def role_state(self, role: str) -> bytes:
         """What was learned of ``role`` (this detector's share of it: its baselines,
         destinations and habits, not its agents'), as versioned data, a record of its own:
@@ -772,9 +790,11 @@ class Detector:
         self._load_population(population)
         return population.roles
 
-    def state(self) -> bytes:
+    def state(self, forgotten: Mapping[str, bytes] | None = None) -> bytes:
         """Everything learned: the population and every role's and agent's state
-        (``intentwatch learn`` writes it, ``worker --warm-from`` reads it).
+        (``intentwatch learn`` writes it, ``worker --warm-from`` reads it); ``forgotten``:
+        agent id -> :meth:`agent_state` of the agents no longer held (:meth:`forget_agent`),
+        e.g. an engine's ``learned``.
 
         >>> detector = Detector(ScoringConfig())
         >>> twin = Detector(ScoringConfig())
@@ -783,9 +803,14 @@ class Detector:
         0
         """
         population = self._population()
+        others = forgotten or {}
         return seal(Learned(
             population=population, roles=[self._role(role) for role in population.roles],
-            agents=[self._agent(agent_id) for agent_id in sorted(self._agents)],
+            agents=[
+                self._agent(agent_id) if agent_id in self._agents
+                else open_sealed(others[agent_id], AgentState, settings=self.settings_digest)
+                for agent_id in sorted(self._agents | set(others))
+            ],
         ), settings=self.settings_digest)
 
     def load_state(self, data: bytes) -> None:

@@ -39,7 +39,7 @@ from typing import Any
 from intentwatch.models.config import settings_from
 from intentwatch.models.features import Observation
 from intentwatch.models.learned import Counts, KeyedScope, RarityScope
-from intentwatch.models.statistics import DecayingCounts, EWStats, Levels, blend, ramp
+from intentwatch.models.statistics import AGENT, DecayingCounts, EWStats, Levels, blend, ramp
 
 __all__ = [
     "BaselineConfig",
@@ -290,7 +290,15 @@ class Rarity:
 
     def load_scope_state(self, level: int, scope: str, data: RarityScope) -> None:
         self._levels.scopes(level)[scope] = self._levels.make(level).load(data)
-        self._usual.clear()
+        if level == AGENT:  # what is cached of other agents does not depend on this one
+            self._usual.pop(scope, None)
+        else:
+            self._usual.clear()
+
+    def forget_agent(self, agent_id: str) -> None:
+        """Forget what was learned of ``agent_id`` (:meth:`scope_state` gave it)."""
+        self._levels.agents.pop(agent_id, None)
+        self._usual.pop(agent_id, None)
 
     def fleet_state(self) -> RarityScope:
         """What was learned of the fleet, as data."""
@@ -408,6 +416,10 @@ class KeyedStats:
     def load_scope_state(self, level: int, scope: str, data: KeyedScope) -> None:
         self._levels.scopes(level)[scope] = _keyed_stats(data)
 
+    def forget_agent(self, agent_id: str) -> None:
+        """Forget what was learned of ``agent_id`` (:meth:`scope_state` gave it)."""
+        self._levels.agents.pop(agent_id, None)
+
     def fleet_state(self) -> KeyedScope:
         return _keyed_data(self._levels.fleet)
 
@@ -452,6 +464,9 @@ class _KeyedQuantity:
 
     def load_scope_state(self, level: int, scope: str, data: KeyedScope) -> None:
         self._stats.load_scope_state(level, scope, data)
+
+    def forget_agent(self, agent_id: str) -> None:
+        self._stats.forget_agent(agent_id)
 
     def fleet_state(self) -> KeyedScope:
         return self._stats.fleet_state()

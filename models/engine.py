@@ -238,8 +238,10 @@ class Engine:
         self.ended: MutableMapping[str, Tombstone] = ended if ended is not None else {}
         self.forgotten: MutableMapping[str, float] = forgotten if forgotten is not None else {}
         self.learned: MutableMapping[str, bytes] = learned if learned is not None else {}
-        self.met: dict[str, bool] = {}
-        """Agents met so far -> whether their learned state was taken from ``learned``."""
+        self.met: OrderedDict[str, bool] = OrderedDict()
+        """The agents whose learned state the detector holds (at most
+        ``limits.resident_agents``), least recently met first -> whether it was taken from
+        ``learned``."""
         self.catalogue = catalogue or ToolCatalogue()
         self.detector = detector or Detector(self.config)
         self._tasks: dict[tuple[str, str], TaskState] = {}
@@ -835,17 +837,32 @@ class Engine:
             heapq.heappush(self._checks, (when, self._order[key], *key))
 
     def _meet(self, agent_id: str) -> None:
-        """Before the detector first judges or learns ``agent_id``: take what was learned
-        of it from ``learned`` (state of another version or config: it starts afresh)."""
-        if agent_id in self.met:
+        """Before the detector judges or learns ``agent_id``: unless it holds the agent,
+        take what was learned of it from ``learned`` (state of another version or config:
+        it starts afresh), making room first (:meth:`_evict_agent`)."""
+        met = self.met
+        if agent_id in met:
+            met.move_to_end(agent_id)
             return
+        while len(met) >= self.limits.resident_agents:
+            self._evict_agent()
         try:  # an incomplete record (parts of it lost) is refused like another version
             state = self.learned.get(agent_id)
             if state is not None:
                 self.detector.load_agent_state(state)
         except LearnedStateError:
             state = None
-        self.met[agent_id] = state is not None
+        met[agent_id] = state is not None
+
+    def _evict_agent(self) -> None:
+        """The detector forgets the agent met least recently; its learned state, if it
+        changed since it was last written, goes to ``learned`` first (where the agent's
+        next meeting reads it: what the detector holds of it then is what it forgot)."""
+        agent_id, _ = self.met.popitem(last=False)
+        state = self.detector.forget_agent(agent_id)
+        if state is not None:
+            self.learned[agent_id] = state
+        self.shed["agent", "evicted"] += 1
 
     def _closed(self, agent_id: str, task_id: str) -> None:
         """The task is no longer one of its agent's open tasks."""

@@ -21,6 +21,13 @@ state, failing closed: nothing it forgets lets a credential be used unjudged.
   first, with their grants, so a later call of a forgotten task has no grant and is
   revoked (``no_grant``), and a grant issued no later than the latest of their grants is
   refused for a task the engine holds nothing of (``task_forgotten``).
+- **resident agents**, per engine (a worker has one per partition): what the detector
+  learned of at most ``resident_agents`` agents is held in memory; meeting one more
+  evicts the least recently met (its learned state written to the ``learned`` table
+  first if it changed), and the next call of an evicted agent reads it back from there.
+  Eviction forgets nothing: the reloaded state is the state evicted, so verdicts are
+  those of an engine that holds every agent (an open task's scoring state is the
+  engine's, not the detector's, and stays).
 
 Every refusal and eviction is counted (:data:`SHED`): the engine's ``shed`` counter,
 ``intentwatch_state_shed_total{kind, action}`` on the worker's ``/metrics``.
@@ -44,7 +51,9 @@ from intentwatch.models.config import settings_from
 
 __all__ = ["SHED", "ShedKind", "StateLimits", "remember"]
 
-ShedKind = Literal["grant", "task", "staged_call", "parked_call", "usage", "tombstone"]
+ShedKind = Literal[
+    "grant", "task", "staged_call", "parked_call", "usage", "tombstone", "agent"
+]
 SHED: tuple[tuple[ShedKind, str], ...] = (
     ("grant", "evicted"),  # a grant of an ended task, for a new grant
     ("grant", "refused"),  # too_many_grants: a dead letter
@@ -53,6 +62,7 @@ SHED: tuple[tuple[ShedKind, str], ...] = (
     ("parked_call", "evicted"),  # a call judged before its grace period was over
     ("usage", "refused"),  # a tool, target, label or out-of-grant call the audit won't list
     ("tombstone", "evicted"),  # an ended task forgotten early, with its grant
+    ("agent", "evicted"),  # an agent's learned state out of memory (it is in ``learned``)
 )
 """What the engine refuses or evicts past a limit: (kind, action), its ``shed`` counter's keys."""
 
@@ -71,6 +81,9 @@ class StateLimits:
     usage_bytes_per_task: int = 64 * 1024
     tombstones_per_agent: int = 2048
     tombstone_bytes_per_agent: int = 384 * 1024
+    resident_agents: int = 2048
+    """Agents whose learned state one engine holds in memory (the others' is in the
+    ``learned`` table, read again when they are next met)."""
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> StateLimits:

@@ -323,6 +323,10 @@ class Established:
             key: (count, at) for key, count, at in zip(data.keys, data.counts, data.at,
                                                        strict=True)})
 
+    def forget_scope(self, scope: str) -> None:
+        """Forget what was learned of ``scope`` (:meth:`scope_state` gave it)."""
+        self._scopes.pop(scope, None)
+
     def __len__(self) -> int:
         return sum(len(keys) for _, keys in self._scopes.values())
 
