@@ -259,26 +259,17 @@ class Pipeline:
         add_views(self.app, jwks=keyring.jwks, status=self.status, metrics=self.metrics.page,
                   health=self.health)
 
-    async def handle(
-        self,
-        partition: int,
-        offset: int,
-        key: bytes | None,
-        value: bytes | None,
-        timestamp: float,
-        headers: dict[str, bytes],
-    ) -> Outcome | None:
-        """Process one input record (:meth:`judge`), then flush the partition's table
+    def count_flushed(self, partition: int, headers: dict[str, bytes]) -> bool:
+        """Count one record of ``partition`` as processed; flush the partition's table
         writes if ``flush_records`` records were read since the last flush or the record
-        is a tick."""
-        outcome = await self.judge(partition, offset, key, value, timestamp, headers)
+        is a tick. Returns whether everything read from it is now written."""
         self._unflushed[partition] += 1
         if (self._unflushed[partition] >= self.settings.flush_records
                 or headers.get(KIND_HEADER) == _TICK):
             for table in self._tables(partition).values():
                 table.flush()
             self._unflushed[partition] = 0
-        return outcome
+        return self.flushed(partition)
 
     def flushed(self, partition: int) -> bool:
         """Whether everything read from ``partition`` is written to the tables."""
@@ -401,13 +392,12 @@ class Pipeline:
             manual = cast(faust.Stream, stream).noack()  # acknowledged once flushed
             async for event in manual.events():
                 message = event.message
-                outcome = await self.handle(
-                    message.partition, message.offset, event.key, event.value,
-                    message.timestamp, dict(message.headers or ()),
-                )
+                headers = dict(message.headers or ())
+                outcome = await self.judge(message.partition, message.offset, event.key,
+                                           event.value, message.timestamp, headers)
                 held = self._held.setdefault(message.partition, [])
                 held.append(event)
-                if self.flushed(message.partition):  # their state is in the changelogs
+                if self.count_flushed(message.partition, headers):  # state in changelogs
                     for read in held:
                         read.ack()
                     held.clear()

@@ -58,6 +58,7 @@ class Settings:
     log_level: str = "info"
     otlp_topic: str = "otlp_spans"
     otlp_encoding: str = "otlp_proto"
+    stop_seconds: float = 20.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -87,7 +88,9 @@ class Settings:
         ``INTENTWATCH_LOG_LEVEL``,
         ``INTENTWATCH_OTLP_TOPIC`` and ``INTENTWATCH_OTLP_ENCODING`` (the OpenTelemetry
         Collector's span topic and its Kafka exporter's ``encoding``: ``otlp_proto`` or
-        ``otlp_json``).
+        ``otlp_json``), ``INTENTWATCH_STOP_SECONDS`` (how long a signalled worker may take
+        to stop before it exits anyway: faust's shutdown can wait for an unreachable broker
+        for ever).
         """
         env = os.environ if env is None else env
         default = cls()
@@ -134,6 +137,7 @@ class Settings:
             otlp_topic=get("OTLP_TOPIC", default.otlp_topic),
             otlp_encoding=_one_of("OTLP_ENCODING", get("OTLP_ENCODING", default.otlp_encoding),
                                   ENCODINGS),
+            stop_seconds=_positive_float("STOP_SECONDS", get("STOP_SECONDS", default.stop_seconds)),
         )
 
 

@@ -7,6 +7,8 @@ Configured by ``INTENTWATCH_*`` environment variables
 from __future__ import annotations
 
 import logging
+import os
+import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,11 +22,48 @@ from intentwatch.pipeline.topics import adopted_partitions, describe_topics, ens
 from intentwatch.tokens.grants import GrantVerifier
 from intentwatch.tokens.keys import Keyring
 
-__all__ = ["grant_verifier", "load_keyring", "run_worker"]
+__all__ = ["StopBoundedWorker", "grant_verifier", "load_keyring", "run_worker"]
 
 log = logging.getLogger(__name__)
 
 _KEY_ALG = "ES256"
+EXIT_STOP_TIMEOUT = 75
+"""The exit code of a worker that did not stop in time (``EX_TEMPFAIL``)."""
+
+
+class StopBoundedWorker(faust.Worker):
+    """faust's worker, which exits ``stop_seconds`` after SIGTERM or SIGINT if stopping
+    has not finished by then. faust waits for its consumer thread to stop, and with the
+    broker gone that thread can fail while stopping and never say so: the process would
+    hang until killed. Nothing is lost by exiting: what was read since the last offset
+    commit is read again by the next owner of the partitions, and a call read again gets
+    the verdict it had."""
+
+    def __init__(self, *args: object, stop_seconds: float, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.stop_seconds = stop_seconds
+        self._deadline: threading.Timer | None = None
+
+    def _on_sigterm(self) -> None:
+        self._arm_deadline()
+        super()._on_sigterm()
+
+    def _on_sigint(self) -> None:
+        self._arm_deadline()
+        super()._on_sigint()
+
+    def _arm_deadline(self) -> None:
+        if self._deadline is None:
+            self._deadline = threading.Timer(self.stop_seconds, self._stop_timed_out)
+            self._deadline.daemon = True
+            self._deadline.start()
+
+    def _stop_timed_out(self) -> None:
+        log.error("the worker did not stop within %g s of the signal (INTENTWATCH_STOP_SECONDS;"
+                  " is Kafka unreachable?): exiting with code %d", self.stop_seconds,
+                  EXIT_STOP_TIMEOUT)
+        logging.shutdown()
+        os._exit(EXIT_STOP_TIMEOUT)
 
 
 def load_keyring(path: Path) -> Keyring:
@@ -92,7 +131,8 @@ def run_worker(settings: Settings) -> None:
             f"INTENTWATCH_BOOTSTRAP {settings.bootstrap}: Kafka does not answer there "
             f"({type(error).__name__}); is a broker running? `intentwatch kafka up` starts one"
         ) from None
-    worker = faust.Worker(pipeline.app, loglevel=settings.log_level.upper())
+    worker = StopBoundedWorker(pipeline.app, loglevel=settings.log_level.upper(),
+                               stop_seconds=settings.stop_seconds)
     worker.spinner = None  # else faust sets the root logger to DEBUG to spin on every record
     worker.execute_from_commandline()
 

@@ -88,7 +88,7 @@ async def test_a_dead_letter_that_cannot_be_stored_holds_the_record_back(
 ) -> None:
     failing(pipeline, "dlq", times=-1)
     with pytest.raises(ConnectionError):  # the agent must not go on (and commit the offset)
-        await pipeline.handle(0, 7, b"k", b"{", time.time(), {})
+        await pipeline.judge(0, 7, b"k", b"{", time.time(), {})
 
 
 async def test_dead_letters_are_logged_one_line_per_reason_without_tracebacks(

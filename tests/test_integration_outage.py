@@ -4,6 +4,7 @@ by its pid, with the real SDK and a real worker."""
 from __future__ import annotations
 
 import json
+import signal
 import time
 import urllib.error
 import urllib.request
@@ -19,6 +20,7 @@ from intentwatch.contracts import KIND_HEADER, TOPICS, Revocation, decode_toolca
 from intentwatch.demo import create_topics
 from intentwatch.local.kafka_broker import LocalKafka, down, free_port, status, up
 from intentwatch.local.worker import WorkerProcess
+from intentwatch.pipeline.worker import EXIT_STOP_TIMEOUT
 from intentwatch.tokens.keys import generate_key
 from intentwatch.tokens.revocations import encode_revocation
 from tests.conftest import wait_for
@@ -211,3 +213,30 @@ def test_the_worker_says_kafka_is_unreachable_and_logs_it_once(broker: Broker, t
     assert len(unreachable) == 1, during
     assert len(during) <= 5, during  # the outage once, perhaps a reminder; no client noise
     assert any("answers again" in line for line in worker.log_file.read_text().splitlines())
+
+
+def test_a_worker_stopped_while_kafka_is_away_exits_all_the_same(broker: Broker, tmp_path: Path):
+    """faust's shutdown waits for its consumer thread, which with the broker gone can fail
+    while stopping and never say so: without ``INTENTWATCH_STOP_SECONDS`` the process would
+    hang until killed (seen: still running 60 s after SIGTERM)."""
+    jwks = tmp_path / "issuers.jwks.json"
+    jwks.write_text(json.dumps({"keys": [generate_key("EdDSA").public_jwk()]}))
+    worker = WorkerProcess.start(broker.bootstrap, tmp_path,
+                                 env={"INTENTWATCH_GRANT_ISSUERS_JWKS": str(jwks),
+                                      "INTENTWATCH_STOP_SECONDS": "5"})
+    try:
+        worker.wait_ready()
+        broker.stop()
+        try:
+            wait_for(lambda: http(f"{worker.url}/status")[1],
+                     lambda s: not s["kafka"]["reachable"], 30, "unreachable")
+            worker.process.send_signal(signal.SIGTERM)
+            code = worker.process.wait(timeout=120)
+        finally:
+            broker.start()
+    finally:
+        worker.stop()
+    log = worker.log_file.read_text()
+    assert code in (0, EXIT_STOP_TIMEOUT), log[-2000:]
+    if code == EXIT_STOP_TIMEOUT:
+        assert "did not stop within 5 s of the signal" in log
