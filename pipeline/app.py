@@ -60,7 +60,10 @@ from intentwatch.pipeline.web import add_views
 from intentwatch.tokens.grants import GrantRejected, GrantVerifier
 from intentwatch.tokens.keys import Keyring
 
-__all__ = ["INPUT_TOPICS", "TABLES", "Pipeline", "TypedTable", "agent_partition", "worker_topics"]
+__all__ = [
+    "INPUT_TOPICS", "TABLES", "Pipeline", "TypedTable", "agent_partition", "table_store_options",
+    "worker_topics",
+]
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +132,23 @@ def worker_topics(settings: Settings) -> dict[str, TopicSpec]:
 def agent_partition(agent_id: str, partitions: int) -> int:
     """The partition Kafka's default partitioner gives records keyed by ``agent_id``."""
     return (murmur2(agent_id.encode()) & 0x7FFFFFFF) % partitions
+
+
+_MIB = 2**20
+
+
+def table_store_options(name: str) -> dict[str, int]:
+    """How much memory RocksDB may use for one table's database (one per table and
+    partition): faust's defaults give each a 2 GiB block cache and up to 3 × 64 MiB of
+    write buffers, more than a worker with dozens of them can hold. The ``learned`` table,
+    read whenever an agent that is not resident is met, gets the larger cache; the others
+    are read back only on recovery.
+
+    >>> table_store_options("learned")["block_cache_size"] // 2**20
+    64
+    """
+    return {"block_cache_size": (64 if name == "learned" else 8) * _MIB,
+            "write_buffer_size": 8 * _MIB, "max_write_buffer_number": 2}
 
 
 class TypedTable(faust.Table):
@@ -410,7 +430,7 @@ class Pipeline:
     def _table(self, name: str, help: str, codec: str | None = None) -> TypedTable:
         table = TypedTable(self.app, codec=codec or f"intentwatch-{name}", name=name,
                           partitions=self.settings.partitions, beacon=self.app.tables.beacon,
-                          help=help)
+                          help=help, options=table_store_options(name))
         self.app.tables.add(table)
         return table
 

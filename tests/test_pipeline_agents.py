@@ -16,7 +16,7 @@ from faust.types import TP
 from kafka.partitioner.default import murmur2
 
 from intentwatch.contracts import TOPICS, DeadLetterHeaders, Grant, encode, role_of
-from intentwatch.pipeline.app import Pipeline, agent_partition
+from intentwatch.pipeline.app import TABLES, Pipeline, agent_partition, table_store_options
 from intentwatch.pipeline.worker import load_keyring
 from intentwatch.tokens.grants import GrantVerifier
 from intentwatch.tokens.keys import Keyring, unverified_payload
@@ -325,3 +325,11 @@ async def test_what_was_learned_is_in_the_learned_table_and_taken_back_from_it(
         await put(events, "toolcall", probe, agent)
     assert again.status()["learned"]["restored_agents"] == 0
     assert out.verdicts()[0]["components"] != sent.verdicts()[-1]["components"]  # cold
+
+
+def test_every_table_bounds_the_memory_rocksdb_may_take(pipeline: Pipeline) -> None:
+    """faust's defaults (a 2 GiB block cache per table and partition) are not kept."""
+    for name in TABLES:
+        options = getattr(pipeline, name).options
+        assert options == table_store_options(name)
+        assert options["block_cache_size"] <= 64 * 2**20
