@@ -7,8 +7,9 @@ detector learned of each agent (:meth:`~intentwatch.models.detection.Detector.ag
 the record the worker keeps in its ``learned`` table) is then that agent's history.
 For each N of ``--agents`` a child process writes N records, the fleet's agents in turn
 each under an id of its own (the record's ``agent`` rewritten), into a ``learned`` table
-as the worker's: a RocksDB database on disk opened with faust's own options
-(``faust.stores.rocksdb.RocksDBOptions``, as faust opens the worker's tables), under
+as the worker's: a RocksDB database on disk opened as faust opens the worker's
+(``faust.stores.rocksdb.RocksDBOptions`` with the worker's
+:func:`~intentwatch.pipeline.app.table_store_options`), under
 :class:`~intentwatch.models.learned.PartedStore`; then one engine of the default config
 meets every agent in turn, as before it judges an agent's call (reading its record,
 evicting the least recently met past the bound). It reports its resident set size
@@ -47,6 +48,7 @@ from intentwatch.models.engine import Engine
 from intentwatch.models.learned import AgentState, PartedStore, open_sealed, seal
 from intentwatch.models.limits import StateLimits
 from intentwatch.models.replay import replay
+from intentwatch.pipeline.app import table_store_options
 from intentwatch.simulation.fleet import FleetSpec, generate
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -123,9 +125,12 @@ def child(
     states_path: Path, agents: int, resident: int, block_cache: int | None = None
 ) -> dict[str, Any]:
     """Meet ``agents`` agents, their records in a RocksDB table (``block_cache``: its block
-    cache's bytes, faust's default when None), holding ``resident``."""
+    cache's bytes, the worker's when None), holding ``resident``."""
     with tempfile.TemporaryDirectory(prefix="intentwatch-learned-") as work:
-        options = RocksDBOptions(block_cache_size=block_cache)
+        settings = table_store_options("learned")
+        if block_cache is not None:
+            settings["block_cache_size"] = block_cache
+        options = RocksDBOptions(**settings)
         db = options.open(Path(work) / "learned")
         table = _Table(db)
         engine = engine_for(resident, table)
@@ -198,7 +203,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="agents met for the per-evicted-agent heap residue (0: skip)")
     parser.add_argument("--block-cache", default="",
                         help="comma-separated RocksDB block cache sizes (MiB) to run the "
-                             "default bound under too, beside faust's default")
+                             "default bound under too, beside the worker's (table_store_options)")
     parser.add_argument("--output", type=Path, default=RESULTS, help="results JSON file")
     parser.add_argument("--child", nargs=5,
                         metavar=("KIND", "STATES", "AGENTS", "RESIDENT", "CACHE"),
