@@ -63,9 +63,8 @@ VARIANTS: dict[str, dict[str, str]] = {
     "defaults": {},
     "standby0": {"INTENTWATCH_STANDBY_REPLICAS": "0"},
     "standby1": {"INTENTWATCH_STANDBY_REPLICAS": "1"},
-    "static": {"INTENTWATCH_STATIC_MEMBERSHIP": "1"},
 }
-"""Named settings (``--variants``); ``static`` gives each worker a group instance id."""
+"""Named settings (``--variants``); ``--set`` adds others."""
 PHASES = {
     "rebalance": ("Heartbeat failed for group", "(Re-)joining group"),
     "synced": ("Successfully synced group",),
@@ -183,8 +182,6 @@ class Scenario:
             "INTENTWATCH_LOG_LEVEL": "info", "INTENTWATCH_POPULATION_SECONDS": "0.1",
             **self.settings,
         }
-        if env.pop("INTENTWATCH_STATIC_MEMBERSHIP", "") == "1":
-            env["INTENTWATCH_GROUP_INSTANCE_ID"] = f"{self.app_id}-{home or name}"
         worker = WorkerProcess.start(self.bootstrap, self.home / name, env=env)
         self.workers.append(worker)
         return worker

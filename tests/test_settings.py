@@ -15,14 +15,13 @@ def test_the_producer_linger_is_read_in_milliseconds_and_may_be_zero() -> None:
         Settings.from_env({"INTENTWATCH_PRODUCER_LINGER_MS": "-1"})
 
 
+
 def test_the_failover_settings_reach_the_consumer(tmp_path: Path) -> None:
-    """A warm standby copy of each partition's tables by default; static membership only
-    when a worker is given an instance id (unique per worker, so there is no default)."""
+    """A warm standby copy of each partition's tables by default; heartbeats every sixth
+    of the session."""
     from tests.pipeline_harness import Sent, make_pipeline
 
-    env = Settings.from_env({"INTENTWATCH_GROUP_INSTANCE_ID": " worker-0 "})
-    assert (env.standby_replicas, env.group_instance_id) == (1, "worker-0")
-    assert Settings.from_env({}).group_instance_id is None
-    conf = make_pipeline(tmp_path, Sent(), group_instance_id="worker-0").app.conf
-    assert (conf.table_standby_replicas, conf.consumer_group_instance_id) == (1, "worker-0")
+    assert Settings.from_env({}).standby_replicas == 1
+    conf = make_pipeline(tmp_path, Sent()).app.conf
+    assert conf.table_standby_replicas == 1
     assert (conf.broker_session_timeout, conf.broker_heartbeat_interval) == (6.0, 1.0)
