@@ -49,7 +49,7 @@ class Settings:
     audience: str = "urn:intentwatch:credential-brokers"
     tick_seconds: float = 0.5
     session_timeout_seconds: float = 6.0
-    standby_replicas: int = 0
+    standby_replicas: int = 1
     population_seconds: float = 30.0
     producer_linger_ms: int = 5
     flush_records: int = 1
@@ -77,7 +77,8 @@ class Settings:
         ``INTENTWATCH_SESSION_TIMEOUT_SECONDS`` (how long the group waits for a silent
         worker before its partitions move; the broker's ``group.min.session.timeout.ms``
         is the floor), ``INTENTWATCH_STANDBY_REPLICAS`` (workers keeping a warm copy of
-        each partition's tables),
+        each partition's tables: a worker taking a dead one's partitions then has their
+        tables open and nearly up to date; ``bench.failover`` measures it),
         ``INTENTWATCH_POPULATION_SECONDS`` (how often, in stream time, each partition's
         learned role, fleet and shared-model state is written to the ``learned`` table; 0:
         whenever a task's learning changed it; an agent's own state is written whenever

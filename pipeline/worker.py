@@ -6,6 +6,7 @@ Configured by ``INTENTWATCH_*`` environment variables
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import threading
@@ -131,6 +132,12 @@ def run_worker(settings: Settings) -> None:
             f"INTENTWATCH_BOOTSTRAP {settings.bootstrap}: Kafka does not answer there "
             f"({type(error).__name__}); is a broker running? `intentwatch kafka up` starts one"
         ) from None
+    # What is loaded by now (libraries, config, models) lives as long as the process: out
+    # of the collector's sight, the full collections faust's RocksDB store runs for each
+    # table at every rebalance take milliseconds instead of seconds. aiokafka sends no
+    # heartbeat while the assignment is being taken, so seconds there outlast the session
+    # and drop the worker from its group: a rebalance again, and again under load.
+    gc.freeze()
     worker = StopBoundedWorker(pipeline.app, loglevel=settings.log_level.upper(),
                                stop_seconds=settings.stop_seconds)
     worker.spinner = None  # else faust sets the root logger to DEBUG to spin on every record
