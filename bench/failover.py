@@ -38,17 +38,18 @@ import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 
 from bench.throughput import console, local_broker, machine
 from intentwatch import TelemetryPublisher
 from intentwatch.contracts import TOPICS
+from intentwatch.local.processes import wait_for
 from intentwatch.local.worker import WorkerProcess
 from intentwatch.pipeline.app import agent_partition
 from intentwatch.tokens.grants import sign_grant
@@ -72,19 +73,6 @@ PHASES = {
     "recovered": ("grants recovered for partitions",),
 }
 """Phase → the first worker log line after the kill that marks it (any of these)."""
-T = TypeVar("T")
-
-
-def wait_for(fetch: Callable[[], T], done: Callable[[T], bool], timeout: float, what: str) -> T:
-    """Call ``fetch`` until ``done(result)``; TimeoutError after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = fetch()
-        if done(result):
-            return result
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} not within {timeout:g} s; last: {result!r}")
-        time.sleep(0.05)
 
 
 class Records:

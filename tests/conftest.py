@@ -18,6 +18,8 @@ from typing import Any, TypeVar
 
 import pytest
 
+from intentwatch.local import processes
+
 pytest_plugins = ["tests.kafka_broker"]
 
 REPO = Path(__file__).resolve().parents[1]
@@ -25,15 +27,11 @@ T = TypeVar("T")
 
 
 def wait_for(fetch: Callable[[], T], done: Callable[[T], bool], timeout: float, what: str) -> T:
-    """Call ``fetch`` until ``done(result)``; fail after ``timeout`` seconds saying ``what``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = fetch()
-        if done(result):
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:g} s waiting for {what}; last: {result!r}")
-        time.sleep(0.05)
+    """:func:`intentwatch.local.processes.wait_for`, failing the test when it times out."""
+    try:
+        return processes.wait_for(fetch, done, timeout, what)
+    except TimeoutError as error:
+        pytest.fail(str(error))
 
 
 class TopicRecords:

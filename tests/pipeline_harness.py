@@ -15,6 +15,7 @@ from typing import Any
 import msgspec
 
 from intentwatch.contracts import KIND_HEADER, TOPICS, encode
+from intentwatch.models.config import ScoringConfig
 from intentwatch.pipeline.app import Pipeline, agent_partition
 from intentwatch.pipeline.settings import Settings
 from intentwatch.pipeline.worker import load_keyring
@@ -71,13 +72,16 @@ async def put(events: Any, kind: str, value: bytes, agent: str, **options: Any) 
     return await events.put(value, headers=[(KIND_HEADER, kind.encode())], **options)
 
 
-def make_pipeline(folder: Path, send: Sent, **other: Any) -> Pipeline:
+def make_pipeline(
+    folder: Path, send: Sent, config: ScoringConfig | None = None, **other: Any
+) -> Pipeline:
     """A pipeline of 4 partitions keeping its data and keys in ``folder``, trusting
-    :data:`ISSUER_KEY`, publishing to ``send`` (``other``: other settings, e.g.
-    ``flush_records``)."""
+    :data:`ISSUER_KEY`, publishing to ``send``, scoring by ``config`` (the shipped one when
+    None; ``other``: other settings, e.g. ``flush_records``)."""
     settings = Settings(data_dir=folder / "data", keys_dir=folder / "keys", partitions=4,
                         **other)
     verifier = GrantVerifier({"keys": [ISSUER_KEY.public_jwk()]})
     return Pipeline(
-        settings, keyring=load_keyring(settings.keys_dir), grant_verifier=verifier, send=send
+        settings, keyring=load_keyring(settings.keys_dir), grant_verifier=verifier,
+        config=config, send=send,
     )

@@ -21,10 +21,18 @@ from intentwatch.pipeline.app import Pipeline, agent_partition
 from intentwatch.pipeline.publishing import Publisher
 from intentwatch.pipeline.settings import Settings
 from intentwatch.pipeline.worker import grant_verifier, load_keyring
-from intentwatch.tokens.grants import GrantVerifier, sign_grant
+from intentwatch.tokens.grants import sign_grant
 from intentwatch.tokens.keys import generate_key
 from intentwatch.tokens.revocations import RevocationVerifier
-from tests.pipeline_harness import ISSUER_KEY, Sent, agent_id, call, grant_token, put
+from tests.pipeline_harness import (
+    ISSUER_KEY,
+    Sent,
+    agent_id,
+    call,
+    grant_token,
+    make_pipeline,
+    put,
+)
 
 
 class Failing(Sent):
@@ -258,10 +266,7 @@ async def test_a_replayed_grant_is_a_dead_letter_with_its_code(
 async def test_a_forgotten_tasks_grant_published_again_is_a_dead_letter(
     tmp_path: Path, sent: Sent
 ) -> None:
-    settings = Settings(data_dir=tmp_path / "data", keys_dir=tmp_path / "keys", partitions=4)
-    pipeline = Pipeline(settings, keyring=load_keyring(settings.keys_dir),
-                        grant_verifier=GrantVerifier({"keys": [ISSUER_KEY.public_jwk()]}),
-                        config=ScoringConfig(limits={"tombstones_per_agent": 2}), send=sent)
+    pipeline = make_pipeline(tmp_path, sent, ScoringConfig(limits={"tombstones_per_agent": 2}))
     agent = agent_id()
     first = grant_token(agent, "t0")
     async with pipeline.agent.test_context() as events:
@@ -296,10 +301,7 @@ async def test_a_record_stamped_far_ahead_moves_no_clock(pipeline: Pipeline, sen
 async def test_how_far_ahead_a_record_may_be_stamped_is_configuration(
     tmp_path: Path, sent: Sent
 ) -> None:
-    settings = Settings(data_dir=tmp_path / "data", keys_dir=tmp_path / "keys", partitions=4)
-    pipeline = Pipeline(settings, keyring=load_keyring(settings.keys_dir),
-                        grant_verifier=GrantVerifier({"keys": [ISSUER_KEY.public_jwk()]}),
-                        config=ScoringConfig(max_ahead_seconds=10.0), send=sent)
+    pipeline = make_pipeline(tmp_path, sent, ScoringConfig(max_ahead_seconds=10.0))
     agent = agent_id()
     async with pipeline.agent.test_context() as events:
         await put(events, "grant", grant_token(agent), agent)

@@ -18,11 +18,15 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import TypeVar
 
-__all__ = ["run", "spawn", "stop", "tail", "tail_file"]
+__all__ = ["run", "spawn", "stop", "tail", "tail_file", "wait_for"]
+
+T = TypeVar("T")
 
 
 def run(
@@ -91,3 +95,25 @@ def tail_file(path: Path, count: int = 30) -> str:
     with path.open(errors="replace") as file:
         return "".join(deque(file, maxlen=count))
 
+
+
+def wait_for(fetch: Callable[[], T], done: Callable[[T], bool], timeout: float, what: str) -> T:
+    """Call ``fetch`` until ``done(result)``, every 50 ms; :class:`TimeoutError` saying
+    ``what`` after ``timeout`` seconds.
+
+    >>> wait_for(lambda: 3, lambda n: n > 2, 1.0, "three")
+    3
+    >>> wait_for(lambda: 0, bool, 0.1, "something")
+    Traceback (most recent call last):
+    ...
+    TimeoutError: timed out after 0.1 s waiting for something; last: 0
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        result = fetch()
+        if done(result):
+            return result
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}; "
+                               f"last: {result!r}")
+        time.sleep(0.05)
